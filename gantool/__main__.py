@@ -1,0 +1,4 @@
+"""`python -m gantool` runs the CLI."""
+from gantool.cli import app
+
+app(prog_name="gantool")

@@ -1,0 +1,138 @@
+"""Save / load checkpoints (weights + config + provenance) atomically and safely."""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from gantool.config import ModelConfig
+from gantool.errors import CheckpointError, OutputError
+
+FORMAT = "gantool.checkpoint"
+FORMAT_VERSION = 1
+CHECKPOINT_NAME = "checkpoint.pt"
+REQUIRED_KEYS = ("format", "version", "model_config", "generator")
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call write(tmp) on a temp file beside `path`, fsync, then rename over `path`.
+
+    A crash or error mid-write leaves any previous file untouched.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise OutputError(f"cannot write to {path.parent}: {e.strerror or e}") from None
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        with open(tmp_path, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    return atomic_write(path, lambda p: p.write_bytes(data))
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda p: p.write_text(text))
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def strip_compile_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """torch.compile wraps modules in `_orig_mod.`; checkpoints never carry that prefix."""
+    return {k.replace("_orig_mod.", ""): v for k, v in state.items()}
+
+
+def resolve_checkpoint_path(path: str | Path) -> Path:
+    """A run directory means its checkpoint.pt; a file means itself."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / CHECKPOINT_NAME
+    if not p.exists():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    return p
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    payload = {"format": FORMAT, "version": FORMAT_VERSION, **payload}
+    return atomic_write(path, lambda p: torch.save(payload, p))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load with weights_only=True: a pickle that would run code is refused, and nothing runs."""
+    p = resolve_checkpoint_path(path)
+    try:
+        payload = torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        if "Weights only load failed" in str(e) or "Unsupported" in str(e):
+            raise CheckpointError(
+                f"refusing to load {p}: it contains pickled objects that would run code (weights_only=True)"
+            ) from None
+        raise CheckpointError(f"{p} is not a readable checkpoint: {first}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{p} is truncated or not a checkpoint ({msg})") from None
+    except Exception as e:  # any other unpickling failure is still a bad file, not a gantool bug
+        raise CheckpointError(f"{p} is not a gantool checkpoint ({type(e).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{p} is not a gantool checkpoint (no '{FORMAT}' marker)")
+    missing = [k for k in REQUIRED_KEYS if k not in payload]
+    if missing:
+        raise CheckpointError(f"{p} is missing {', '.join(missing)}")
+    if payload["version"] > FORMAT_VERSION:
+        raise CheckpointError(f"{p} has checkpoint version {payload['version']}; this gantool reads <= {FORMAT_VERSION}")
+    return payload
+
+
+def model_config_of(payload: dict[str, Any]) -> ModelConfig:
+    try:
+        return ModelConfig.from_dict(payload["model_config"])
+    except Exception as e:
+        raise CheckpointError(f"checkpoint has an unreadable model config: {e}") from None
+
+
+def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """load_state_dict with shape/key mismatches turned into one-line CheckpointErrors."""
+    try:
+        module.load_state_dict(strip_compile_prefix(state))
+    except RuntimeError as e:
+        line = str(e).strip().splitlines()
+        detail = line[1].strip() if len(line) > 1 else line[0]
+        raise CheckpointError(f"{what} weights do not fit this architecture: {detail}") from None
+
+
+def load_generator(
+    path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, ModelConfig, dict[str, Any]]:
+    """Rebuild G from a checkpoint with no flags. Uses the EMA weights when the run kept them."""
+    from gantool.model import Generator
+
+    payload = load_checkpoint(path)
+    cfg = model_config_of(payload)
+    g = Generator(cfg)
+    state = payload["generator_ema"] if ema and payload.get("generator_ema") else payload["generator"]
+    load_state(g, state, "generator")
+    return g.to(device).eval(), cfg, payload

@@ -1,0 +1,67 @@
+"""Helpers shared by the command modules: user errors become one stderr line and an exit code."""
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable, TypeVar
+
+import typer
+
+from gantool.errors import GantoolError
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def fail(message: str, code: int = 2) -> "typer.Exit":
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def user_errors(fn: F) -> F:
+    """Turn GantoolError (and Ctrl-C) into `error: ...` on stderr plus a non-zero exit; no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except GantoolError as e:
+            raise fail(str(e), e.exit_code) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130) from None
+        except MemoryError:
+            raise fail("out of memory", 2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_int_list(text: str, what: str) -> list[int]:
+    """'1,64,4096' -> [1, 64, 4096]; anything non-numeric or <= 0 is a one-line error."""
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            v = int(part)
+        except ValueError:
+            raise GantoolError(f"{what}: {part!r} is not an integer") from None
+        if v <= 0:
+            raise GantoolError(f"{what}: {v} must be > 0")
+        out.append(v)
+    if not out:
+        raise GantoolError(f"{what}: give at least one value")
+    return out
+
+
+def parse_choice_list(text: str, choices: list[str], what: str) -> list[str]:
+    out = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in out if p not in choices]
+    if bad:
+        raise GantoolError(f"unknown {what} {', '.join(bad)}; choose from: {', '.join(choices)}")
+    if not out:
+        raise GantoolError(f"{what}: give at least one value")
+    return out
+
+
+def echo_err(msg: str) -> None:
+    print(msg, file=sys.stderr)

@@ -1,0 +1,123 @@
+"""Dataclass configs: the one place for latent size, image shape, normalisation and recipes."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, asdict
+from typing import Any
+
+from gantool.errors import ConfigError
+
+# Images are normalised to [-1, 1]: x = (pixel/255 - 0.5) / 0.5, as the seed intends.
+NORM_MEAN = 0.5
+NORM_STD = 0.5
+VALUE_RANGE = (-1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of G and D. Saved inside every checkpoint so load() needs no flags.
+
+    The defaults are exactly the seed's MLPs: G 1,486,352 and D 1,460,225 parameters.
+    """
+
+    latent_dim: int = 100
+    channels: int = 1
+    img_size: int = 28
+    g_hidden: tuple[int, ...] = (256, 512, 1024)
+    d_hidden: tuple[int, ...] = (1024, 512, 256)
+    leaky_slope: float = 0.2
+    d_dropout: float = 0.3
+    # Mode-coverage options for D (off in the seed): PacGAN packing and a minibatch-stddev feature.
+    d_pack: int = 1
+    d_minibatch_std: bool = False
+
+    @property
+    def img_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.img_size, self.img_size)
+
+    @property
+    def img_numel(self) -> int:
+        return self.channels * self.img_size * self.img_size
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["g_hidden"] = list(self.g_hidden)
+        d["d_hidden"] = list(self.d_hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown model config keys: {sorted(unknown)}")
+        d = dict(d)
+        for k in ("g_hidden", "d_hidden"):
+            if k in d:
+                d[k] = tuple(int(v) for v in d[k])
+        return cls(**d)
+
+
+@dataclass
+class TrainConfig:
+    """Everything `gantool train` needs besides the architecture."""
+
+    dataset: str = "mnist-5k"
+    data_dir: str = "data"
+    epochs: int = 0  # 0 = the recipe's default
+    batch_size: int = 100
+    lr: float = 2e-4  # G's learning rate (and D's unless d_lr is set)
+    d_lr: float | None = None
+    betas: tuple[float, float] = (0.9, 0.999)
+    device: str = "auto"
+    seed: int = 0
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast)
+    compile: bool = False
+    recipe: str = "seed"
+    label_smoothing: float = 0.0  # one-sided: real target = 1 - label_smoothing
+    ema_decay: float = 0.0  # 0 = no EMA copy of G
+    log_every: int = 100
+    sample_every: int = 0  # steps between progress grids; 0 = once an epoch
+    eval_every: int = 0  # epochs between quality evals in training; 0 = off
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        if "betas" in d:
+            d["betas"] = tuple(d["betas"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named training recipe: model options plus train options that override the defaults."""
+
+    name: str
+    description: str
+    epochs: int
+    model: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+RECIPES: dict[str, Recipe] = {
+    "seed": Recipe(
+        name="seed",
+        description="The original article: BCE, Adam lr 2e-4 default betas, batch 100, 200 epochs.",
+        epochs=200,
+    ),
+}
+
+DEFAULT_RECIPE = "seed"
+
+
+def get_recipe(name: str) -> Recipe:
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise ConfigError(f"unknown recipe {name!r}; choose one of: {', '.join(RECIPES)}") from None

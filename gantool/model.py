@@ -1,0 +1,69 @@
+"""The seed's MLP Generator and Discriminator (nn code only)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gantool.config import ModelConfig
+
+
+class Generator(nn.Module):
+    """z (B, latent) -> images (B, C, H, W) in [-1, 1]."""
+
+    def __init__(self, cfg: ModelConfig = ModelConfig()):
+        super().__init__()
+        self.cfg = cfg
+        layers: list[nn.Module] = []
+        width = cfg.latent_dim
+        for h in cfg.g_hidden:
+            layers += [nn.Linear(width, h), nn.LeakyReLU(cfg.leaky_slope)]
+            width = h
+        layers += [nn.Linear(width, cfg.img_numel), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        self._shape = cfg.img_shape
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        # (B, latent) -> (B, 784) -> (B, 1, 28, 28); reshape keeps N dynamic for every exporter.
+        return self.net(z).reshape(-1, *self._shape)
+
+
+class MinibatchStd(nn.Module):
+    """Appends the mean over features of the per-feature std across the batch (ProGAN), so D sees
+    batch diversity and G is pushed away from collapsing onto a few modes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, F) -> (B, F+1)
+        std = x.float().std(dim=0, unbiased=False).mean().to(x.dtype)
+        return torch.cat([x, std.expand(x.shape[0], 1)], dim=1)
+
+
+class Discriminator(nn.Module):
+    """images (B, C, H, W) -> logits (B, 1). Sigmoid lives in the loss (BCE-with-logits)."""
+
+    def __init__(self, cfg: ModelConfig = ModelConfig()):
+        super().__init__()
+        self.cfg = cfg
+        self.pack = cfg.d_pack
+        width = cfg.img_numel * cfg.d_pack
+        layers: list[nn.Module] = []
+        for i, h in enumerate(cfg.d_hidden):
+            if cfg.d_minibatch_std and i == len(cfg.d_hidden) - 1:
+                layers.append(MinibatchStd())
+                width += 1
+            layers += [nn.Linear(width, h), nn.LeakyReLU(cfg.leaky_slope), nn.Dropout(cfg.d_dropout)]
+            width = h
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # PacGAN: pack consecutive samples into one D input, (B, 784) -> (B/pack, 784*pack).
+        return self.net(x.reshape(x.shape[0] // self.pack, -1))
+
+
+def count_params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def generator_flops_per_sample(cfg: ModelConfig) -> int:
+    """Multiply-adds x2 of the Linear layers (activations are negligible)."""
+    dims = [cfg.latent_dim, *cfg.g_hidden, cfg.img_numel]
+    return sum(2 * a * b for a, b in zip(dims[:-1], dims[1:]))

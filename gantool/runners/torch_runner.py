@@ -1,0 +1,47 @@
+"""PyTorch eager and torch.compile runners, built from a checkpoint."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gantool.checkpoint import load_generator
+from gantool.device import dtype_name, parse_dtype, resolve_device
+from gantool.runners import Runner, RunnerInfo, register
+
+
+class TorchRunner(Runner):
+    """G in eager mode (or compiled) on `device`, weights and input cast to `dtype`."""
+
+    def __init__(self, checkpoint: str | Path, device: str = "cpu", dtype: str = "fp32",
+                 compile_mode: str | None = None, ema: bool = True):
+        dev = resolve_device(device)
+        self.dtype = parse_dtype(dtype)
+        g, cfg, _ = load_generator(checkpoint, ema=ema, device=dev)
+        self.module = g.to(self.dtype)
+        self.fn = torch.compile(self.module, mode=compile_mode, dynamic=True) if compile_mode else self.module
+        backend = "eager" if compile_mode is None else ("compile" if compile_mode == "default" else f"compile-{compile_mode}")
+        self.info = RunnerInfo(backend, str(dev), dtype_name(self.dtype), cfg.latent_dim, cfg.img_shape, str(checkpoint))
+
+    def prepare(self, z: torch.Tensor) -> torch.Tensor:
+        return z.to(self.device, self.dtype)
+
+    @torch.inference_mode()
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+@register("eager")
+def _eager(src: Any, device: str = "cpu", dtype: str = "fp32", **kw: Any) -> Runner:
+    return TorchRunner(src, device, dtype, **kw)
+
+
+@register("compile")
+def _compile(src: Any, device: str = "cpu", dtype: str = "fp32", **kw: Any) -> Runner:
+    return TorchRunner(src, device, dtype, compile_mode="default", **kw)
+
+
+@register("compile-reduce-overhead")
+def _compile_ro(src: Any, device: str = "cpu", dtype: str = "fp32", **kw: Any) -> Runner:
+    return TorchRunner(src, device, dtype, compile_mode="reduce-overhead", **kw)

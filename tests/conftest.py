@@ -39,3 +39,23 @@ def checkpoint_path(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("run")
     make_checkpoint(run / "checkpoint.pt")
     return run
+
+
+@pytest.fixture(scope="session")
+def exported_dir(tmp_path_factory, checkpoint_path) -> Path:
+    """ONNX + TorchScript artifacts (fp32 and fp16) of `checkpoint_path` with their manifest (~10 s)."""
+    from gantool.export import export_artifacts
+
+    out = tmp_path_factory.mktemp("exported")
+    export_artifacts(checkpoint_path, ["onnx", "torchscript"], out, dtypes=["fp32", "fp16"], verify=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def aoti_dir(tmp_path_factory, checkpoint_path) -> Path:
+    """An AOTInductor fp32 CPU package of `checkpoint_path` (the C++ compile takes 15-60 s on 2 cores)."""
+    from gantool.export import export_artifacts
+
+    out = tmp_path_factory.mktemp("exported_aoti")
+    export_artifacts(checkpoint_path, ["aoti"], out, dtypes=["fp32"], verify=False)
+    return out

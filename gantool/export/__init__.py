@@ -1,0 +1,242 @@
+"""Export the generator of a checkpoint to TorchScript / ONNX / AOTInductor artifacts plus a manifest.
+
+    entries = export_artifacts("runs/seed", ["onnx", "torchscript"], "exported/", dtypes=["fp32"])
+
+Every artifact honours one contract (ExportSpec): input `z` float (N, latent) with N dynamic,
+output `images` (N, 1, 28, 28) in [-1, 1]. Converting lives in one small module a format;
+validating lives in gantool.parity.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from gantool.config import VALUE_RANGE, ModelConfig
+from gantool.errors import ConfigError, OutputError
+
+FORMAT_NAMES = ("onnx", "torchscript", "aoti")
+DTYPE_NAMES = ("fp32", "fp16", "bf16")
+# Export batch >= 2: a batch of 1 would let the tracer specialise N to the constant 1.
+EXAMPLE_BATCH = 4
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """The I/O contract and the facts that travel with every artifact (one place for each)."""
+
+    latent_dim: int
+    img_shape: tuple[int, int, int]
+    source_checkpoint: str
+    source_sha256: str
+    input_name: str = "z"
+    output_name: str = "images"
+    batch_dim: str = "N"
+    value_range: tuple[float, float] = VALUE_RANGE
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, checkpoint: str | Path, sha256: str) -> "ExportSpec":
+        return cls(cfg.latent_dim, tuple(cfg.img_shape), str(checkpoint), sha256)
+
+    @property
+    def input_shape(self) -> list[Any]:
+        return [self.batch_dim, self.latent_dim]  # ["N", 100]
+
+    @property
+    def output_shape(self) -> list[Any]:
+        return [self.batch_dim, *self.img_shape]  # ["N", 1, 28, 28]
+
+    def example_input(self, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
+        g = torch.Generator().manual_seed(0)
+        return torch.randn(EXAMPLE_BATCH, self.latent_dim, generator=g).to(device, dtype)
+
+    def metadata(self, dtype: str, fmt: str) -> dict[str, str]:
+        """String key/values embedded inside each artifact (ONNX metadata_props, TS extra file, AOTI metadata)."""
+        import gantool
+
+        return {
+            "gantool.format": fmt,
+            "gantool.dtype": dtype,
+            "gantool.latent_dim": str(self.latent_dim),
+            "gantool.image_shape": ",".join(str(d) for d in self.img_shape),
+            "gantool.value_range": ",".join(str(v) for v in self.value_range),
+            "gantool.input": self.input_name,
+            "gantool.output": self.output_name,
+            "gantool.source_sha256": self.source_sha256,
+            "gantool.version": gantool.__version__,
+            "torch.version": torch.__version__,
+        }
+
+
+@dataclass(frozen=True)
+class Format:
+    """One export format: how to write it and which dtypes/devices it supports."""
+
+    name: str
+    suffix: str
+    backend: str  # the gantool.runners backend that loads it
+    device_specific: bool  # AOTI compiles for one device; ONNX / TorchScript run anywhere
+    export: Callable[..., dict[str, Any]]  # (module, spec, path, dtype, device, opset) -> extra entry fields
+    unsupported: Callable[[str, torch.device], str | None] = field(default=lambda dtype, device: None)
+
+
+def get_format(name: str) -> Format:
+    if name not in FORMAT_NAMES:
+        raise ConfigError(f"unknown export format {name!r}; choose one of: {', '.join(FORMAT_NAMES)}, all")
+    return importlib.import_module(f"gantool.export.{name}").FORMAT
+
+
+def artifact_name(fmt: Format, dtype: str, device: str) -> str:
+    # generator.fp32.onnx, generator.bf16.ts, generator.fp32.cpu.pt2: the suffix picks the runner.
+    dev = f".{device}" if fmt.device_specific else ""
+    return f"generator.{dtype}{dev}{fmt.suffix}"
+
+
+def _check_writable(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"--out {out_dir} exists and is not a directory")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".gantool-write-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise OutputError(f"cannot write to --out {out_dir}: {e.strerror or e}") from None
+
+
+def plan(formats: list[str], dtypes: list[str], device: torch.device, opset: int | None) -> list[tuple[Format, str]]:
+    """Validate the request up front (nothing is written on a bad one); expand "all"."""
+    names = list(FORMAT_NAMES) if "all" in formats else list(dict.fromkeys(formats))
+    fmts = [get_format(n) for n in names]
+    for d in dtypes:
+        if d not in DTYPE_NAMES:
+            raise ConfigError(f"unknown dtype {d!r}; choose one of: {', '.join(DTYPE_NAMES)}")
+    if opset is not None and "onnx" in names:
+        import onnx
+
+        newest = onnx.defs.onnx_opset_version()
+        if not 18 <= opset <= newest:
+            raise ConfigError(f"--opset {opset}: the dynamo ONNX exporter supports opsets 18..{newest}")
+    jobs, refused = [], []
+    for f in fmts:
+        for d in dict.fromkeys(dtypes):
+            why = f.unsupported(d, device)
+            if why:
+                refused.append(f"{f.name} {d}: {why}")
+            else:
+                jobs.append((f, d))
+    if refused and ("all" not in formats or not jobs):
+        raise ConfigError("; ".join(refused))
+    return jobs
+
+
+def export_artifacts(
+    checkpoint: str | Path,
+    formats: list[str],
+    out_dir: str | Path,
+    dtypes: list[str] = ["fp32"],  # noqa: B006 (read only)
+    opset: int | None = None,
+    device: str = "cpu",
+    verify: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Write each (format, dtype) artifact atomically, record it in the manifest, then check parity.
+
+    Returns the manifest entries written. Raises a ParityError (after recording the result) when
+    `verify` finds an artifact that does not compute what the checkpoint computes.
+    """
+    from gantool.checkpoint import load_generator, resolve_checkpoint_path, sha256_file
+    from gantool.device import parse_dtype, resolve_device
+    from gantool.export import manifest as mf
+
+    say = log or (lambda msg: None)
+    dev = resolve_device(device)
+    jobs = plan(formats, dtypes, dev, opset)
+    out = Path(out_dir)
+    g, cfg, _ = load_generator(checkpoint, device="cpu")  # refuses unsafe / truncated files first
+    ckpt = resolve_checkpoint_path(checkpoint).resolve()
+    spec = ExportSpec.from_config(cfg, ckpt, sha256_file(ckpt))
+    _check_writable(out)
+    doc = mf.read_or_empty(out)
+    if doc["artifacts"] and doc.get("source_sha256") != spec.source_sha256:
+        # One manifest describes one generator: artifacts of another checkpoint are replaced.
+        say(f"replacing {len(doc['artifacts'])} artifact(s) exported from another checkpoint")
+        for e in doc["artifacts"]:
+            (out / e["file"]).unlink(missing_ok=True)
+        doc["artifacts"] = []
+    doc.update(source_checkpoint=str(spec.source_checkpoint), source_sha256=spec.source_sha256,
+               latent_dim=spec.latent_dim, img_shape=list(spec.img_shape), value_range=list(spec.value_range))
+
+    written: list[dict[str, Any]] = []
+    for fmt, dtype in jobs:
+        where = dev if fmt.device_specific else torch.device("cpu")
+        entry_device = where.type if fmt.device_specific else "any"
+        module = _copy_to(g, cfg, where, parse_dtype(dtype))
+        path = out / artifact_name(fmt, dtype, entry_device)
+        say(f"exporting {fmt.name} {dtype} -> {path}")
+        t0 = time.perf_counter()
+        extra = _write_atomically(fmt, module, spec, path, dtype, where, opset)
+        seconds = time.perf_counter() - t0
+        entry = {
+            "format": fmt.name, "file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size,
+            "dtype": dtype, "device": entry_device, "backend": fmt.backend, "opset": extra.pop("opset", None),
+            "inputs": [{"name": spec.input_name, "shape": spec.input_shape, "dtype": dtype}],
+            "outputs": [{"name": spec.output_name, "shape": spec.output_shape, "dtype": dtype}],
+            "latent_dim": spec.latent_dim, "value_range": list(spec.value_range),
+            "source_checkpoint": str(spec.source_checkpoint), "source_sha256": spec.source_sha256,
+            "export_seconds": round(seconds, 3),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "versions": {"torch": torch.__version__, **extra.pop("versions", {})},
+            "parity": None, **extra,
+        }
+        mf.upsert(doc, entry)
+        mf.write_manifest(out, doc)  # after each artifact: the manifest never lists a stale checksum
+        written.append(entry)
+        say(f"  {fmt.name} {dtype}: {entry['bytes'] / 1e6:.1f} MB in {seconds:.1f} s")
+
+    if verify and written:
+        from gantool.parity import verify_exported
+
+        report = verify_exported(out, checkpoint, only={mf.entry_key(e) for e in written})
+        for line in report.lines():
+            say(line)
+        report.raise_if_failed()
+    doc = mf.read_manifest(out)
+    keys = {mf.entry_key(e) for e in written}
+    return [e for e in doc["artifacts"] if mf.entry_key(e) in keys]
+
+
+def _copy_to(g: torch.nn.Module, cfg: ModelConfig, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    from gantool.model import Generator
+
+    m = Generator(cfg)
+    m.load_state_dict(g.state_dict())
+    return m.to(device, dtype).eval()
+
+
+def _write_atomically(fmt: Format, module: torch.nn.Module, spec: ExportSpec, path: Path, dtype: str,
+                      device: torch.device, opset: int | None) -> dict[str, Any]:
+    from gantool.checkpoint import atomic_write
+    from gantool.errors import ExportError, GantoolError
+
+    extra: dict[str, Any] = {}
+
+    def write(tmp: Path) -> None:
+        extra.update(fmt.export(module, spec, tmp, dtype=dtype, device=device, opset=opset))
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; an artifact is meant to be copied and shared
+
+    try:
+        with torch.no_grad():
+            atomic_write(path, write)
+    except GantoolError:
+        raise
+    except Exception as e:  # an exporter failure is reported in one line; the old artifact stays
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ExportError(f"{fmt.name} {dtype} export failed: {type(e).__name__}: {first[:300]}") from None
+    return extra

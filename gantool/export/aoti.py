@@ -1,0 +1,46 @@
+"""AOTInductor: torch.export with a dynamic batch Dim, then aoti_compile_and_package -> one .pt2 a device."""
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gantool.export import ExportSpec, Format
+
+METADATA_KEY = "gantool"  # inside the package's AOTI metadata (read back with get_metadata())
+
+
+def _unsupported(dtype: str, device: torch.device) -> str | None:
+    from gantool.device import parse_dtype, supports_dtype
+
+    if not supports_dtype(device, parse_dtype(dtype)):
+        return f"{device.type} does not support {dtype} matmuls"
+    return None
+
+
+def export_aoti(module: torch.nn.Module, spec: ExportSpec, path: Path, *, dtype: str,
+                device: torch.device, opset: int | None) -> dict[str, Any]:
+    import json
+
+    x = spec.example_input(next(module.parameters()).dtype, device)
+    batch = torch.export.Dim(spec.batch_dim, min=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(module, (x,), dynamic_shapes={"z": {0: batch}})
+        meta = {METADATA_KEY: json.dumps(spec.metadata(dtype, "aoti"))}
+        # The packager insists on a *.pt2 name, so compile beside `path` and move it into place.
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".aoti-") as tmp:
+            pkg = torch._inductor.aoti_compile_and_package(
+                program, package_path=os.path.join(tmp, "generator.pt2"),
+                inductor_configs={"aot_inductor.metadata": meta},
+            )
+            os.replace(pkg, path)
+    return {"opset": None}
+
+
+FORMAT = Format(name="aoti", suffix=".pt2", backend="aoti", device_specific=True,
+                export=export_aoti, unsupported=_unsupported)

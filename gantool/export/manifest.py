@@ -1,0 +1,78 @@
+"""exported/manifest.json: one entry an artifact, keyed by (format, dtype, device), written atomically."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from gantool.checkpoint import atomic_write
+from gantool.errors import ArtifactError
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "gantool.manifest"
+MANIFEST_VERSION = 1
+
+
+def manifest_path(out_dir: str | Path) -> Path:
+    return Path(out_dir) / MANIFEST_NAME
+
+
+def entry_key(entry: dict[str, Any]) -> tuple[str, str, str]:
+    """An artifact is identified by what it is, not by its file name."""
+    return (entry["format"], entry["dtype"], entry["device"])
+
+
+def empty_manifest() -> dict[str, Any]:
+    return {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "artifacts": []}
+
+
+def read_manifest(out_dir: str | Path) -> dict[str, Any]:
+    """Load and sanity-check the manifest; ArtifactError when it is absent or corrupt."""
+    p = manifest_path(out_dir)
+    if not Path(out_dir).is_dir():
+        raise ArtifactError(f"{out_dir} is not a directory of exported artifacts (run `gantool export` first)")
+    if not p.exists():
+        raise ArtifactError(f"{out_dir} has no {MANIFEST_NAME} (run `gantool export --checkpoint RUN` first)")
+    try:
+        doc = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{p} is not a readable manifest: {e}") from None
+    if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT or not isinstance(doc.get("artifacts"), list):
+        raise ArtifactError(f"{p} is not a gantool manifest (no '{MANIFEST_FORMAT}' marker or no artifact list)")
+    if doc.get("version", 0) > MANIFEST_VERSION:
+        raise ArtifactError(f"{p} has manifest version {doc['version']}; this gantool reads <= {MANIFEST_VERSION}")
+    required = ("format", "file", "sha256", "dtype", "device")
+    for i, e in enumerate(doc["artifacts"]):
+        missing = [k for k in required if not isinstance(e, dict) or k not in e]
+        if missing:
+            raise ArtifactError(f"{p}: artifact #{i} lacks {', '.join(missing)}")
+    return doc
+
+
+def read_or_empty(out_dir: str | Path) -> dict[str, Any]:
+    """The manifest to update during export: a fresh one when none exists yet."""
+    return read_manifest(out_dir) if manifest_path(out_dir).exists() else empty_manifest()
+
+
+def write_manifest(out_dir: str | Path, doc: dict[str, Any]) -> Path:
+    doc["artifacts"] = sorted(doc["artifacts"], key=entry_key)
+    text = json.dumps(doc, indent=2) + "\n"
+
+    def write(tmp: Path) -> None:
+        tmp.write_text(text)
+        os.chmod(tmp, 0o644)
+
+    return atomic_write(manifest_path(out_dir), write)
+
+
+def upsert(doc: dict[str, Any], entry: dict[str, Any]) -> None:
+    """Replace the entry with the same (format, dtype, device), or append it."""
+    key = entry_key(entry)
+    doc["artifacts"] = [e for e in doc["artifacts"] if entry_key(e) != key] + [entry]
+
+
+def find(doc: dict[str, Any], fmt: str, dtype: str | None = None, device: str | None = None) -> list[dict[str, Any]]:
+    """Entries of one format (optionally one dtype / device): how bench and eval locate artifacts."""
+    return [e for e in doc["artifacts"] if e["format"] == fmt and dtype in (None, e["dtype"])
+            and device in (None, e["device"])]

@@ -1,0 +1,42 @@
+"""TorchScript (torch.jit.trace): loadable with torch.jit.load alone. Deprecated upstream; see docs/export.md."""
+from __future__ import annotations
+
+import contextlib
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from gantool.export import ExportSpec, Format
+
+EXTRA_FILE = "gantool.json"  # the spec's metadata, stored inside the archive as an extra file
+
+
+def deprecation_notice() -> str:
+    return "note: TorchScript is deprecated upstream; its successor is torch.export + AOTInductor (--format aoti)."
+
+
+@contextlib.contextmanager
+def quiet_jit() -> Iterator[None]:
+    """torch.jit.* emit a FutureWarning on every call; gantool says it once instead."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        yield
+
+
+def export_torchscript(module: torch.nn.Module, spec: ExportSpec, path: Path, *, dtype: str,
+                       device: torch.device, opset: int | None) -> dict[str, Any]:
+    x = spec.example_input(next(module.parameters()).dtype, device)
+    with quiet_jit():
+        # trace, not script: forward is plain tensor code; reshape(-1, ...) keeps N dynamic.
+        traced = torch.jit.trace(module, (x,), check_trace=False)
+        meta = json.dumps(spec.metadata(dtype, "torchscript"))
+        torch.jit.save(traced, str(path), _extra_files={EXTRA_FILE: meta})
+    return {"opset": None, "note": deprecation_notice().removeprefix("note: ")}
+
+
+FORMAT = Format(name="torchscript", suffix=".ts", backend="torchscript", device_specific=False,
+                export=export_torchscript)

@@ -1,0 +1,67 @@
+"""AOTInductor runner: aoti_load_package an exported .pt2 compiled for one device."""
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gantool.errors import ArtifactError, DeviceError
+from gantool.runners import Runner, RunnerInfo, register
+from gantool.runners.torchscript_runner import parse_metadata, resolve_artifact_dtype
+
+
+def read_package_metadata(path: str | Path) -> dict[str, str]:
+    """The AOTI metadata dict (gantool's spec + AOTI_DEVICE_KEY), read from the zip without loading code."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [n for n in zf.namelist() if n.endswith(".wrapper_metadata.json")]
+            if not names:
+                raise ArtifactError(f"{path} is not an AOTInductor package (no wrapper metadata inside)")
+            return json.loads(zf.read(names[0]))
+    except (zipfile.BadZipFile, OSError, json.JSONDecodeError, EOFError) as e:
+        raise ArtifactError(f"{path} is not a readable AOTInductor package: {e}") from None
+
+
+class AOTIRunner(Runner):
+    def __init__(self, path: str | Path, device: str = "cpu", dtype: str | None = "auto"):
+        from gantool.device import parse_dtype, resolve_device
+        from gantool.export.aoti import METADATA_KEY
+
+        raw = read_package_metadata(path)
+        built_for = raw.get("AOTI_DEVICE_KEY", "cpu")
+        try:
+            meta = json.loads(raw.get(METADATA_KEY, "{}"))
+        except json.JSONDecodeError:
+            meta = {}
+        art_dtype, latent, shape = parse_metadata(meta, path)
+        if device in (None, "auto"):
+            device = built_for
+        dev = resolve_device(device)
+        if dev.type != built_for:
+            raise DeviceError(f"aoti unavailable: {path} was compiled for {built_for}, not {dev.type} "
+                              f"(export again with --format aoti --device {dev.type})")
+        name = resolve_artifact_dtype(dtype, art_dtype, path)
+        self.dtype = parse_dtype(name)
+        try:
+            self.module = torch._inductor.aoti_load_package(
+                str(path), device_index=dev.index if dev.index is not None else -1)
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ArtifactError(f"{path} could not be loaded by aoti_load_package: {first[:200]}") from None
+        self.info = RunnerInfo("aoti", str(dev), name, latent, shape, str(path),
+                               {"metadata": meta, "cpu_isa": raw.get("AOTI_CPU_ISA", "")})
+
+    def prepare(self, z: torch.Tensor) -> torch.Tensor:
+        return z.to(self.device, self.dtype).contiguous()
+
+    @torch.inference_mode()
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+
+@register("aoti")
+def _aoti(src: Any, device: str = "cpu", dtype: str | None = "auto", **kw: Any) -> Runner:
+    return AOTIRunner(src, device, dtype, **kw)

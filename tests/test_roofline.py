@@ -1,0 +1,49 @@
+"""Roofline: FLOPs per sample of the seed G, the GEMM probe, and one probe per (device, dtype) a run."""
+from __future__ import annotations
+
+import pytest
+
+from gantool import roofline
+from gantool.config import ModelConfig
+
+
+def test_flops_per_sample_counts_the_seed_linear_layers():
+    # 100->256->512->1024->784, 2 FLOPs a multiply-add
+    want = 2 * (100 * 256 + 256 * 512 + 512 * 1024 + 1024 * 784)
+    assert roofline.flops_per_sample(ModelConfig()) == want
+    assert roofline.flops_per_sample(ModelConfig(g_hidden=(8,))) == 2 * (100 * 8 + 8 * 784)
+
+
+def test_achieved_gflops():
+    assert roofline.achieved_gflops(1000.0, 2_000_000) == pytest.approx(2.0)
+
+
+def test_measure_peak_reports_a_positive_rate_and_what_it_measured():
+    p = roofline.measure_peak("cpu", "fp32", size=128, min_time=0.0, min_repeats=2)
+    assert p.gflops > 0 and p.device == "cpu" and p.dtype == "fp32"
+    assert "128x128x128 fp32" in p.probe
+    assert set(p.to_dict()) == {"device", "dtype", "gflops", "probe"}
+
+
+def test_peak_cache_probes_each_device_dtype_once(monkeypatch):
+    calls = []
+
+    def fake(device, dtype, size=None, min_time=0.3):
+        calls.append((str(device), dtype))
+        return roofline.Peak(str(device), dtype, 10.0, "fake")
+
+    monkeypatch.setattr(roofline, "measure_peak", fake)
+    cache = roofline.PeakCache()
+    for _ in range(3):
+        assert cache.get("cpu", "fp32").gflops == 10.0
+    cache.get("cpu", "bf16")
+    assert calls == [("cpu", "fp32"), ("cpu", "bf16")]
+    assert len(cache.all()) == 2
+
+
+def test_peak_cache_returns_none_when_the_probe_cannot_run(monkeypatch):
+    def broken(*a, **k):
+        raise RuntimeError("no GEMM kernel for this dtype")
+
+    monkeypatch.setattr(roofline, "measure_peak", broken)
+    assert roofline.PeakCache().get("cpu", "fp16") is None

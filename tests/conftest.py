@@ -28,7 +28,7 @@ def make_checkpoint(path: Path, seed: int = 0, **model_overrides) -> Path:
         "step": 0,
         "epoch": 0,
         "data": {"dataset": "none", "note": "test fixture, untrained"},
-        "versions": {"torch": torch.__version__},
+        "versions": {"torch": str(torch.__version__)},  # TorchVersion would pickle as a class
     })
     return path
 

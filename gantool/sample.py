@@ -1,0 +1,113 @@
+"""Draw images through any checkpoint or artifact: a sample grid, and the side-by-side parity picture."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from gantool.runners import Runner, backend_for_path, load_runner
+
+
+def open_runner(source: str | Path, backend: str | None = None, device: str = "cpu") -> Runner:
+    """A checkpoint runs in eager fp32; an artifact runs in the dtype it was exported in."""
+    backend = backend or backend_for_path(source)
+    dtype = "fp32" if backend.startswith(("eager", "compile")) else "auto"
+    return load_runner(source, backend, device=device, dtype=dtype)
+
+
+def fixed_z(n: int, latent: int, seed: int) -> torch.Tensor:
+    return torch.randn(n, latent, generator=torch.Generator().manual_seed(seed))
+
+
+def _grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
+    """(N, C, H, W) in [-1, 1] -> (C, H', W') in [0, 1], 2-pixel padding."""
+    from torchvision.utils import make_grid
+
+    return make_grid(images.clamp(-1, 1), nrow=nrow, padding=2, normalize=True, value_range=(-1, 1))
+
+
+def _mosaic(x: torch.Tensor, cols: int) -> torch.Tensor:
+    """(N, 1, H, W) raw values -> (rows*(H+2), cols*(W+2)) tiles with a zero border, no rescaling."""
+    tiles = torch.nn.functional.pad(x[:, 0], (1, 1, 1, 1), value=0)
+    blank = (-tiles.shape[0]) % cols
+    tiles = torch.cat([tiles, tiles.new_zeros(blank, *tiles.shape[1:])])
+    h, w = tiles.shape[-2:]
+    return tiles.reshape(-1, cols, h, w).permute(0, 2, 1, 3).reshape(-1, cols * w)
+
+
+def sample_grid(source: str | Path, out: str | Path, n: int = 64, seed: int = 0,
+                backend: str | None = None, device: str = "cpu") -> Path:
+    """Generate n images from fixed-seed z and write them as one PNG grid (atomically)."""
+    from torchvision.utils import save_image
+
+    from gantool.checkpoint import atomic_write
+    from gantool.errors import ConfigError
+
+    if n <= 0:
+        raise ConfigError(f"--n {n}: must be > 0")
+    runner = open_runner(source, backend, device)
+    images = runner(fixed_z(n, runner.info.latent_dim, seed))
+    grid = _grid(images, nrow=math.ceil(math.sqrt(n)))
+    return atomic_write(out, lambda tmp: save_image(grid, tmp, format="png"))
+
+
+def comparison_image(reference: Runner, candidates: list[tuple[str, Runner]], out: str | Path,
+                     n: int = 16, seed: int = 0) -> Path:
+    """One row an artifact: its images for the same z as eager, and a heat map of |artifact - eager|."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gantool.checkpoint import atomic_write
+
+    z = fixed_z(n, reference.info.latent_dim, seed)
+    ref = reference(z)
+    nrow = math.ceil(math.sqrt(n))
+    rows = [("eager fp32 (reference)", ref, None)]
+    for label, runner in candidates:
+        try:
+            y = runner(z)
+            diff = (y - ref).abs() if y.shape == ref.shape else f"output shape {tuple(y.shape)} is off the contract"
+        except Exception as e:  # a broken artifact still gets its row, with the reason
+            y, diff = None, str(e).splitlines()[0][:80] if str(e) else type(e).__name__
+        rows.append((label, y, diff))
+    fig, axes = plt.subplots(len(rows), 2, figsize=(7, 3.2 * len(rows)), squeeze=False)
+    for (label, y, diff), (ax_img, ax_diff) in zip(rows, axes):
+        for ax in (ax_img, ax_diff):
+            ax.set_xticks([]), ax.set_yticks([])
+        if y is not None:
+            ax_img.imshow(_grid(y, nrow)[0].numpy(), cmap="gray", vmin=0, vmax=1)
+        ax_img.set_title(label, fontsize=9)
+        if isinstance(diff, torch.Tensor):
+            # |difference| in image units ([-1, 1] scale); NaN shows as the colormap's "bad" colour
+            mosaic = _mosaic(diff, nrow)
+            im = ax_diff.imshow(mosaic.numpy(), cmap="magma", vmin=0)
+            fig.colorbar(im, ax=ax_diff, fraction=0.046, pad=0.04)
+            ax_diff.set_title(f"|diff| max {float(diff.nan_to_num(float('inf')).max()):.1e}", fontsize=9)
+        elif isinstance(diff, str):
+            ax_diff.text(0.5, 0.5, f"failed:\n{diff}", ha="center", va="center", fontsize=7, wrap=True)
+        else:
+            ax_diff.set_title("(reference)", fontsize=9)
+    fig.tight_layout()
+    try:
+        return atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    finally:
+        plt.close(fig)
+
+
+def exported_comparison(out_dir: str | Path, checkpoint: str | Path, path: str | Path) -> Path:
+    """comparison_image for every artifact in a manifest that can run here (eager fp32 is the reference)."""
+    from gantool.errors import GantoolError
+    from gantool.export.manifest import read_manifest
+
+    doc = read_manifest(out_dir)
+    reference = load_runner(checkpoint, "eager", dtype="fp32")
+    rows = []
+    for e in doc["artifacts"]:
+        try:
+            rows.append((f"{e['file']} ({e['format']}, {e['dtype']})", open_runner(Path(out_dir) / e["file"])))
+        except GantoolError:
+            continue  # unloadable or other-device artifacts are reported by verify itself
+    return comparison_image(reference, rows, path)

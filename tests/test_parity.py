@@ -1,0 +1,229 @@
+"""verify catches each failure kind it claims to (and passes the untouched artifact)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from gantool.checkpoint import sha256_file
+from gantool.errors import ArtifactError
+from gantool.parity import (REL_FLOOR, ChecksumError, LoadError, MetadataError, NonFiniteError, ParityError,
+                            ShapeError, Tolerance, ToleranceError, compare, verify_exported, verify_runner)
+from gantool.runners import Runner, RunnerInfo, load_runner
+
+ONNX = "generator.fp32.onnx"
+
+
+def _one_artifact(exported_dir: Path, tmp: Path, name: str = ONNX) -> Path:
+    """A copy of the export dir holding just `name` and its manifest entry."""
+    doc = json.loads((exported_dir / "manifest.json").read_text())
+    doc["artifacts"] = [e for e in doc["artifacts"] if e["file"] == name]
+    out = tmp / "exported"
+    out.mkdir()
+    shutil.copy(exported_dir / name, out / name)
+    (out / "manifest.json").write_text(json.dumps(doc))
+    return out
+
+
+def _rehash(out: Path, name: str) -> None:
+    """Record the file's current SHA-256, as if a broken exporter had produced it: only values can tell."""
+    doc = json.loads((out / "manifest.json").read_text())
+    for e in doc["artifacts"]:
+        if e["file"] == name:
+            e["sha256"] = sha256_file(out / name)
+    (out / "manifest.json").write_text(json.dumps(doc))
+
+
+def _edit_last_bias(path: Path, edit) -> None:
+    model = onnx.load(str(path))
+    last_gemm = [n for n in model.graph.node if n.op_type == "Gemm"][-1]
+    init = next(i for i in model.graph.initializer if i.name == last_gemm.input[2])
+    arr = numpy_helper.to_array(init).copy()
+    edit(arr)
+    init.CopyFrom(numpy_helper.from_array(arr, init.name))
+    onnx.save(model, str(path))
+
+
+def _kinds(report) -> set[str]:
+    return {f.kind for r in report.results for f in r.failures}
+
+
+def test_untouched_artifact_passes_and_result_is_recorded(exported_dir, tmp_path):
+    out = _one_artifact(exported_dir, tmp_path)
+    report = verify_exported(out)
+    (r,) = report.results
+    assert report.passed and r.passed and r.failures == []
+    assert [b.batch for b in r.batches] == [1, 7, 256] and r.max_abs < 1e-5 and r.nonfinite == 0
+    report.raise_if_failed()
+    entry = json.loads((out / "manifest.json").read_text())["artifacts"][0]
+    assert entry["parity"]["passed"] is True and entry["parity"]["max_abs"] == pytest.approx(r.max_abs)
+
+
+def test_tampered_weight_is_a_tolerance_failure(exported_dir, tmp_path):
+    out = _one_artifact(exported_dir, tmp_path)
+
+    def nudge(b):
+        b += 0.01
+
+    _edit_last_bias(out / ONNX, nudge)
+    _rehash(out, ONNX)
+    report = verify_exported(out)
+    assert not report.passed and _kinds(report) == {"tolerance"}
+    (r,) = report.results
+    assert 1e-3 < r.max_abs < 0.02 and r.failures[0].max_abs == pytest.approx(r.batches[0].max_abs)
+    with pytest.raises(ToleranceError, match="exceeds atol"):
+        report.raise_if_failed()
+    assert json.loads((out / "manifest.json").read_text())["artifacts"][0]["parity"]["passed"] is False
+
+
+def test_changed_bytes_without_rehash_are_a_checksum_failure(exported_dir, tmp_path):
+    out = _one_artifact(exported_dir, tmp_path)
+    model = onnx.load(str(out / ONNX))
+    model.doc_string += " (edited)"  # same weights, same values: only the checksum can notice
+    onnx.save(model, str(out / ONNX))
+    report = verify_exported(out)
+    assert _kinds(report) == {"checksum"} and report.results[0].batches  # values were still checked
+    with pytest.raises(ChecksumError, match="does not match the manifest"):
+        report.raise_if_failed()
+
+
+def test_nan_producing_artifact_is_a_nonfinite_failure(exported_dir, tmp_path):
+    out = _one_artifact(exported_dir, tmp_path)
+
+    def poison(b):
+        b[3] = float("nan")  # pixel 3 of every image becomes NaN
+
+    _edit_last_bias(out / ONNX, poison)
+    _rehash(out, ONNX)
+    report = verify_exported(out)
+    assert "nonfinite" in _kinds(report)
+    assert report.results[0].nonfinite == 1 + 7 + 256
+    with pytest.raises(NonFiniteError):
+        report.raise_if_failed()
+
+
+def _export_module(module: torch.nn.Module, path: Path, dynamic: bool = True) -> None:
+    z = torch.randn(4, 100)
+    kw = {"dynamic_shapes": {"z": {0: torch.export.Dim("N", min=1)}}} if dynamic else {}
+    prog = torch.onnx.export(module, (z,), dynamo=True, verbose=False, input_names=["z"], output_names=["images"], **kw)
+    prog.save(str(path), external_data=False)
+
+
+class _Reshaped(torch.nn.Module):
+    def __init__(self, g, shape):
+        super().__init__()
+        self.g, self.shape = g, shape
+
+    def forward(self, z):
+        return self.g(z).reshape(-1, *self.shape)
+
+
+def test_wrong_output_shape_is_a_shape_failure(exported_dir, checkpoint_path, tmp_path):
+    from gantool.checkpoint import load_generator
+
+    out = _one_artifact(exported_dir, tmp_path)
+    g, _, _ = load_generator(checkpoint_path)
+    _export_module(_Reshaped(g, (1, 14, 56)).eval(), out / ONNX)
+    _rehash(out, ONNX)
+    report = verify_exported(out)
+    assert _kinds(report) == {"shape"}
+    msgs = " ".join(str(f) for f in report.results[0].failures)
+    assert "[N, 1, 28, 28]" in msgs and "(7, 1, 14, 56)" in msgs
+
+
+def test_fixed_batch_artifact_is_a_shape_failure(exported_dir, checkpoint_path, tmp_path):
+    from gantool.checkpoint import load_generator
+
+    out = _one_artifact(exported_dir, tmp_path)
+    g, _, _ = load_generator(checkpoint_path)
+    _export_module(g, out / ONNX, dynamic=False)  # batch frozen to 4
+    _rehash(out, ONNX)
+    report = verify_exported(out)
+    assert _kinds(report) == {"shape"}
+    assert any("N dynamic" in str(f) for f in report.results[0].failures)
+    assert any("fails on z of shape (1, 100)" in str(f) for f in report.results[0].failures)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "text"])
+def test_truncated_or_non_onnx_file_fails_to_load(exported_dir, tmp_path, damage):
+    out = _one_artifact(exported_dir, tmp_path)
+    p = out / ONNX
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 3] if damage == "truncate" else b"hello\n")
+    report = verify_exported(out)
+    assert _kinds(report) == {"checksum", "load"}
+    with pytest.raises(ParityError):
+        report.raise_if_failed()
+
+
+def test_missing_manifest_and_missing_file(exported_dir, tmp_path):
+    with pytest.raises(ArtifactError, match="no manifest.json"):
+        verify_exported(tmp_path)
+    out = _one_artifact(exported_dir, tmp_path)
+    (out / ONNX).unlink()
+    assert _kinds(verify_exported(out)) == {"checksum"}
+    (out / "manifest.json").write_text("{ not json")
+    with pytest.raises(ArtifactError, match="not a readable manifest"):
+        verify_exported(out)
+
+
+def test_other_checkpoint_is_a_metadata_failure(exported_dir, tmp_path):
+    from conftest import make_checkpoint
+
+    out = _one_artifact(exported_dir, tmp_path)
+    other = make_checkpoint(tmp_path / "other.pt", seed=1)
+    report = verify_exported(out, other)
+    assert {"metadata", "tolerance"} <= _kinds(report)
+    assert isinstance(report.results[0].failures[0], MetadataError)
+
+
+def test_tampered_torchscript_weight_is_caught(exported_dir, tmp_path):
+    from gantool.export.torchscript import EXTRA_FILE, quiet_jit
+
+    name = "generator.fp32.ts"
+    out = _one_artifact(exported_dir, tmp_path, name)
+    with quiet_jit():
+        extra = {EXTRA_FILE: ""}
+        m = torch.jit.load(str(out / name), _extra_files=extra)
+        with torch.no_grad():
+            list(m.parameters())[-1].add_(0.01)
+        torch.jit.save(m, str(out / name), _extra_files=extra)
+    _rehash(out, name)
+    assert _kinds(verify_exported(out)) == {"tolerance"}
+
+
+class _Fake(Runner):
+    def __init__(self, fn, dtype="fp32"):
+        self.fn = fn
+        self.info = RunnerInfo("fake", "cpu", dtype, 100, (1, 28, 28))
+
+    def prepare(self, z):
+        return z
+
+    def run(self, x):
+        return self.fn(x)
+
+
+def test_verify_runner_directly(checkpoint_path):
+    eager = load_runner(checkpoint_path, "eager")
+    assert verify_runner(eager, eager).passed
+    off = _Fake(lambda z: eager(z) + 1e-3)
+    r = verify_runner(eager, off)
+    assert not r.passed and r.failures[0].kind == "tolerance" and r.max_abs == pytest.approx(1e-3, rel=1e-3)
+    assert verify_runner(eager, off, atol=2e-3).passed  # an explicit tolerance overrides the dtype's
+    assert verify_runner(eager, _Fake(lambda z: eager(z) + 1e-3, "bf16")).passed  # bf16's looser default
+    flat = _Fake(lambda z: eager(z).reshape(-1, 784))
+    assert [f.kind for f in verify_runner(eager, flat).failures] == ["shape"] * 3
+
+
+def test_relative_error_has_a_floor_near_zero():
+    ref = torch.tensor([0.0, 1e-9, 0.5]).reshape(1, 3)
+    out = ref + 1e-6
+    b, failures = compare(ref, out, Tolerance(1e-5, 0))
+    assert b.max_rel == pytest.approx(1e-6 / REL_FLOOR) and not failures
+    b, failures = compare(ref, out + torch.tensor([[float("inf"), 0, 0]]), Tolerance(1e-5, 0))
+    assert b.nonfinite == 1 and [f.kind for f in failures] == ["nonfinite"]

@@ -34,3 +34,4 @@ def main(
 
 # Command modules: importing each one registers its command(s) on `app`.
 
+from gantool.cli import bench_cmd  # noqa: E402,F401

@@ -1,0 +1,370 @@
+"""Time a Runner -> BenchResult rows: latency percentiles, samples/s, roofline, parity against eager."""
+from __future__ import annotations
+
+import gc
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from gantool import __version__
+from gantool.bench_backends import (BACKENDS, DEFAULT_BACKENDS, DEFAULT_PRECISIONS, check_requested,
+                                    find_artifact, guard, missing_reason, read_artifacts, row_device)
+from gantool.device import DTYPES, cpu_name, device_name, resolve_device
+from gantool.errors import ConfigError, GantoolError
+from gantool.roofline import PeakCache, achieved_gflops, flops_per_sample
+from gantool.runners import Runner, load_runner
+
+INPUT_BUDGET_BYTES = 256 << 20  # rotated z buffers per row stay under this
+
+
+@dataclass
+class BenchConfig:
+    """What to measure. Empty backends/precisions mean the defaults for the device."""
+
+    checkpoint: Path | None = None
+    exported: Path | None = None
+    backends: list[str] = field(default_factory=list)
+    precisions: list[str] = field(default_factory=list)
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 64, 1024, 4096])
+    device: str = "auto"
+    warmup: int = 5
+    min_time: float = 1.0  # seconds of timed calls per row, at least
+    min_repeats: int = 10
+    max_repeats: int = 100_000
+    threads: int | None = None
+    n_inputs: int = 4  # distinct prepared z's, rotated so caches don't flatter
+    peak_probe: bool = True
+    seed: int = 0
+
+
+@dataclass
+class BenchResult:
+    """One row: a (backend, precision, batch) measured, or why it was not."""
+
+    backend: str
+    precision: str
+    device: str
+    batch: int
+    status: str  # ok | parity-failed | unavailable | skipped | oom | error
+    reason: str = ""
+    artifact: str | None = None
+    load_s: float | None = None
+    first_call_ms: float | None = None  # includes compilation for compile/compile-reduce-overhead
+    warmup: int = 0
+    repeats: int = 0
+    timer: str = ""
+    median_ms: float | None = None
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+    min_ms: float | None = None
+    mean_ms: float | None = None
+    samples_per_s: float | None = None
+    gflops: float | None = None
+    peak_gflops: float | None = None
+    pct_peak: float | None = None
+    parity: dict[str, Any] | None = None
+    ranked: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def measure(runner: Runner, xs: list[Any], warmup: int, min_time: float, min_repeats: int,
+            max_repeats: int = 100_000) -> tuple[Any, dict[str, Any]]:
+    """First call (timed alone), warm-up (untimed), then timed calls until both min_repeats and
+    min_time are reached. Inputs are already prepared; calls rotate over them.
+
+    On CUDA, torch-stream backends are timed with CUDA events around each call; others (ONNX
+    Runtime runs its own stream) with a host clock between two device syncs. Every timed call
+    starts on an idle device, so each sample is one call's latency.
+    Returns (first native output, timing dict in seconds).
+    """
+    cuda_events = runner.device.type == "cuda" and not runner.info.backend.startswith("ort")
+    runner.sync()
+    t0 = time.perf_counter()
+    first = runner.run(xs[0])
+    runner.sync()
+    first_s = time.perf_counter() - t0
+    for i in range(warmup):
+        runner.run(xs[i % len(xs)])
+    runner.sync()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < max_repeats and (len(times) < min_repeats or time.perf_counter() - start < min_time):
+        x = xs[len(times) % len(xs)]
+        if cuda_events:
+            ev0, ev1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            runner.sync()
+            ev0.record()
+            runner.run(x)
+            ev1.record()
+            ev1.synchronize()
+            times.append(ev0.elapsed_time(ev1) / 1e3)
+        else:
+            runner.sync()
+            t = time.perf_counter()
+            runner.run(x)
+            runner.sync()
+            times.append(time.perf_counter() - t)
+    arr = np.asarray(times)
+    return first, {
+        "first_s": first_s, "times": arr, "timer": "cuda-events" if cuda_events else "perf_counter+sync",
+        "median": float(np.median(arr)), "p90": float(np.percentile(arr, 90)),
+        "p99": float(np.percentile(arr, 99)), "min": float(arr.min()), "mean": float(arr.mean()),
+    }
+
+
+def make_inputs(batch: int, latent: int, n: int, seed: int) -> list[torch.Tensor]:
+    """n distinct float32 CPU z's (the first one is the parity input), within INPUT_BUDGET_BYTES."""
+    n = max(1, min(n, INPUT_BUDGET_BYTES // max(1, batch * latent * 4)))
+    g = torch.Generator().manual_seed(seed + batch)
+    return [torch.randn(batch, latent, generator=g) for _ in range(n)]
+
+
+PARITY_ROWS = 2048  # large batches: parity on the first and last 2048 samples (rows are independent)
+
+
+def parity_rows(batch: int) -> torch.Tensor | None:
+    """Indices of the samples whose output is checked; None = all of them."""
+    if batch <= 2 * PARITY_ROWS:
+        return None
+    return torch.cat([torch.arange(PARITY_ROWS), torch.arange(batch - PARITY_ROWS, batch)])
+
+
+def compare(reference: torch.Tensor, out: torch.Tensor, dtype: str) -> dict[str, Any]:
+    """A backend's first output vs eager fp32 on the same z, with gantool.parity's per-dtype tolerance."""
+    from gantool.parity import TOLERANCES
+    from gantool.parity import compare as parity_compare
+
+    tol = TOLERANCES[dtype]
+    if tuple(out.shape) != tuple(reference.shape):
+        return {"passed": False, "atol": tol.atol, "error": f"output shape {tuple(out.shape)}, eager gives {tuple(reference.shape)}"}
+    res, failures = parity_compare(reference, out, tol)
+    d = {"passed": res.passed, "max_abs_err": res.max_abs, "max_rel_err": res.max_rel, "atol": tol.atol,
+         "rtol": tol.rtol, "nonfinite": res.nonfinite}
+    if failures:
+        d["error"] = str(failures[0])
+    return d
+
+
+def _is_oom(e: BaseException) -> bool:
+    if isinstance(e, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return True
+    msg = str(e).lower()
+    return any(s in msg for s in ("out of memory", "can't allocate memory", "failed to allocate memory",
+                                  "bad_alloc", "cannot allocate memory"))
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:300]
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """What a number depends on: machine, threads and library versions."""
+    versions: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
+                                "numpy": np.__version__, "gantool": __version__}
+    for mod in ("onnxruntime", "onnx"):
+        try:
+            m = __import__(mod)
+            versions[mod] = m.__version__
+        except Exception as e:  # noqa: BLE001 - a missing/broken optional lib is recorded, not fatal
+            versions[mod] = f"unavailable: {_first_line(e)}"
+    env = {"device": str(device), "device_name": device_name(device), "cpu": cpu_name(),
+           "cpu_count": __import__("os").cpu_count(), "threads": torch.get_num_threads(),
+           "platform": platform.platform(), "versions": versions,
+           "float32_matmul_precision": torch.get_float32_matmul_precision(),
+           "cuda": None}
+    if "onnxruntime" in sys.modules:
+        env["onnxruntime_providers"] = sys.modules["onnxruntime"].get_available_providers()
+        env["onnxruntime_path"] = str(Path(sys.modules["onnxruntime"].__file__).parent)
+    if torch.cuda.is_available():
+        env["cuda"] = {"torch_cuda": torch.version.cuda, "device_count": torch.cuda.device_count(),
+                       "name": torch.cuda.get_device_name(), "capability": list(torch.cuda.get_device_capability())}
+    return env
+
+
+class Bench:
+    """One bench run: resolves backends, keeps the eager fp32 reference and the peaks per run."""
+
+    def __init__(self, cfg: BenchConfig, progress: Callable[[str], None] | None = None):
+        self.cfg = cfg
+        self.progress = progress or (lambda msg: None)
+        try:
+            self.device = resolve_device(cfg.device)
+        except GantoolError:
+            # --device cuda without CUDA: every row says unavailable; nothing is timed on CPU.
+            self.device = torch.device(cfg.device)
+        self.dev = self.device.type
+        self.explicit = bool(cfg.backends)
+        self.backends = cfg.backends or DEFAULT_BACKENDS.get(self.dev, DEFAULT_BACKENDS["cpu"])
+        self.precisions = cfg.precisions or DEFAULT_PRECISIONS.get(self.dev, ["fp32"])
+        for b in self.backends:
+            if b not in BACKENDS:
+                raise ConfigError(f"unknown backend {b!r}; choose from: {', '.join(BACKENDS)}")
+        for p in self.precisions:
+            if p not in DTYPES:
+                raise ConfigError(f"unknown precision {p!r}; choose from: {', '.join(DTYPES)}")
+        if any(b <= 0 for b in cfg.batch_sizes) or not cfg.batch_sizes:
+            raise ConfigError(f"batch sizes must be > 0, got {cfg.batch_sizes}")
+        self.entries, self.manifest = read_artifacts(cfg.exported)
+        self.checkpoint = cfg.checkpoint or self._manifest_checkpoint()
+        check_requested(self.backends, self.explicit, self.entries, cfg.exported, self.checkpoint)
+        if self.checkpoint is None:
+            raise ConfigError("bench checks every backend against eager fp32 and needs the source "
+                              "checkpoint: pass --checkpoint RUN")
+        self.peaks = PeakCache()
+        self._ref_runner: Runner | None = None
+        self._refs: dict[tuple, torch.Tensor] = {}
+
+    def _manifest_checkpoint(self) -> Path | None:
+        """The checkpoint the artifacts were exported from, when it is still on disk."""
+        src = self.manifest.get("source_checkpoint")
+        return Path(src) if src and Path(src).exists() else None
+
+    def reference(self, z: torch.Tensor) -> torch.Tensor:
+        """Eager fp32 output for z, on the bench device when it works there, else on CPU.
+        Every backend sees the same first z at a batch size, so each is computed once."""
+        key = (z.shape[0], float(z[0, 0]), float(z[-1, -1]))
+        if key not in self._refs:
+            if self._ref_runner is None:
+                dev = self.dev if self.dev != "cuda" or torch.cuda.is_available() else "cpu"
+                self._ref_runner = load_runner(self.checkpoint, "eager", device=dev, dtype="fp32")
+            self._refs[key] = self._ref_runner(z)  # <= 4096 rows (parity_rows): small
+        return self._refs[key]
+
+    def rows_for(self, backend: str, precision: str) -> list[BenchResult]:
+        """Load once, then measure each batch size; failures become rows, never exceptions."""
+        spec = BACKENDS[backend]
+        dev = row_device(spec, self.dev)
+        rows = lambda status, reason, art=None: [BenchResult(backend, precision, dev, b, status, reason, art)  # noqa: E731
+                                                 for b in self.cfg.batch_sizes]
+        source: Path = self.checkpoint  # type: ignore[assignment]
+        if spec.format is not None:
+            art = find_artifact(self.entries, self.cfg.exported, spec.format, precision, dev) if self.entries else None
+            if art is None:
+                return rows("skipped", missing_reason(spec.format, precision, self.cfg.exported, dev))
+            source = art
+        art_s = str(source) if spec.format else None
+        t0 = time.perf_counter()
+        try:
+            opts = {"threads": self.cfg.threads} if backend == "ort" and self.cfg.threads else {}
+            runner = load_runner(source, backend, device=dev, dtype=precision, **opts)
+        except GantoolError as e:
+            status = "unavailable" if dev == "cuda" or "device" in type(e).__name__.lower() else "skipped"
+            return rows(status, _first_line(e), art_s)
+        except Exception as e:  # noqa: BLE001 - e.g. an EP without kernels for this dtype
+            return rows("skipped" if not _is_oom(e) else "oom", f"cannot load: {_first_line(e)}", art_s)
+        load_s = time.perf_counter() - t0
+        why_not = guard(backend, dev, runner)
+        if why_not:
+            return rows("unavailable", why_not, art_s)
+        out = []
+        for b in self.cfg.batch_sizes:
+            self.progress(f"{backend} {precision} batch {b}")
+            row = self.measure_row(runner, backend, precision, dev, b, art_s)
+            row.load_s = round(load_s, 4)
+            out.append(row)
+        del runner
+        gc.collect()
+        return out
+
+    def measure_row(self, runner: Runner, backend: str, precision: str, dev: str, batch: int,
+                    art: str | None) -> BenchResult:
+        row = BenchResult(backend, precision, dev, batch, "ok", artifact=art)
+        try:
+            zs = make_inputs(batch, runner.info.latent_dim, self.cfg.n_inputs, self.cfg.seed)
+            idx = parity_rows(batch)
+            ref = self.reference(zs[0] if idx is None else zs[0][idx])
+            xs = [runner.prepare(z) for z in zs]
+            first, t = measure(runner, xs, self.cfg.warmup, self.cfg.min_time, self.cfg.min_repeats,
+                               self.cfg.max_repeats)
+            out = runner.to_cpu(first)
+            row.parity = compare(ref, out if idx is None or out.shape[0] != batch else out[idx], precision)
+            del xs, first
+        except Exception as e:  # noqa: BLE001 - one row failing must not stop the others
+            row.status = "oom" if _is_oom(e) else "error"
+            row.reason = _first_line(e)
+            self._free()
+            return row
+        row.first_call_ms = t["first_s"] * 1e3
+        row.warmup, row.repeats, row.timer = self.cfg.warmup, len(t["times"]), t["timer"]
+        row.median_ms, row.p90_ms, row.p99_ms = t["median"] * 1e3, t["p90"] * 1e3, t["p99"] * 1e3
+        row.min_ms, row.mean_ms = t["min"] * 1e3, t["mean"] * 1e3
+        row.samples_per_s = batch / t["median"]
+        row.gflops = achieved_gflops(row.samples_per_s, self.flops)
+        peak = self.peaks.get(dev, precision) if self.cfg.peak_probe else None
+        if peak:
+            row.peak_gflops = peak.gflops
+            row.pct_peak = 100 * row.gflops / peak.gflops
+        if not row.parity["passed"]:
+            row.status = "parity-failed"
+            row.reason = row.parity.get("error") or (
+                f"max |diff| {row.parity['max_abs_err']:.3g} > atol {row.parity['atol']:.3g}"
+                + (f", {row.parity['nonfinite']} non-finite" if row.parity["nonfinite"] else ""))
+        row.ranked = row.status == "ok"
+        return row
+
+    def _free(self) -> None:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def run(self) -> dict[str, Any]:
+        from gantool.checkpoint import load_generator, sha256_file, resolve_checkpoint_path
+
+        old_threads = torch.get_num_threads()
+        if self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
+        try:
+            _, mcfg, _ = load_generator(self.checkpoint)
+            self.flops = flops_per_sample(mcfg)
+            ckpt = resolve_checkpoint_path(self.checkpoint)
+            results: list[BenchResult] = []
+            for backend in self.backends:
+                for precision in self.precisions:
+                    self.progress(f"{backend} {precision}: loading")
+                    results += self.rows_for(backend, precision)
+            env = environment(self.device if self.dev != "cuda" or torch.cuda.is_available() else torch.device("cpu"))
+            env["device"] = str(self.device)
+        finally:
+            torch.set_num_threads(old_threads)
+        ranked = sorted((r for r in results if r.ranked), key=lambda r: -r.samples_per_s)
+        for i, r in enumerate(ranked, 1):
+            r.rank = i  # type: ignore[attr-defined]
+        return {
+            "schema": "gantool.bench/1",
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "config": {"backends": self.backends, "precisions": self.precisions,
+                       "batch_sizes": self.cfg.batch_sizes, "device": str(self.device),
+                       "warmup": self.cfg.warmup, "min_time_s": self.cfg.min_time,
+                       "min_repeats": self.cfg.min_repeats, "threads": self.cfg.threads or old_threads,
+                       "n_inputs": self.cfg.n_inputs},
+            "environment": env,
+            "model": {"checkpoint": str(ckpt), "checkpoint_sha256": sha256_file(ckpt),
+                      "flops_per_sample": self.flops, "latent_dim": mcfg.latent_dim,
+                      "img_shape": list(mcfg.img_shape)},
+            "peaks": [p.to_dict() for p in self.peaks.all()],
+            "results": [dict(r.to_dict(), rank=getattr(r, "rank", None)) for r in results],
+        }
+
+
+def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None,
+              train: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Measure every (backend, precision, batch) row; with `train` (kwargs for
+    gantool.train_bench.compare_train_speed) also gantool's training loop against the seed's."""
+    bench = Bench(cfg, progress)
+    report = bench.run()
+    if train is not None:
+        from gantool.train_bench import compare_train_speed
+
+        progress and progress("train: gantool loop vs seed loop")
+        report["train"] = compare_train_speed(**train)
+    return report

@@ -1,0 +1,121 @@
+"""Which backends bench knows, where each one's artifact comes from, and the CUDA guard."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gantool.errors import ArtifactError, ConfigError
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """A bench backend: the runner it loads, the artifact format it needs (None = checkpoint)."""
+
+    name: str
+    format: str | None  # "onnx" | "torchscript" | "aoti" | None (built from the checkpoint)
+    cuda_only: bool = False  # runs on CUDA whatever --device says (an ORT CUDA/TensorRT EP)
+
+
+BACKENDS: dict[str, BackendSpec] = {s.name: s for s in (
+    BackendSpec("eager", None),
+    BackendSpec("compile", None),
+    BackendSpec("compile-reduce-overhead", None),
+    BackendSpec("torchscript", "torchscript"),
+    BackendSpec("aoti", "aoti"),
+    BackendSpec("ort", "onnx"),
+    BackendSpec("ort-cuda", "onnx", cuda_only=True),
+    BackendSpec("ort-cuda-graph", "onnx", cuda_only=True),
+    BackendSpec("ort-trt", "onnx", cuda_only=True),
+)}
+
+# What a user gets without --backends: everything meaningful on that device (reduce-overhead
+# only differs from plain compile through CUDA graphs; TensorRT only where asked for).
+DEFAULT_BACKENDS = {
+    "cpu": ["eager", "compile", "torchscript", "ort", "aoti"],
+    "cuda": ["eager", "compile", "compile-reduce-overhead", "torchscript", "aoti", "ort-cuda", "ort-cuda-graph"],
+}
+DEFAULT_PRECISIONS = {"cpu": ["fp32", "bf16"], "cuda": ["fp32", "bf16", "fp16"]}
+CUDA_PROVIDERS = {"ort-cuda": "CUDAExecutionProvider", "ort-cuda-graph": "CUDAExecutionProvider",
+                  "ort-trt": "TensorrtExecutionProvider"}
+
+
+def row_device(spec: BackendSpec, device: str) -> str:
+    return "cuda" if spec.cuda_only else device
+
+
+def export_hint(fmt: str, dtype: str, exported: Path | None, device: str = "cpu") -> str:
+    """The command that would produce the missing artifact."""
+    out = exported or Path("exported")
+    cmd = f"gantool export --checkpoint RUN --format {fmt} --out {out}"
+    if dtype != "fp32":
+        cmd += f" --dtype {dtype}"
+    if fmt == "aoti" and device != "cpu":
+        cmd += f" --device {device}"
+    return f"run `{cmd}`"
+
+
+def missing_reason(fmt: str, dtype: str, exported: Path | None, device: str) -> str:
+    """Why a (format, dtype) row has no artifact: the format cannot hold it, or it was not exported."""
+    from gantool.export import get_format
+
+    why = get_format(fmt).unsupported(dtype, torch.device(device))
+    if why:
+        return f"{fmt} {dtype}: {why}"
+    return f"no {dtype} {fmt} artifact for {device} in {exported or 'exported'}: {export_hint(fmt, dtype, exported, device)}"
+
+
+def read_artifacts(exported: Path | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(artifact entries, whole manifest); ([], {}) when there is no exported dir or manifest."""
+    if exported is None or not (Path(exported) / "manifest.json").exists():
+        return [], {}
+    from gantool.export.manifest import read_manifest
+
+    doc = read_manifest(exported)
+    return list(doc["artifacts"]), doc
+
+
+def find_artifact(entries: list[dict[str, Any]], exported: Path, fmt: str, dtype: str,
+                  device: str) -> Path | None:
+    """The artifact for (format, dtype) usable on `device` (AOTInductor code is per device type;
+    ONNX and TorchScript entries say device "any")."""
+    want = torch.device(device).type
+    pick = [e for e in entries if e["format"] == fmt and e["dtype"] == dtype and e["device"] in ("any", want)]
+    return Path(exported) / pick[0]["file"] if pick else None
+
+
+def check_requested(backends: list[str], explicit: bool, entries: list[dict[str, Any]],
+                    exported: Path | None, checkpoint: Path | None) -> None:
+    """Bad input that stops the run before anything is timed (one line each)."""
+    for b in backends:
+        spec = BACKENDS[b]
+        if spec.format is None:
+            if checkpoint is None:
+                raise ConfigError(f"backend {b} needs a checkpoint: pass --checkpoint RUN "
+                                  "(a run dir or checkpoint.pt)")
+        elif explicit and not any(e["format"] == spec.format for e in entries):
+            where = exported if exported is not None else "exported"
+            raise ArtifactError(f"no {spec.format} artifacts in {where} for backend {b}: "
+                                f"{export_hint(spec.format, 'fp32', exported)}")
+
+
+def guard(backend: str, want_device: str, runner: Any) -> str | None:
+    """Why `runner` must not be timed under this row's name, or None when it may.
+
+    Never report CPU numbers under a CUDA name: the runner must really sit on the device the row
+    names, and an ONNX Runtime session must have the CUDA/TensorRT provider first, not CPU.
+    """
+    got = torch.device(runner.info.device).type
+    want = torch.device(want_device).type
+    if got != want:
+        return f"asked for {want}, but the runner loaded on {got}"
+    providers = list(runner.info.extra.get("providers") or [])
+    need = CUDA_PROVIDERS.get(backend)
+    if need and (not providers or providers[0] != need):
+        shown = ", ".join(providers) or "none"
+        return f"onnxruntime session providers are [{shown}]: {need} did not load"
+    if want == "cuda" and not torch.cuda.is_available():
+        return f"CUDA is not available to torch {torch.__version__}"
+    return None

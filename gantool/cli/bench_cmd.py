@@ -1,0 +1,92 @@
+"""`gantool bench`: time the generator across backends, precisions and batch sizes."""
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from gantool.cli import app
+from gantool.cli.common import parse_choice_list, parse_int_list, user_errors
+from gantool.errors import GantoolError
+
+
+class BenchDevice(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def _progress():
+    """(callback, close): a rich status line on stderr, or plain stderr lines without rich."""
+    try:
+        from rich.console import Console
+
+        status = Console(stderr=True).status("bench: starting")
+        status.start()
+        return (lambda msg: status.update(f"bench: {msg}")), status.stop
+    except ImportError:
+        return (lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True)), (lambda: None)
+
+
+@app.command()
+@user_errors
+def bench(
+    exported: Annotated[Optional[Path], typer.Option(help="Directory of exported artifacts (with manifest.json). Default: ./exported when it exists.")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="Run dir or checkpoint.pt: eager/compile backends and the parity reference. Default: the manifest's source checkpoint.")] = None,
+    backends: Annotated[Optional[str], typer.Option(help="Comma list: eager, compile, compile-reduce-overhead, torchscript, aoti, ort, ort-cuda, ort-cuda-graph, ort-trt. Default: all that make sense on the device.")] = None,
+    precisions: Annotated[Optional[str], typer.Option(help="Comma list of fp32, bf16, fp16. Default: fp32,bf16 on CPU; fp32,bf16,fp16 on CUDA.")] = None,
+    batch_sizes: Annotated[str, typer.Option(help="Comma list of batch sizes (> 0).")] = "1,64,1024,4096",
+    device: Annotated[BenchDevice, typer.Option(help="auto picks CUDA when present. ORT CUDA/TensorRT backends always run on CUDA.")] = BenchDevice.auto,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed calls after the first call, per row.")] = 5,
+    min_time: Annotated[float, typer.Option(min=0.0, help="Seconds of timed calls per row, at least.")] = 1.0,
+    min_repeats: Annotated[int, typer.Option(min=1, help="Timed calls per row, at least.")] = 10,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="torch intra-op threads (default: torch's).")] = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the full JSON report here (schema: docs/bench.md).")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Write a PNG of samples/s against batch size per backend.")] = None,
+    train: Annotated[bool, typer.Option("--train", help="Also compare training samples/s: gantool's loop vs the seed's loop.")] = False,
+    train_dataset: Annotated[str, typer.Option(help="Dataset for --train.")] = "mnist-5k",
+) -> None:
+    """Measure samples/s and latency (median, p90, p99) of every backend, checked against eager fp32.
+
+    The last stdout line is a compact JSON summary (best backend per batch size).
+    """
+    from gantool import report as rep
+    from gantool.bench import BenchConfig, run_bench
+    from gantool.bench_backends import BACKENDS
+    from gantool.device import DTYPES
+
+    if exported is None and Path("exported/manifest.json").exists():
+        exported = Path("exported")
+    if exported is not None and not exported.exists():
+        raise GantoolError(f"--exported {exported} does not exist (run `gantool export --checkpoint RUN --out {exported}`)")
+    cfg = BenchConfig(
+        checkpoint=checkpoint, exported=exported,
+        backends=parse_choice_list(backends, list(BACKENDS), "backend") if backends else [],
+        precisions=parse_choice_list(precisions, list(DTYPES), "precision") if precisions else [],
+        batch_sizes=parse_int_list(batch_sizes, "--batch-sizes"),
+        device=device.value, warmup=warmup, min_time=min_time, min_repeats=min_repeats, threads=threads,
+    )
+    train_kw = {"dataset": train_dataset, "device": device.value} if train else None
+    update, close = _progress()
+    try:
+        report = run_bench(cfg, progress=update, train=train_kw)
+    finally:
+        close()
+    rep.print_table(report)
+    rep.print_peaks(report)
+    if "train" in report:
+        typer.echo("train: " + json.dumps(report["train"], default=str))
+    if json_path:
+        rep.write_json(report, json_path)
+        typer.echo(f"wrote {json_path}")
+    if plot:
+        note = rep.plot(report, plot)
+        typer.echo(f"note: {note}" if note else f"wrote {plot}")
+    typer.echo(json.dumps(rep.summary(report, json_path), separators=(",", ":")))
+    if not any(r["samples_per_s"] is not None for r in report["results"]):
+        reasons = sorted({f"{r['backend']}: {r['reason']}" for r in report["results"]})
+        raise GantoolError(f"nothing could be measured ({'; '.join(reasons)[:400]})")

@@ -1,0 +1,245 @@
+"""bench: the timing loop, every backend against eager, the CUDA guard, OOM rows, the JSON schema."""
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import jsonschema
+import pytest
+import torch
+
+from gantool import bench as bench_mod
+from gantool import report as rep
+from gantool.bench import BenchConfig, measure, run_bench
+from gantool.bench_backends import guard
+from gantool.errors import ArtifactError, ConfigError
+from gantool.runners import Runner, RunnerInfo
+
+FAST = dict(warmup=1, min_time=0.0, min_repeats=3, peak_probe=False)
+
+
+class FakeRunner(Runner):
+    """Records which prepared input each run() saw; output = a fixed function of z."""
+
+    def __init__(self, device="cpu", backend="fake", providers=None, delay=0.0):
+        self.info = RunnerInfo(backend, device, "fp32", 100, (1, 28, 28), "", {"providers": providers} if providers else {})
+        self.seen: list[int] = []
+        self.delay = delay
+
+    def prepare(self, z):
+        return z
+
+    def run(self, x):
+        self.seen.append(id(x))
+        if self.delay:
+            time.sleep(self.delay)
+        return torch.tanh(x[:, :1]).expand(-1, 784).reshape(-1, 1, 28, 28)
+
+    def sync(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoint_path, tmp_path_factory) -> Path:
+    """fp32 ONNX, TorchScript and AOTInductor (CPU) artifacts of the fixture checkpoint."""
+    from gantool.export import export_artifacts
+
+    out = tmp_path_factory.mktemp("exported")
+    export_artifacts(checkpoint_path, ["onnx", "torchscript", "aoti"], out, verify=False)
+    return out
+
+
+def test_measure_rotates_inputs_and_honours_min_repeats_and_min_time():
+    r = FakeRunner(delay=0.001)
+    xs = [torch.randn(4, 100) for _ in range(3)]
+    t0 = time.perf_counter()
+    _, t = measure(r, xs, warmup=2, min_time=0.05, min_repeats=5)
+    assert time.perf_counter() - t0 >= 0.05  # kept timing until min_time had passed
+    assert len(t["times"]) >= 5
+    assert set(r.seen) == {id(x) for x in xs}  # every buffer was used, not one hot input
+    assert t["min"] <= t["median"] <= t["p90"] <= t["p99"]
+    assert t["timer"] == "perf_counter+sync"
+    # first call and warm-up are not among the timed samples
+    assert len(r.seen) == 1 + 2 + len(t["times"])
+
+
+def test_measure_stops_at_min_repeats_when_min_time_is_zero():
+    r = FakeRunner()
+    _, t = measure(r, [torch.randn(2, 100)], warmup=0, min_time=0.0, min_repeats=7)
+    assert len(t["times"]) == 7
+
+
+def test_every_cpu_backend_runs_and_agrees_with_eager(checkpoint_path, exported):
+    backends = ["eager", "compile", "torchscript", "ort", "aoti"]
+    report = run_bench(BenchConfig(checkpoint=checkpoint_path, exported=exported, backends=backends,
+                                   precisions=["fp32"], batch_sizes=[1, 5], device="cpu", **FAST))
+    rep.validate(report)
+    rows = {(r["backend"], r["batch"]): r for r in report["results"]}
+    assert set(rows) == {(b, n) for b in backends for n in (1, 5)}
+    for r in rows.values():
+        assert r["status"] == "ok", r
+        assert r["parity"]["passed"] and r["parity"]["max_abs_err"] <= r["parity"]["atol"]
+        assert r["samples_per_s"] == pytest.approx(r["batch"] / (r["median_ms"] / 1e3))
+        assert r["gflops"] == pytest.approx(r["samples_per_s"] * report["model"]["flops_per_sample"] / 1e9)
+        assert r["first_call_ms"] > 0 and r["repeats"] >= 3
+    # ranks follow samples/s
+    ranked = sorted((r for r in report["results"] if r["ranked"]), key=lambda r: r["rank"])
+    assert [r["samples_per_s"] for r in ranked] == sorted((r["samples_per_s"] for r in ranked), reverse=True)
+    env = report["environment"]
+    assert env["threads"] >= 1 and env["cpu"] and env["versions"]["onnxruntime"][0].isdigit()
+
+
+def _wrap_loader(monkeypatch, backend, wrap):
+    real = bench_mod.load_runner
+
+    def load(source, name=None, **kw):
+        r = real(source, name, **kw)
+        return wrap(r) if name == backend else r
+
+    monkeypatch.setattr(bench_mod, "load_runner", load)
+
+
+@pytest.mark.parametrize("corrupt", [lambda y: y + 0.05, lambda y: y.flatten().index_fill(0, torch.tensor([7]), float("nan")).reshape(y.shape)],
+                         ids=["off-by-0.05", "one-nan"])
+def test_a_backend_that_disagrees_with_eager_is_flagged_and_not_ranked(checkpoint_path, monkeypatch, corrupt):
+    def wrap(r):
+        run = r.run
+        r.run = lambda x: corrupt(run(x))
+        return r
+
+    _wrap_loader(monkeypatch, "compile-reduce-overhead", wrap)
+    # compile-reduce-overhead on CPU stands in for "some other backend"; patched before it compiles
+    monkeypatch.setattr("gantool.runners.torch_runner.torch.compile", lambda m, **k: m)
+    report = run_bench(BenchConfig(checkpoint=checkpoint_path, backends=["eager", "compile-reduce-overhead"],
+                                   precisions=["fp32"], batch_sizes=[64], device="cpu", **FAST))
+    rep.validate(report)
+    bad = next(r for r in report["results"] if r["backend"] == "compile-reduce-overhead")
+    good = next(r for r in report["results"] if r["backend"] == "eager")
+    assert bad["status"] == "parity-failed" and not bad["ranked"] and bad["rank"] is None
+    assert bad["parity"]["passed"] is False and bad["reason"]
+    assert good["status"] == "ok" and good["rank"] == 1
+    assert [b["backend"] for b in rep.summary(report)["best"]] == ["eager"]
+
+
+def test_guard_never_lets_cpu_work_pass_as_cuda():
+    assert "runner loaded on cpu" in guard("eager", "cuda", FakeRunner("cpu"))
+    reason = guard("ort-cuda", "cuda", FakeRunner("cuda", "ort-cuda", providers=["CPUExecutionProvider"]))
+    assert "CPUExecutionProvider" in reason and "CUDAExecutionProvider did not load" in reason
+    assert "did not load" in guard("ort-trt", "cuda", FakeRunner("cuda", "ort-trt",
+                                                                 providers=["CUDAExecutionProvider", "CPUExecutionProvider"]))
+    assert guard("ort", "cpu", FakeRunner("cpu", "ort", providers=["CPUExecutionProvider"])) is None
+    if not torch.cuda.is_available():
+        ok_providers = FakeRunner("cuda", "ort-cuda", providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+        assert "CUDA is not available" in guard("ort-cuda", "cuda", ok_providers)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only machine")
+def test_cuda_backends_are_unavailable_rows_on_a_cpu_only_machine(checkpoint_path, exported):
+    report = run_bench(BenchConfig(checkpoint=checkpoint_path, exported=exported,
+                                   backends=["eager", "ort-cuda", "ort-cuda-graph", "ort"],
+                                   precisions=["fp32"], batch_sizes=[2], device="cpu", **FAST))
+    rep.validate(report)
+    by = {r["backend"]: r for r in report["results"]}
+    for b in ("ort-cuda", "ort-cuda-graph"):
+        assert by[b]["status"] == "unavailable" and by[b]["device"] == "cuda"
+        assert by[b]["samples_per_s"] is None and by[b]["median_ms"] is None and by[b]["reason"]
+    assert by["ort"]["status"] == "ok" and by["eager"]["status"] == "ok"
+    cuda = run_bench(BenchConfig(checkpoint=checkpoint_path, backends=["eager"], precisions=["fp32"],
+                                 batch_sizes=[2], device="cuda", **FAST))
+    row = cuda["results"][0]
+    assert row["status"] == "unavailable" and "CUDA" in row["reason"] and row["samples_per_s"] is None
+
+
+def test_a_batch_too_large_for_memory_is_one_row_the_rest_still_measured(checkpoint_path):
+    report = run_bench(BenchConfig(checkpoint=checkpoint_path, backends=["eager"], precisions=["fp32"],
+                                   batch_sizes=[2, 4_000_000_000, 3], device="cpu", **FAST))
+    rep.validate(report)
+    by = {r["batch"]: r for r in report["results"]}
+    assert by[4_000_000_000]["status"] == "oom" and by[4_000_000_000]["reason"]
+    assert by[2]["status"] == by[3]["status"] == "ok"
+
+
+def test_a_runtime_oom_inside_run_is_caught(checkpoint_path, monkeypatch):
+    def wrap(r):
+        run = r.run
+
+        def run_or_oom(x):
+            if x.shape[0] >= 100:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return run(x)
+
+        r.run = run_or_oom
+        return r
+
+    _wrap_loader(monkeypatch, "eager", wrap)
+    report = run_bench(BenchConfig(checkpoint=checkpoint_path, backends=["eager"], precisions=["fp32"],
+                                   batch_sizes=[4, 100], device="cpu", **FAST))
+    by = {r["batch"]: r for r in report["results"]}
+    assert by[100]["status"] == "oom" and "out of memory" in by[100]["reason"]
+    assert by[4]["status"] == "ok"
+
+
+def test_missing_precision_artifact_is_a_skipped_row_naming_the_export(checkpoint_path, exported):
+    report = run_bench(BenchConfig(checkpoint=checkpoint_path, exported=exported, backends=["torchscript"],
+                                   precisions=["fp32", "fp16"], batch_sizes=[2], device="cpu", **FAST))
+    by = {r["precision"]: r for r in report["results"]}
+    assert by["fp32"]["status"] == "ok"
+    assert by["fp16"]["status"] == "skipped"
+    assert "gantool export" in by["fp16"]["reason"] and "--dtype fp16" in by["fp16"]["reason"]
+
+
+def test_bad_requests_raise_before_timing(checkpoint_path, tmp_path):
+    with pytest.raises(ConfigError, match="unknown backend"):
+        run_bench(BenchConfig(checkpoint=checkpoint_path, backends=["tensorflow"]))
+    with pytest.raises(ConfigError, match="unknown precision"):
+        run_bench(BenchConfig(checkpoint=checkpoint_path, backends=["eager"], precisions=["int8"]))
+    with pytest.raises(ConfigError, match="> 0"):
+        run_bench(BenchConfig(checkpoint=checkpoint_path, backends=["eager"], batch_sizes=[0]))
+    with pytest.raises(ArtifactError, match="--format onnx"):
+        run_bench(BenchConfig(checkpoint=checkpoint_path, exported=tmp_path, backends=["ort"]))
+    with pytest.raises(ConfigError, match="--checkpoint"):
+        run_bench(BenchConfig(backends=["eager"]))
+
+
+def test_schema_accepts_a_report_and_rejects_broken_ones(checkpoint_path):
+    report = run_bench(BenchConfig(checkpoint=checkpoint_path, backends=["eager"], precisions=["fp32"],
+                                   batch_sizes=[2], device="cpu", warmup=0, min_time=0.0, min_repeats=2))
+    doc = __import__("json").loads(rep.to_json(report))  # what --json writes
+    rep.validate(doc)
+    assert doc["peaks"] and doc["results"][0]["pct_peak"] > 0
+    broken = []
+    b = copy.deepcopy(doc); del b["results"][0]["median_ms"]; broken.append(b)  # noqa: E702
+    b = copy.deepcopy(doc); b["results"][0]["ranked"] = False; broken.append(b)  # noqa: E702 ok but unranked
+    b = copy.deepcopy(doc); b["results"][0]["status"] = "fast"; broken.append(b)  # noqa: E702
+    b = copy.deepcopy(doc); b["results"][0]["batch"] = 0; broken.append(b)  # noqa: E702
+    b = copy.deepcopy(doc); b["results"][0]["parity"]["passed"] = False; broken.append(b)  # noqa: E702
+    b = copy.deepcopy(doc); del b["environment"]["versions"]["torch"]; broken.append(b)  # noqa: E702
+    for b in broken:
+        with pytest.raises(jsonschema.ValidationError):
+            rep.validate(b)
+
+
+def test_report_orders_by_samples_per_second_and_plots(checkpoint_path, tmp_path, monkeypatch):
+    rows = [dict(backend=b, precision="fp32", device="cpu", batch=n, status=s, reason="" if s == "ok" else "x",
+                 ranked=s == "ok", rank=None, samples_per_s=v, median_ms=1.0 if v else None, p90_ms=None,
+                 p99_ms=None, first_call_ms=None, gflops=None, pct_peak=None, parity=None)
+            for b, n, s, v in [("a", 1, "ok", 10.0), ("b", 1, "unavailable", None), ("c", 1, "ok", 30.0),
+                               ("d", 64, "parity-failed", 99.0), ("a", 64, "ok", 20.0)]]
+    assert [r["backend"] for r in rep.ordered(rows)] == ["c", "a", "a", "d", "b"]
+    assert rep.fmt_time(0.0123) == "12.3 µs" and rep.fmt_time(4.56) == "4.56 ms" and rep.fmt_time(1200) == "1.2 s"
+    report = {"environment": {"device": "cpu", "device_name": "X", "threads": 2, "versions": {"torch": "t"}},
+              "model": {"flops_per_sample": 2_970_000}, "results": rows, "peaks": []}
+    assert rep.plot(report, tmp_path / "p.png") is None
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    # without rich the table is plain text; without matplotlib the plot is a note, not a crash
+    monkeypatch.setitem(__import__("sys").modules, "rich", None)
+    monkeypatch.setitem(__import__("sys").modules, "rich.console", None)
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
+    out = tmp_path / "t.txt"
+    with open(out, "w") as f:
+        rep.print_table(report, f)
+    text = out.read_text().splitlines()
+    assert "samples/s" in text[1] and text[2].split()[0] == "c"
+    assert "matplotlib is not installed" in rep.plot(report, tmp_path / "q.png")
+    assert not (tmp_path / "q.png").exists()

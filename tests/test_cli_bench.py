@@ -1,0 +1,81 @@
+"""`gantool bench` through the CLI: a small real run, and every bad input as one stderr line."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from gantool.cli import app
+from gantool.report import validate
+
+FAST = ["--warmup", "0", "--min-time", "0", "--min-repeats", "2", "--device", "cpu"]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, ["bench", *args])
+
+
+def assert_one_line_error(res, *needles: str) -> None:
+    assert res.exit_code != 0, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    assert "Traceback" not in res.output + res.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_bench_writes_json_plot_and_ends_with_a_json_summary(checkpoint_path, tmp_path):
+    out_json, out_png = tmp_path / "b.json", tmp_path / "b.png"
+    res = invoke("--checkpoint", str(checkpoint_path), "--backends", "eager", "--precisions", "fp32",
+                 "--batch-sizes", "1,8", "--json", str(out_json), "--plot", str(out_png), "--threads", "1", *FAST)
+    assert res.exit_code == 0, res.output + res.stderr
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert [b["batch"] for b in summary["best"]] == [1, 8] and summary["json"] == str(out_json)
+    assert "samples/s" in res.stdout and "peak cpu fp32" in res.stdout
+    doc = json.loads(out_json.read_text())
+    validate(doc)
+    assert doc["config"]["threads"] == 1 and doc["environment"]["threads"] == 1
+    assert out_png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cuda_device_without_cuda_reports_unavailable_and_fails(checkpoint_path, tmp_path):
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU-only machine")
+    out_json = tmp_path / "c.json"
+    res = invoke("--checkpoint", str(checkpoint_path), "--backends", "eager", "--precisions", "fp32",
+                 "--batch-sizes", "2", "--json", str(out_json), "--warmup", "0", "--min-time", "0",
+                 "--device", "cuda")
+    assert_one_line_error(res, "nothing could be measured", "CUDA")
+    row = json.loads(out_json.read_text())["results"][0]
+    assert row["status"] == "unavailable" and row["device"] == "cuda" and row["samples_per_s"] is None
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["--backends", "eager,tensorrt"], ["unknown backend", "tensorrt"]),
+    (["--precisions", "fp8"], ["unknown precision", "fp8"]),
+    (["--batch-sizes", "0"], ["--batch-sizes", "must be > 0"]),
+    (["--batch-sizes", "-4"], ["--batch-sizes", "must be > 0"]),
+    (["--batch-sizes", "1,abc"], ["--batch-sizes", "'abc' is not an integer"]),
+    (["--batch-sizes", ","], ["--batch-sizes", "at least one"]),
+])
+def test_bad_options_are_one_line_errors(checkpoint_path, args, needles):
+    res = invoke("--checkpoint", str(checkpoint_path), *args, *FAST)
+    assert_one_line_error(res, *needles)
+
+
+def test_no_artifacts_for_a_requested_backend_names_the_export(checkpoint_path, tmp_path):
+    res = invoke("--checkpoint", str(checkpoint_path), "--exported", str(tmp_path), "--backends", "ort", *FAST)
+    assert_one_line_error(res, "no onnx artifacts", "gantool export", "--format onnx")
+    res = invoke("--checkpoint", str(checkpoint_path), "--exported", str(tmp_path / "nope"), "--backends", "ort", *FAST)
+    assert_one_line_error(res, "does not exist", "gantool export")
+
+
+def test_no_checkpoint_for_eager_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./exported to fall back on
+    assert_one_line_error(invoke("--backends", "eager", *FAST), "needs a checkpoint", "--checkpoint")
+    assert_one_line_error(invoke("--checkpoint", str(tmp_path / "missing"), "--backends", "eager", *FAST),
+                          "checkpoint not found")

@@ -79,6 +79,10 @@ class TrainConfig:
     log_every: int = 100
     sample_every: int = 0  # steps between progress grids; 0 = once an epoch
     eval_every: int = 0  # epochs between quality evals in training; 0 = off
+    # Testing / tuning knobs: use only the first `limit` images (0 = all); stop after `max_steps`
+    # total steps with a resumable checkpoint (0 = run all epochs).
+    limit: int = 0
+    max_steps: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

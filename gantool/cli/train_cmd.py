@@ -1,0 +1,67 @@
+"""`gantool train`: parse options, call gantool.train.train, print where the run went."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from gantool.cli import app
+from gantool.cli.common import user_errors
+from gantool.errors import ConfigError
+
+
+def _num(text: Optional[str], kind: type, flag: str):
+    """Numbers arrive as text so a bad value is one `error:` line, not a usage box."""
+    if text is None:
+        return None
+    try:
+        return kind(text)
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r} is not {'an integer' if kind is int else 'a number'}") from None
+
+
+@app.command()
+@user_errors
+def train(
+    dataset: Annotated[Optional[str], typer.Option(help="mnist | mnist-5k (bundled, offline) | fashion-mnist. Default: mnist-5k.")] = None,
+    data_dir: Annotated[Optional[str], typer.Option(help="Where full MNIST / Fashion-MNIST live or are downloaded. Default: data.")] = None,
+    epochs: Annotated[Optional[str], typer.Option(metavar="INT", help="Epochs to train (a resumed run continues up to this total). Default: the recipe's.")] = None,
+    batch_size: Annotated[Optional[str], typer.Option(metavar="INT", help="Batch size. Default: 100.")] = None,
+    lr: Annotated[Optional[str], typer.Option(metavar="FLOAT", help="Adam learning rate of G (and of D unless the recipe sets d_lr). Default: the recipe's, seed 2e-4.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto (cuda, then mps, then cpu) | cpu | cuda. Default: auto.")] = None,
+    seed: Annotated[Optional[str], typer.Option(metavar="INT", help="Seed for init, noise, dropout and data order (runs are reproducible on CPU). Default: 0.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run directory. Default: runs/<dataset>-<recipe>-<time>, or the resumed run's.")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue a run exactly: its directory or a checkpoint file.")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="fp32 | bf16 | fp16 autocast (fp16 uses a GradScaler). Default: fp32.")] = None,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile G and D (first steps are slow while it compiles).")] = False,
+    recipe: Annotated[Optional[str], typer.Option(help="Training recipe from gantool.config.RECIPES (`seed` = the original article). Default: gantool's default recipe.")] = None,
+    eval_every: Annotated[Optional[str], typer.Option(metavar="INT", help="Score samples (FID, recognisability, coverage) every N epochs; 0 = off.")] = None,
+    log_every: Annotated[Optional[str], typer.Option(metavar="INT", help="Steps between metrics lines (the only host syncs). Default: 100.")] = None,
+    sample_every: Annotated[Optional[str], typer.Option(metavar="INT", help="Steps between sample grids; 0 = one per epoch. Default: 0.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a live progress bar (only on a terminal).")] = True,
+    limit: Annotated[Optional[str], typer.Option(metavar="INT", hidden=True, help="Use only the first N images (tests).")] = None,
+    max_steps: Annotated[Optional[str], typer.Option(metavar="INT", hidden=True, help="Stop after N total steps with a resumable checkpoint.")] = None,
+) -> None:
+    """Train the GAN; writes checkpoint.pt, metrics.jsonl, samples/*.png and loss.png into the run directory."""
+    from gantool.train import resolve_configs, resume_configs, train as run_train
+
+    overrides = dict(
+        dataset=dataset, data_dir=data_dir, device=device, precision=precision,
+        compile=True if compile else None,
+        epochs=_num(epochs, int, "--epochs"), batch_size=_num(batch_size, int, "--batch-size"),
+        lr=_num(lr, float, "--lr"), seed=_num(seed, int, "--seed"),
+        eval_every=_num(eval_every, int, "--eval-every"), log_every=_num(log_every, int, "--log-every"),
+        sample_every=_num(sample_every, int, "--sample-every"),
+        limit=_num(limit, int, "--limit"), max_steps=_num(max_steps, int, "--max-steps"),
+    )
+    if resume is not None:
+        model_cfg, cfg = resume_configs(resume, recipe=recipe, **overrides)
+    else:
+        model_cfg, cfg = resolve_configs(recipe, **overrides)
+    result = run_train(cfg, model_cfg, out=out, resume=resume, log=typer.echo, progress=progress)
+    if result.last:
+        typer.echo(f"step {result.step}, epoch {result.epoch}: d_loss {result.last['d_loss']:.4f} g_loss {result.last['g_loss']:.4f}")
+    typer.echo(f"run written to {result.out}  (checkpoint {result.checkpoint}, samples {result.out / 'samples' / 'final.png'})")
+    if result.interrupted:
+        raise typer.Exit(130)

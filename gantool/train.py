@@ -1,0 +1,338 @@
+"""gantool's GAN training loop: data resident on the device, one host sync per log window."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime as dt
+import signal
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from gantool import __version__
+from gantool.checkpoint import CHECKPOINT_NAME, load_checkpoint, load_state, model_config_of, save_checkpoint
+from gantool.config import DEFAULT_RECIPE, ModelConfig, TrainConfig, get_recipe
+from gantool.data import Dataset, load_dataset
+from gantool.device import DTYPES, resolve_device
+from gantool.errors import CheckpointError, ConfigError, OutputError, TrainingDiverged
+from gantool.model import Discriminator, Generator
+from gantool.train_log import METRICS_NAME, MetricsLog
+
+N_FIXED_NOISE = 64
+# Train options that may change when resuming: they do not change the objective or the data order.
+RESUMABLE_OVERRIDES = {"epochs", "device", "precision", "compile", "log_every", "sample_every", "eval_every",
+                       "max_steps", "data_dir"}
+
+
+@dataclass
+class RunResult:
+    """Where a run wrote its outputs and how far it got."""
+
+    out: Path
+    checkpoint: Path
+    step: int
+    epoch: int
+    interrupted: bool = False
+    last: dict[str, float] = field(default_factory=dict)
+    evals: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resolve_configs(recipe: str | None = None, model: dict[str, Any] | None = None,
+                    **overrides: Any) -> tuple[ModelConfig, TrainConfig]:
+    """Recipe defaults, then explicit overrides (None = not given). Validates the result.
+
+    `model` overrides the recipe's architecture options (e.g. {"d_pack": 2}).
+    """
+    name = recipe or DEFAULT_RECIPE
+    r = get_recipe(name)
+    cfg = TrainConfig(recipe=name, epochs=r.epochs)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    for source in (r.train, overrides):
+        for k, v in source.items():
+            if v is None:
+                continue
+            if k not in known:
+                raise ConfigError(f"unknown train option {k!r}")
+            setattr(cfg, k, tuple(v) if k == "betas" else v)
+    try:
+        model_cfg = ModelConfig(**{**r.model, **(model or {})})
+    except TypeError as e:
+        raise ConfigError(f"bad model option: {e}") from None
+    validate(model_cfg, cfg)
+    return model_cfg, cfg
+
+
+def validate(model: ModelConfig, cfg: TrainConfig) -> None:
+    checks = [
+        (cfg.epochs > 0, f"--epochs must be > 0 (got {cfg.epochs})"),
+        (cfg.batch_size > 0, f"--batch-size must be > 0 (got {cfg.batch_size})"),
+        (cfg.lr > 0, f"--lr must be > 0 (got {cfg.lr})"),
+        (cfg.d_lr is None or cfg.d_lr > 0, f"d_lr must be > 0 (got {cfg.d_lr})"),
+        (all(0 <= b < 1 for b in cfg.betas) and len(cfg.betas) == 2, f"betas must be two values in [0, 1) (got {cfg.betas})"),
+        (0 <= cfg.label_smoothing < 1, f"label_smoothing must be in [0, 1) (got {cfg.label_smoothing})"),
+        (0 <= cfg.ema_decay < 1, f"ema_decay must be in [0, 1) (got {cfg.ema_decay})"),
+        (cfg.precision in DTYPES, f"unknown precision {cfg.precision!r}; choose one of: {', '.join(DTYPES)}"),
+        (cfg.log_every > 0, f"--log-every must be > 0 (got {cfg.log_every})"),
+        (min(cfg.sample_every, cfg.eval_every, cfg.limit, cfg.max_steps) >= 0, "sample_every, eval_every, limit and max_steps must be >= 0"),
+        (model.d_pack >= 1, f"d_pack must be >= 1 (got {model.d_pack})"),
+        (cfg.batch_size % model.d_pack == 0, f"--batch-size {cfg.batch_size} is not divisible by the PacGAN pack size {model.d_pack}"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(msg)
+
+
+def default_out(cfg: TrainConfig) -> Path:
+    return Path("runs") / f"{cfg.dataset}-{cfg.recipe}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def prepare_out(out: Path, resuming: bool) -> Path:
+    """Create `out` (and samples/); refuse to overwrite another run's checkpoint unless resuming."""
+    try:
+        (out / "samples").mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise OutputError(f"cannot write to --out {out}: {e.strerror or e}") from None
+    if not resuming and (out / CHECKPOINT_NAME).exists():
+        raise OutputError(f"{out} already holds a run ({CHECKPOINT_NAME}); use --resume {out} or another --out")
+    return out
+
+
+class Trainer:
+    """Owns G, D, their optimisers, the EMA copy of G and the RNG streams of one run."""
+
+    def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, data: Dataset, device: torch.device):
+        self.model_cfg, self.cfg, self.device = model_cfg, cfg, device
+        self.provenance = dict(data.provenance)
+        torch.manual_seed(cfg.seed)
+        self.G = Generator(model_cfg).to(device)
+        self.D = Discriminator(model_cfg).to(device)
+        self.G_ema = copy.deepcopy(self.G).requires_grad_(False) if cfg.ema_decay > 0 else None
+        # Fused Adam on CUDA/CPU (one kernel per step); foreach elsewhere. The objective is unchanged.
+        fused = device.type in ("cuda", "cpu")
+        adam = dict(betas=tuple(cfg.betas), fused=fused, foreach=None if fused else True)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, **adam)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.d_lr or cfg.lr, **adam)
+        self.amp_dtype = DTYPES[cfg.precision]
+        self.use_amp = cfg.precision != "fp32"
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type in ("cuda", "cpu"))
+        self.g_fn = torch.compile(self.G) if cfg.compile else self.G
+        self.d_fn = torch.compile(self.D) if cfg.compile else self.D
+        # Fixed noise for progress grids from its own generator, so it never perturbs training RNG.
+        self.fixed_noise = torch.randn(N_FIXED_NOISE, model_cfg.latent_dim,
+                                       generator=torch.Generator().manual_seed(cfg.seed + 1)).to(device)
+        self.shuffle = torch.Generator().manual_seed(cfg.seed)  # CPU: same data order on every device
+        self.images = (data.images[: cfg.limit] if cfg.limit else data.images).to(device)
+        self.step = self.epoch = self.epoch_step = 0
+        self.epoch_shuffle_state = self.shuffle.get_state()
+        # Minibatch-std mixes statistics across the batch: real and fake must then go through D
+        # apart; otherwise one D forward on cat(real, fake) gives the same per-sample objective.
+        self.concat_d = not model_cfg.d_minibatch_std
+        n_out = cfg.batch_size // model_cfg.d_pack
+        self.real_target = torch.full((n_out, 1), 1.0 - cfg.label_smoothing, device=device)
+        self.ones = torch.ones(n_out, 1, device=device)
+        self.zeros = torch.zeros(n_out, 1, device=device)
+
+    # --- one optimisation step ----------------------------------------------------------------
+    def train_step(self, real: torch.Tensor) -> torch.Tensor:
+        """One D step and one G step on a real batch (B, 1, 28, 28). Returns (4,) on device:
+        d_loss, g_loss, mean D(x), mean D(G(z)), with no host sync."""
+        B = real.shape[0]
+        z = torch.randn(B, self.model_cfg.latent_dim, device=self.device)
+        amp = torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp)
+        # D: maximise log D(x) + log(1 - D(G(z))) -- BCE(D(x), 1-s) + BCE(D(G(z)), 0).
+        with amp:
+            fake = self.g_fn(z)  # (B, 1, 28, 28), graph kept for the G step
+            if self.concat_d:
+                logits = self.d_fn(torch.cat([real, fake.detach()]))
+                real_logits, fake_logits = logits.chunk(2)
+            else:
+                real_logits, fake_logits = self.d_fn(real), self.d_fn(fake.detach())
+            d_loss = (F.binary_cross_entropy_with_logits(real_logits, self.real_target)
+                      + F.binary_cross_entropy_with_logits(fake_logits, self.zeros))
+        self.opt_d.zero_grad(set_to_none=True)
+        self.scaler.scale(d_loss).backward()
+        self.scaler.step(self.opt_d)
+        # G: non-saturating, maximise log D(G(z)) -- BCE(D(G(z)), 1) on the same fake batch.
+        # D's weights are frozen so the backward computes only what G needs.
+        self.D.requires_grad_(False)
+        with amp:
+            g_loss = F.binary_cross_entropy_with_logits(self.d_fn(fake), self.ones)
+        self.opt_g.zero_grad(set_to_none=True)
+        self.scaler.scale(g_loss).backward()
+        self.scaler.step(self.opt_g)
+        self.scaler.update()
+        self.D.requires_grad_(True)
+        if self.G_ema is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(list(self.G_ema.parameters()), list(self.G.parameters()), 1.0 - self.cfg.ema_decay)
+        with torch.no_grad():
+            return torch.stack([d_loss.float(), g_loss.float(),
+                                torch.sigmoid(real_logits.float()).mean(), torch.sigmoid(fake_logits.float()).mean()])
+
+    @property
+    def sampler(self) -> torch.nn.Module:
+        return self.G_ema if self.G_ema is not None else self.G
+
+    # --- checkpoint state ---------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        rng: dict[str, Any] = {"torch": torch.get_rng_state(), "shuffle": self.epoch_shuffle_state}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "model_config": self.model_cfg.to_dict(),
+            "train_config": self.cfg.to_dict(),
+            "generator": self.G.state_dict(),
+            "generator_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
+            "discriminator": self.D.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "epoch_step": self.epoch_step,
+            "data": self.provenance,
+            "versions": {"gantool": __version__, "torch": str(torch.__version__), "python": sys.version.split()[0]},
+            "rng": rng,
+            "fixed_noise": self.fixed_noise.cpu(),
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def load(self, payload: dict[str, Any]) -> None:
+        for key in ("discriminator", "opt_g", "opt_d", "rng"):
+            if payload.get(key) is None:
+                raise CheckpointError(f"cannot resume: the checkpoint has no {key!r} (not a training checkpoint)")
+        load_state(self.G, payload["generator"], "generator")
+        load_state(self.D, payload["discriminator"], "discriminator")
+        if self.G_ema is not None:
+            load_state(self.G_ema, payload.get("generator_ema") or payload["generator"], "generator_ema")
+        try:
+            self.opt_g.load_state_dict(payload["opt_g"])
+            self.opt_d.load_state_dict(payload["opt_d"])
+            if payload.get("scaler"):
+                self.scaler.load_state_dict(payload["scaler"])
+            rng = payload["rng"]
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            self.shuffle.set_state(rng["shuffle"])
+        except (ValueError, KeyError, RuntimeError, TypeError) as e:
+            raise CheckpointError(f"cannot resume: optimiser/RNG state does not fit ({str(e).splitlines()[0]})") from None
+        self.epoch_shuffle_state = self.shuffle.get_state()
+        self.fixed_noise = payload["fixed_noise"].to(self.device)
+        self.step, self.epoch, self.epoch_step = int(payload["step"]), int(payload["epoch"]), int(payload.get("epoch_step", 0))
+
+
+class _StopFlag:
+    """First Ctrl-C asks the loop to stop after the current step and save; a second one aborts."""
+
+    def __init__(self):
+        self.set = False
+        self._old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.set:
+            raise KeyboardInterrupt
+        self.set = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def load_resume(resume: str | Path) -> dict[str, Any]:
+    payload = load_checkpoint(resume)
+    model_config_of(payload)  # a one-line error for an unreadable architecture
+    for key in ("train_config", "discriminator", "opt_g", "opt_d", "rng"):
+        if payload.get(key) is None:
+            raise CheckpointError(f"cannot resume from {resume}: it has no {key!r} (not a training checkpoint)")
+    return payload
+
+
+def resume_configs(resume: str | Path, recipe: str | None = None, **overrides: Any) -> tuple[ModelConfig, TrainConfig]:
+    """The checkpoint's own configs, plus overrides that keep the continuation exact.
+
+    A named recipe must describe the same architecture; changing e.g. the lr or the batch size
+    mid-run is refused rather than silently making "resume" mean something else.
+    """
+    payload = load_resume(resume)
+    model = model_config_of(payload)
+    try:
+        cfg = TrainConfig.from_dict(payload["train_config"])
+    except TypeError as e:
+        raise CheckpointError(f"cannot resume from {resume}: unreadable train config ({e})") from None
+    if recipe is not None:
+        wanted = ModelConfig(**get_recipe(recipe).model)
+        if wanted != model:
+            raise CheckpointError(f"cannot resume from {resume}: it holds another architecture than recipe "
+                                  f"{recipe!r} ({model} vs {wanted})")
+    cfg.max_steps = 0  # a step cap belongs to the run that set it
+    for k, v in overrides.items():
+        if v is None:
+            continue
+        if k in RESUMABLE_OVERRIDES:
+            setattr(cfg, k, v)
+        elif getattr(cfg, k, v) != v:
+            raise ConfigError(f"--{k.replace('_', '-')} cannot change on --resume (checkpoint has {getattr(cfg, k)!r})")
+    validate(model, cfg)
+    return model, cfg
+
+
+def train(
+    cfg: TrainConfig,
+    model_cfg: ModelConfig,
+    out: str | Path | None = None,
+    resume: str | Path | None = None,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> RunResult:
+    """Train (or resume) one run into `out`. Library entry point behind `gantool train`."""
+    from gantool.train_loop import run_loop
+
+    payload = None
+    if resume is not None:
+        payload = load_resume(resume)
+        ckpt_model = model_config_of(payload)
+        if ckpt_model != model_cfg:
+            raise CheckpointError(f"cannot resume from {resume}: its architecture {ckpt_model} differs from {model_cfg}")
+    validate(model_cfg, cfg)
+    device = resolve_device(cfg.device)
+    data = load_dataset(cfg.dataset, cfg.data_dir)
+    if data.provenance.get("fallback"):
+        log(f"WARNING: {data.provenance.get('fallback_reason')}; training on the bundled mnist-5k subset instead")
+    n = min(len(data), cfg.limit) if cfg.limit else len(data)
+    if cfg.batch_size > n:
+        raise ConfigError(f"--batch-size {cfg.batch_size} is larger than the dataset ({n} images)")
+    if out is None:
+        out = Path(resume).parent if resume is not None and Path(resume).is_file() else (Path(resume) if resume else default_out(cfg))
+    out = prepare_out(Path(out), resuming=payload is not None)
+    trainer = Trainer(model_cfg, cfg, data, device)
+    metrics = MetricsLog(out / METRICS_NAME)
+    if payload is not None:
+        trainer.load(payload)
+        metrics.truncate_after(trainer.step)
+        log(f"resuming {resume} at step {trainer.step} (epoch {trainer.epoch}, batch {trainer.epoch_step})")
+    with _StopFlag() as stop:
+        return run_loop(trainer, out, metrics, stop, log, progress)
+
+
+def checkpoint(trainer: Trainer, out: Path) -> Path:
+    return save_checkpoint(out / CHECKPOINT_NAME, trainer.state())
+
+
+def diverged(step: int, out: Path, last_good: int | None) -> TrainingDiverged:
+    where = (f"last good checkpoint {out / CHECKPOINT_NAME} (step {last_good}) is kept"
+             if last_good is not None else "no checkpoint was written before it")
+    return TrainingDiverged(f"loss became NaN/Inf at step {step}; training stopped; {where}")

@@ -1,0 +1,101 @@
+"""What a training run leaves behind besides the checkpoint: metrics.jsonl, sample grids, plots."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gantool.checkpoint import atomic_write, atomic_write_text
+from gantool.config import NORM_MEAN, NORM_STD
+
+METRICS_NAME = "metrics.jsonl"
+
+
+class MetricsLog:
+    """Append-only JSON lines; on resume, lines past the checkpoint's step are dropped."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def truncate_after(self, step: int) -> None:
+        # Lines written after the last checkpoint (e.g. before a NaN stop) describe steps the
+        # resumed run will redo; keep the log consistent with the weights.
+        if not self.path.exists():
+            return
+        kept = [ln for ln in self.read() if ln.get("step", 0) <= step]
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def append(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text().splitlines():
+            line = line.strip()
+            if line:
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a line cut by a crash mid-append is not worth failing a run for
+        return out
+
+
+def denormalize(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> [0, 1] for image files (inverse of Normalize(0.5, 0.5))."""
+    return (x.float() * NORM_STD + NORM_MEAN).clamp_(0.0, 1.0)
+
+
+@torch.no_grad()
+def save_grid(generator: torch.nn.Module, noise: torch.Tensor, path: Path, nrow: int = 8) -> Path:
+    """G(noise) as one PNG grid, written atomically."""
+    from torchvision.utils import save_image
+
+    was_training = generator.training
+    generator.eval()
+    images = denormalize(generator(noise).cpu())
+    generator.train(was_training)
+    return atomic_write(path, lambda p: save_image(images, p, nrow=nrow, padding=2, format="png"))
+
+
+def _plot(path: Path, series: list[tuple[str, list[float], list[float]]], ylabel: str, title: str) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not any(xs for _, xs, _ in series):
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, xs, ys in series:
+        ax.plot(xs, ys, label=label, marker="o" if len(xs) < 30 else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
+    plt.close(fig)
+    return path
+
+
+def plot_losses(records: list[dict[str, Any]], path: Path) -> Path | None:
+    rows = [r for r in records if "d_loss" in r]
+    steps = [r["step"] for r in rows]
+    return _plot(path, [("D loss", steps, [r["d_loss"] for r in rows]),
+                        ("G loss", steps, [r["g_loss"] for r in rows])], "BCE loss", "GAN losses")
+
+
+def plot_fid(records: list[dict[str, Any]], path: Path) -> Path | None:
+    rows = [r for r in records if "fid" in r.get("eval", {})]
+    return _plot(path, [("FID", [r["step"] for r in rows], [r["eval"]["fid"] for r in rows])],
+                 "FID (classifier features)", "FID over training")
+
+
+def format_scores(scores: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in scores.items())

@@ -35,4 +35,5 @@ def main(
 # Command modules: importing each one registers its command(s) on `app`.
 
 from gantool.cli import bench_cmd  # noqa: E402,F401
+from gantool.cli import export_cmd  # noqa: E402,F401
 from gantool.cli import train_cmd  # noqa: E402,F401

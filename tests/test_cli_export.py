@@ -1,0 +1,146 @@
+"""gantool export / verify / sample through the CLI: the happy path and every bad input (one stderr line)."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from gantool.cli import app
+
+cli = CliRunner()
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def run(*args: str):
+    return cli.invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(r, *fragments: str, code: int | None = None) -> None:
+    assert r.exit_code != 0 and (code is None or r.exit_code == code), (r.exit_code, r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def cli_exported(checkpoint_path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "exported"
+    r = run("export", "--checkpoint", checkpoint_path, "--format", "onnx,torchscript", "--out", out)
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert r.stdout.count("TorchScript is deprecated") == 1 and "pass" in r.stdout
+    return out
+
+
+def test_export_then_verify_writes_json_and_image(cli_exported, tmp_path):
+    doc = json.loads((cli_exported / "manifest.json").read_text())
+    assert {e["file"] for e in doc["artifacts"]} == {"generator.fp32.onnx", "generator.fp32.ts"}
+    assert all(e["parity"]["passed"] for e in doc["artifacts"])
+    r = run("verify", "--exported", cli_exported, "--json", tmp_path / "r.json", "--image", tmp_path / "p.png")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["passed"] and len(report["results"]) == 2
+    assert all(x["max_abs"] < 1e-5 and x["nonfinite"] == 0 and x["p999_abs"] is not None for x in report["results"])
+    assert (tmp_path / "p.png").read_bytes()[:8] == PNG
+
+
+def test_verify_failure_exits_nonzero_with_one_line(cli_exported, tmp_path):
+    out = tmp_path / "exp"
+    shutil.copytree(cli_exported, out)
+    p = out / "generator.fp32.onnx"
+    p.write_bytes(p.read_bytes()[:5000])
+    r = run("verify", "--exported", out, "--json", tmp_path / "r.json")
+    assert_one_line_error(r, "parity failed for 1 of 2", "generator.fp32.onnx", code=1)
+    assert "generator.fp32.ts: pass" in r.stdout
+    kinds = {f["kind"] for x in json.loads((tmp_path / "r.json").read_text())["results"] for f in x["failures"]}
+    assert kinds == {"checksum", "load"}
+
+
+def test_verify_shape_contract_violation(cli_exported, checkpoint_path, tmp_path):
+    from gantool.checkpoint import load_generator, sha256_file
+
+    out = tmp_path / "exp"
+    shutil.copytree(cli_exported, out)
+    g, _, _ = load_generator(checkpoint_path)
+    prog = torch.onnx.export(g, (torch.randn(4, 100),), dynamo=True, verbose=False,
+                             input_names=["z"], output_names=["images"])  # no dynamic N: batch frozen to 4
+    prog.save(str(out / "generator.fp32.onnx"), external_data=False)
+    doc = json.loads((out / "manifest.json").read_text())
+    for e in doc["artifacts"]:
+        if e["file"] == "generator.fp32.onnx":
+            e["sha256"] = sha256_file(out / e["file"])
+    (out / "manifest.json").write_text(json.dumps(doc))
+    assert_one_line_error(run("verify", "--exported", out), "N dynamic", code=1)
+
+
+@pytest.mark.parametrize("src", ["checkpoint", "generator.fp32.onnx", "generator.fp32.ts"])
+def test_sample_from_checkpoint_or_artifact(cli_exported, checkpoint_path, tmp_path, src):
+    source = checkpoint_path if src == "checkpoint" else cli_exported / src
+    r = run("sample", "--from", source, "--n", "16", "--seed", "3", "--out", tmp_path / "g.png")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert (tmp_path / "g.png").read_bytes()[:8] == PNG
+
+
+# ---- bad input: one line, non-zero exit, nothing written ----
+
+class _Evil:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "gantool.checkpoint", "payload": _Evil(marker)}, evil)
+    with open(tmp_path / "evil.pkl", "wb") as f:  # and a plain pickle, not a torch zip
+        pickle.dump(_Evil(marker), f)
+    for path in (evil, tmp_path / "evil.pkl"):
+        r = run("export", "--checkpoint", path, "--out", tmp_path / "out")
+        assert_one_line_error(r, str(path))
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_bad_checkpoints(checkpoint_path, tmp_path):
+    out = tmp_path / "out"
+    assert_one_line_error(run("export", "--checkpoint", tmp_path / "missing", "--out", out), "not found")
+    good = (Path(checkpoint_path) / "checkpoint.pt").read_bytes()
+    (tmp_path / "trunc.pt").write_bytes(good[: len(good) // 2])
+    assert_one_line_error(run("export", "--checkpoint", tmp_path / "trunc.pt", "--out", out), "trunc.pt")
+    (tmp_path / "notes.txt").write_text("hello")
+    assert_one_line_error(run("export", "--checkpoint", tmp_path / "notes.txt", "--out", out), "notes.txt")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    assert_one_line_error(run("export", "--checkpoint", tmp_path / "other.pt", "--out", out), "not a gantool checkpoint")
+    assert not out.exists()
+
+
+def test_bad_options(checkpoint_path, tmp_path):
+    out = tmp_path / "out"
+    assert_one_line_error(run("export", "--checkpoint", checkpoint_path, "--format", "tflite", "--out", out),
+                          "unknown format tflite")
+    assert_one_line_error(run("export", "--checkpoint", checkpoint_path, "--dtype", "int8", "--out", out),
+                          "unknown dtype int8")
+    assert_one_line_error(run("export", "--checkpoint", checkpoint_path, "--format", "onnx", "--dtype", "bf16",
+                              "--out", out), "no bf16 Gemm")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert_one_line_error(run("export", "--checkpoint", checkpoint_path, "--out", blocker / "sub"), "cannot write")
+    assert_one_line_error(run("export", "--checkpoint", checkpoint_path, "--out", blocker), "not a directory")
+    assert not out.exists() and blocker.read_text() == "x"
+    assert_one_line_error(run("sample", "--from", checkpoint_path, "--n", "0", "--out", tmp_path / "g.png"), "--n 0")
+    assert_one_line_error(run("sample", "--from", tmp_path / "nope.onnx", "--out", tmp_path / "g.png"), "not found")
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_verify_without_manifest(tmp_path):
+    assert_one_line_error(run("verify", "--exported", tmp_path), "no manifest.json")
+    assert_one_line_error(run("verify", "--exported", tmp_path / "nope"), "not a directory")

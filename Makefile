@@ -27,9 +27,13 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 bench-ci: $(STAMP)
+	# A short pytest-benchmark session (< 3 min on 2 cores): prints the summary table, writes the
+	# JSON report, then compares it with the committed baseline (docs/bench.md: refreshing it).
 	mkdir -p benchmarks/out
-	$(BIN)/python -m pytest -q benchmarks --benchmark-only --benchmark-min-rounds=3 --benchmark-max-time=0.5 \
+	$(BIN)/python -m pytest -q benchmarks --benchmark-only --benchmark-min-rounds=3 --benchmark-max-time=0.5 --benchmark-sort=name \
 		--benchmark-json=benchmarks/out/benchmark.json --benchmark-columns=median,iqr,ops,rounds
+	cd benchmarks && ../$(BIN)/pytest-benchmark compare baseline/cpu-2core.json out/benchmark.json \
+		--columns=median,ops --group-by=name --sort=name
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .benchmarks benchmarks/out

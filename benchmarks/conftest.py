@@ -1,0 +1,56 @@
+"""pytest-benchmark suites: collect bench_*.py here, and share one untrained checkpoint + exported artifacts."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# The root pyproject keeps testpaths=tests with the default test_*.py pattern; `pytest benchmarks`
+# still finds bench_*.py through this hook (files named on the command line are collected anyway).
+
+
+def pytest_collect_file(file_path: Path, parent):
+    if file_path.suffix == ".py" and file_path.name.startswith("bench_") and not parent.session.isinitpath(file_path):
+        return pytest.Module.from_parent(parent, path=file_path)
+    return None
+
+
+torch.set_num_threads(int(os.environ.get("GANTOOL_BENCH_THREADS", 0)) or torch.get_num_threads())
+
+
+@pytest.fixture(scope="session")
+def bench_device() -> str:
+    """GANTOOL_BENCH_DEVICE=cuda runs the suites on a GPU; CPU by default."""
+    return os.environ.get("GANTOOL_BENCH_DEVICE", "cpu")
+
+
+@pytest.fixture(scope="session")
+def bench_checkpoint(tmp_path_factory) -> Path:
+    """An untrained seed-architecture checkpoint: inference speed does not depend on the weights."""
+    from gantool.checkpoint import save_checkpoint
+    from gantool.config import ModelConfig, TrainConfig
+    from gantool.model import Discriminator, Generator
+
+    torch.manual_seed(0)
+    cfg = ModelConfig()
+    run = tmp_path_factory.mktemp("bench-run")
+    save_checkpoint(run / "checkpoint.pt", {
+        "model_config": cfg.to_dict(), "train_config": TrainConfig().to_dict(),
+        "generator": Generator(cfg).state_dict(), "discriminator": Discriminator(cfg).state_dict(),
+        "step": 0, "epoch": 0, "data": {"dataset": "none", "note": "benchmark fixture, untrained"},
+        "versions": {"torch": str(torch.__version__)},
+    })
+    return run
+
+
+@pytest.fixture(scope="session")
+def bench_exported(bench_checkpoint, bench_device, tmp_path_factory) -> Path:
+    """fp32 ONNX, TorchScript and AOTInductor artifacts, exported once a session (parity-checked)."""
+    from gantool.export import export_artifacts
+
+    out = tmp_path_factory.mktemp("bench-exported")
+    formats = [f for f in os.environ.get("GANTOOL_BENCH_FORMATS", "onnx,torchscript,aoti").split(",") if f]
+    export_artifacts(bench_checkpoint, formats, out, dtypes=["fp32"], device=bench_device, verify=True)
+    return out

@@ -58,7 +58,7 @@ def test_untouched_artifact_passes_and_result_is_recorded(exported_dir, tmp_path
     report = verify_exported(out)
     (r,) = report.results
     assert report.passed and r.passed and r.failures == []
-    assert [b.batch for b in r.batches] == [1, 7, 256] and r.max_abs < 1e-5 and r.nonfinite == 0
+    assert [b.batch for b in r.batches] == [1, 7, 1024] and r.max_abs < 1e-5 and r.nonfinite == 0
     report.raise_if_failed()
     entry = json.loads((out / "manifest.json").read_text())["artifacts"][0]
     assert entry["parity"]["passed"] is True and entry["parity"]["max_abs"] == pytest.approx(r.max_abs)
@@ -102,7 +102,7 @@ def test_nan_producing_artifact_is_a_nonfinite_failure(exported_dir, tmp_path):
     _rehash(out, ONNX)
     report = verify_exported(out)
     assert "nonfinite" in _kinds(report)
-    assert report.results[0].nonfinite == 1 + 7 + 256
+    assert report.results[0].nonfinite == 1 + 7 + 1024
     with pytest.raises(NonFiniteError):
         report.raise_if_failed()
 
@@ -227,3 +227,18 @@ def test_relative_error_has_a_floor_near_zero():
     assert b.max_rel == pytest.approx(1e-6 / REL_FLOOR) and not failures
     b, failures = compare(ref, out + torch.tensor([[float("inf"), 0, 0]]), Tolerance(1e-5, 0))
     assert b.nonfinite == 1 and [f.kind for f in failures] == ["nonfinite"]
+
+
+def test_aoti_artifact_passes_and_other_device_is_skipped(aoti_dir, tmp_path):
+    out = _one_artifact(aoti_dir, tmp_path, "generator.fp32.cpu.pt2")
+    report = verify_exported(out)
+    assert report.passed and report.results[0].max_abs < 1e-5
+    if torch.cuda.is_available():
+        return
+    doc = json.loads((out / "manifest.json").read_text())
+    doc["artifacts"][0]["device"] = "cuda"  # as if compiled on a GPU machine and copied here
+    (out / "manifest.json").write_text(json.dumps(doc))
+    report = verify_exported(out)
+    assert report.results[0].skipped and not report.passed
+    with pytest.raises(ParityError, match="could be checked here"):
+        report.raise_if_failed()

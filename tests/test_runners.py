@@ -97,13 +97,16 @@ def test_onnx_runs_with_onnxruntime_alone(exported_dir, tmp_path):
     assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr[-2000:] + p.stdout
 
 
-def test_torchscript_loads_with_torch_jit_alone(exported_dir, tmp_path):
+def test_torchscript_and_aoti_load_with_torch_alone(exported_dir, aoti_dir, tmp_path):
+    # One fresh process for both (importing torch costs seconds): torch.jit.load and aoti_load_package only.
     code = (
         "import warnings; warnings.simplefilter('ignore')\n"
-        "import torch\n"
-        f"m = torch.jit.load({str(exported_dir / 'generator.fp32.ts')!r})\n"
-        "for n in (1, 300):\n"
-        "    assert m(torch.randn(n, 100)).shape == (n, 1, 28, 28)\n"
+        "import torch, torch._inductor\n"
+        f"ts = torch.jit.load({str(exported_dir / 'generator.fp32.ts')!r})\n"
+        f"pt2 = torch._inductor.aoti_load_package({str(aoti_dir / 'generator.fp32.cpu.pt2')!r})\n"
+        "for m in (ts, pt2):\n"
+        "    for n in (1, 300):\n"
+        "        assert m(torch.randn(n, 100)).shape == (n, 1, 28, 28)\n"
         "print('ok')\n"
     )
     p = _isolated_python(code, tmp_path)
@@ -116,16 +119,5 @@ def test_aoti_round_trip_and_device_check(aoti_dir, eager):
     for n in (1, 7, 256):
         z = torch.randn(n, 100)
         assert (r(z) - eager(z)).abs().max().item() < 1e-5
-
-
-def test_aoti_loads_with_aoti_load_package_alone(aoti_dir, tmp_path):
-    code = (
-        "import warnings; warnings.simplefilter('ignore')\n"
-        "import torch, torch._inductor\n"
-        f"m = torch._inductor.aoti_load_package({str(aoti_dir / 'generator.fp32.cpu.pt2')!r})\n"
-        "for n in (1, 300):\n"
-        "    assert m(torch.randn(n, 100)).shape == (n, 1, 28, 28)\n"
-        "print('ok')\n"
-    )
-    p = _isolated_python(code, tmp_path)
-    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr[-2000:] + p.stdout
+    with pytest.raises(DeviceError):  # compiled for the CPU: never run under a CUDA name
+        load_runner(aoti_dir / "generator.fp32.cpu.pt2", "aoti", device="cuda")

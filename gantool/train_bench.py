@@ -1,0 +1,142 @@
+"""Train samples/s of gantool's loop against the faithful seed loop: same data, device and batch."""
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from typing import Any, Callable, Iterable
+
+import torch
+
+from gantool import __version__
+from gantool.config import ModelConfig
+from gantool.data import load_dataset
+from gantool.device import DTYPES, device_name, resolve_device, supports_dtype, sync
+from gantool.errors import ConfigError
+
+
+def _timed(device: torch.device, fn: Callable[[], None]) -> float:
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)  # queued kernels belong to the timed region
+    return time.perf_counter() - t0
+
+
+def gantool_steps(trainer, steps: int) -> Callable[[], None]:
+    """The inner body of gantool's loop (shuffle per epoch, gather on device, train_step, stats
+    into the device buffer, one host read per log window) without checkpoints or grids."""
+    B, n = trainer.cfg.batch_size, trainer.images.shape[0]
+    per_epoch, log_every = n // B, trainer.cfg.log_every
+    buf = torch.zeros(log_every, 4, device=trainer.device)
+    state = {"i": 0, "perm": None}
+
+    def run() -> None:
+        for k in range(steps):
+            i = state["i"] % per_epoch
+            if i == 0:
+                state["perm"] = torch.randperm(n, generator=trainer.shuffle).to(trainer.device)
+            buf[k % log_every] = trainer.train_step(trainer.images.index_select(0, state["perm"][i * B:(i + 1) * B]))
+            state["i"] += 1
+            if (k + 1) % log_every == 0:
+                buf.cpu()
+        buf.cpu()
+
+    return run
+
+
+def _rates(device: torch.device, run: Callable[[], None], warm: Callable[[], None], steps: int, batch: int,
+           repeats: int) -> dict[str, Any]:
+    warm()
+    times = [_timed(device, run) for _ in range(repeats)]
+    rates = [steps * batch / t for t in times]
+    return {"samples_per_s": statistics.median(rates), "runs_samples_per_s": rates, "steps": steps, "repeats": repeats}
+
+
+def measure_seed(data, device: torch.device, batch_size: int, steps: int, warmup: int, repeats: int) -> dict[str, Any]:
+    from gantool.seed_reference import SeedLoop, seed_dataset
+
+    loop = SeedLoop(seed_dataset(data.images, data.labels), device=device, batch_size=batch_size)
+    return _rates(device, lambda: loop.run(steps), lambda: loop.run(warmup), steps, batch_size, repeats)
+
+
+def measure_gantool(data, device: torch.device, precision: str, batch_size: int, steps: int, warmup: int,
+                    repeats: int, compile: bool = False, model: ModelConfig | None = None) -> dict[str, Any]:
+    from gantool.train import Trainer, resolve_configs
+
+    model_cfg, cfg = resolve_configs("seed", batch_size=batch_size, precision=precision, compile=compile, device=str(device))
+    trainer = Trainer(model or model_cfg, cfg, data, device)
+    out = _rates(device, gantool_steps(trainer, steps), gantool_steps(trainer, warmup), steps, batch_size, repeats)
+    return {**out, "precision": precision, "compile": compile}
+
+
+def compare_train_speed(
+    dataset: str = "mnist-5k",
+    device: str = "auto",
+    precisions: Iterable[str] = ("fp32", "bf16"),
+    batch_size: int = 100,
+    steps: int = 40,
+    warmup: int = 5,
+    repeats: int = 3,
+    compile: bool = False,
+    data_dir: str = "data",
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Median train samples/s of the seed loop (fp32, as written) and of gantool's loop per precision.
+
+    Returns a JSON-able dict; `ratio` is gantool / seed. A precision the device cannot run is
+    reported as {"unavailable": reason}, never as numbers of another precision.
+    """
+    if batch_size <= 0 or steps <= 0 or warmup < 0 or repeats <= 0:
+        raise ConfigError("batch_size, steps and repeats must be > 0 and warmup >= 0")
+    dev = resolve_device(device)
+    data = load_dataset(dataset, data_dir)
+    if batch_size > len(data):
+        raise ConfigError(f"batch size {batch_size} is larger than the dataset ({len(data)} images)")
+    say = log or (lambda _m: None)
+    say(f"seed loop: {steps} steps x {repeats} at batch {batch_size} on {dev}")
+    seed = measure_seed(data, dev, batch_size, steps, warmup, repeats)
+    report: dict[str, Any] = {
+        "dataset": data.name, "device": str(dev), "device_name": device_name(dev), "batch_size": batch_size,
+        "threads": torch.get_num_threads() if dev.type == "cpu" else None,
+        "versions": {"gantool": __version__, "torch": str(torch.__version__), "python": platform.python_version()},
+        "seed_loop": {**seed, "dtype": "fp32"},
+        "gantool": {},
+    }
+    for p in precisions:
+        if p not in DTYPES:
+            raise ConfigError(f"unknown precision {p!r}; choose one of: {', '.join(DTYPES)}")
+        if not supports_dtype(dev, DTYPES[p]):
+            report["gantool"][p] = {"unavailable": f"{p} autocast is not supported on {dev.type}"}
+            continue
+        say(f"gantool loop {p}: {steps} steps x {repeats}")
+        try:
+            r = measure_gantool(data, dev, p, batch_size, steps, warmup, repeats, compile=compile)
+        except RuntimeError as e:  # e.g. a dtype kernel missing on this build
+            report["gantool"][p] = {"unavailable": str(e).splitlines()[0]}
+            continue
+        r["ratio"] = r["samples_per_s"] / seed["samples_per_s"]
+        report["gantool"][p] = r
+    return report
+
+
+def format_report(r: dict[str, Any]) -> str:
+    lines = [f"train speed on {r['device']} ({r['device_name']}), batch {r['batch_size']}, {r['dataset']}"
+             + (f", {r['threads']} threads" if r.get("threads") else ""),
+             f"  seed loop (fp32, DataLoader + transforms): {r['seed_loop']['samples_per_s']:,.0f} samples/s"]
+    for p, v in r["gantool"].items():
+        if "unavailable" in v:
+            lines.append(f"  gantool {p}: unavailable: {v['unavailable']}")
+        else:
+            lines.append(f"  gantool {p}{' compiled' if v.get('compile') else ''}: {v['samples_per_s']:,.0f} samples/s "
+                         f"({v['ratio']:.2f}x the seed loop)")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m gantool.train_bench  (quick manual check)
+    import json
+    import sys
+
+    res = compare_train_speed(log=lambda m: print(m, file=sys.stderr))
+    print(format_report(res), file=sys.stderr)
+    print(json.dumps(res))

@@ -1,0 +1,89 @@
+"""The seed's G and D: shapes, parameter counts, value range, PacGAN and minibatch-std options."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gantool.config import ModelConfig
+from gantool.model import Discriminator, Generator, MinibatchStd, count_params, generator_flops_per_sample
+from gantool.seed_reference import SeedDiscriminator, SeedGenerator
+
+
+def test_seed_parameter_counts():
+    assert count_params(Generator()) == 1_486_352
+    assert count_params(Discriminator()) == 1_460_225
+    # The faithful seed re-implementation has the same layers, so the same counts.
+    assert count_params(SeedGenerator()) == 1_486_352
+    assert count_params(SeedDiscriminator()) == 1_460_225
+
+
+@pytest.mark.parametrize("batch", [1, 7, 64])
+def test_shapes_and_range(batch):
+    torch.manual_seed(0)
+    g, d = Generator(), Discriminator().eval()
+    x = g(torch.randn(batch, 100) * 5)  # large z pushes tanh towards its limits
+    assert x.shape == (batch, 1, 28, 28)
+    assert x.min() >= -1 and x.max() <= 1
+    logits = d(x)
+    assert logits.shape == (batch, 1)
+    assert not isinstance(d.net[-1], torch.nn.Sigmoid)
+
+
+def test_discriminator_returns_logits_equal_to_seed_before_sigmoid():
+    """gantool's D is the seed's D minus the Sigmoid: same weights give sigmoid(logits) == seed output."""
+    torch.manual_seed(0)
+    ours, seed = Discriminator().eval(), SeedDiscriminator().eval()
+    seed_linears = [m for m in seed.model if isinstance(m, torch.nn.Linear)]
+    our_linears = [m for m in ours.net if isinstance(m, torch.nn.Linear)]
+    for a, b in zip(our_linears, seed_linears):
+        a.load_state_dict(b.state_dict())
+    x = torch.randn(5, 1, 28, 28)
+    assert torch.allclose(torch.sigmoid(ours(x)), seed(x), atol=1e-6)
+
+
+def test_generator_matches_seed_generator_with_same_weights():
+    torch.manual_seed(0)
+    ours, seed = Generator(), SeedGenerator()
+    for a, b in zip([m for m in ours.net if isinstance(m, torch.nn.Linear)],
+                    [m for m in seed.model if isinstance(m, torch.nn.Linear)]):
+        a.load_state_dict(b.state_dict())
+    z = torch.randn(4, 100)
+    assert torch.allclose(ours(z), seed(z).reshape(4, 1, 28, 28), atol=1e-6)
+
+
+@pytest.mark.parametrize("pack", [2, 4])
+def test_pacgan_pack(pack):
+    d = Discriminator(ModelConfig(d_pack=pack)).eval()
+    assert d.net[0].in_features == 784 * pack
+    assert d(torch.randn(8, 1, 28, 28)).shape == (8 // pack, 1)
+
+
+def test_pack_sees_consecutive_samples_together():
+    d = Discriminator(ModelConfig(d_pack=2, d_dropout=0.0)).eval()
+    x = torch.randn(4, 1, 28, 28)
+    out = d(x)
+    changed = x.clone()
+    changed[3] += 1  # only the second pack (samples 2, 3) changes
+    out2 = d(changed)
+    assert torch.equal(out[0], out2[0]) and not torch.equal(out[1], out2[1])
+
+
+def test_minibatch_std_feature():
+    m = MinibatchStd()
+    x = torch.tensor([[0.0, 2.0], [2.0, 4.0]])
+    y = m(x)
+    assert y.shape == (2, 3) and torch.allclose(y[:, 2], torch.tensor([1.0, 1.0]))
+    assert torch.all(m(torch.ones(3, 5))[:, -1] == 0)  # identical samples: zero diversity
+    d = Discriminator(ModelConfig(d_minibatch_std=True))
+    assert any(isinstance(mod, MinibatchStd) for mod in d.modules())
+    assert count_params(d) == count_params(Discriminator()) + 256  # one more input to the last hidden layer
+    assert d(torch.randn(6, 1, 28, 28)).shape == (6, 1)
+
+
+def test_flops_per_sample():
+    assert generator_flops_per_sample(ModelConfig()) == 2 * (100 * 256 + 256 * 512 + 512 * 1024 + 1024 * 784)
+
+
+def test_config_round_trip():
+    cfg = ModelConfig(g_hidden=(8, 16), d_pack=2, d_minibatch_std=True)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg

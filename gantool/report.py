@@ -96,8 +96,9 @@ def summary(report: dict[str, Any], json_path: str | None = None) -> dict[str, A
                     for b, r in sorted(best.items())],
            "rows": len(report["results"]),
            "not_ranked": sum(1 for r in report["results"] if not r["ranked"])}
-    if "train" in report:
-        out["train"] = {k: v for k, v in report["train"].items() if isinstance(v, (int, float, str))}
+    if "train" in report:  # gantool loop / seed loop, per precision
+        out["train_ratio"] = {p: round(v["ratio"], 3) if "ratio" in v else v.get("unavailable")
+                              for p, v in report["train"].get("gantool", {}).items()}
     if json_path:
         out["json"] = str(json_path)
     return out

@@ -79,3 +79,34 @@ def test_no_checkpoint_for_eager_is_a_one_line_error(tmp_path, monkeypatch):
     assert_one_line_error(invoke("--backends", "eager", *FAST), "needs a checkpoint", "--checkpoint")
     assert_one_line_error(invoke("--checkpoint", str(tmp_path / "missing"), "--backends", "eager", *FAST),
                           "checkpoint not found")
+
+
+def test_train_flag_calls_the_train_comparison_and_reports_its_ratio(checkpoint_path, monkeypatch):
+    import sys
+    import types
+
+    calls = []
+    fake = types.ModuleType("gantool.train_bench")
+
+    def compare_train_speed(**kw):
+        calls.append(kw)
+        return {"device": "cpu", "seed_loop": {"samples_per_s": 100.0},
+                "gantool": {"fp32": {"samples_per_s": 300.0, "ratio": 3.0}}}
+
+    fake.compare_train_speed = compare_train_speed
+    fake.format_report = lambda r: f"train ratio fp32 {r['gantool']['fp32']['ratio']}x"
+    monkeypatch.setitem(sys.modules, "gantool.train_bench", fake)
+    res = invoke("--checkpoint", str(checkpoint_path), "--backends", "eager", "--precisions", "fp32",
+                 "--batch-sizes", "2", "--train", "--train-dataset", "mnist-5k", *FAST)
+    assert res.exit_code == 0, res.output + res.stderr
+    assert calls == [{"dataset": "mnist-5k", "device": "cpu", "precisions": ("fp32",)}]
+    assert "train ratio fp32 3.0x" in res.stdout
+    assert json.loads(res.stdout.strip().splitlines()[-1])["train_ratio"] == {"fp32": 3.0}
+
+
+def test_gpu_check_script_parses():
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "benchmarks" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0

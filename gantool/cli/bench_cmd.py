@@ -70,7 +70,11 @@ def bench(
         batch_sizes=parse_int_list(batch_sizes, "--batch-sizes"),
         device=device.value, warmup=warmup, min_time=min_time, min_repeats=min_repeats, threads=threads,
     )
-    train_kw = {"dataset": train_dataset, "device": device.value} if train else None
+    train_kw = None
+    if train:
+        train_kw = {"dataset": train_dataset, "device": device.value}
+        if cfg.precisions:
+            train_kw["precisions"] = tuple(cfg.precisions)
     update, close = _progress()
     try:
         report = run_bench(cfg, progress=update, train=train_kw)
@@ -79,7 +83,9 @@ def bench(
     rep.print_table(report)
     rep.print_peaks(report)
     if "train" in report:
-        typer.echo("train: " + json.dumps(report["train"], default=str))
+        from gantool.train_bench import format_report
+
+        typer.echo(format_report(report["train"]))
     if json_path:
         rep.write_json(report, json_path)
         typer.echo(f"wrote {json_path}")

@@ -53,7 +53,7 @@ class _Window:
         return rec
 
 
-def _progress(enabled: bool, total: int, done: int):
+def _progress(enabled: bool):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -82,7 +82,7 @@ def run_loop(t: Trainer, out: Path, metrics: MetricsLog, stop, log: Callable[[st
     interrupted = False
     log(f"training {cfg.dataset} ({n} images, {per_epoch} steps/epoch) on {t.device} {cfg.precision}, "
         f"recipe {cfg.recipe}, {cfg.epochs} epochs, batch {B} -> {out}")
-    with _progress(progress, total, t.step) as bar:
+    with _progress(progress) as bar:
         task = bar.add_task("", total=total, completed=t.step)
         while t.epoch < cfg.epochs and t.step < total and not interrupted:
             # The shuffle generator's state at the start of the epoch is what a checkpoint stores,
@@ -114,9 +114,8 @@ def run_loop(t: Trainer, out: Path, metrics: MetricsLog, stop, log: Callable[[st
             win.last_good = t.step
             if t.epoch_step == 0 and not cfg.sample_every:
                 save_grid(t.sampler, t.fixed_noise, samples / f"step-{t.step:06d}.png")
-            if not bar.live.is_started or bar.disable:
-                if win.last and t.epoch_step == 0:
-                    log(f"epoch {t.epoch}/{cfg.epochs} step {t.step}: {_summary(win.last)}")
+            if bar.disable and win.last and t.epoch_step == 0:  # no live bar: one line an epoch
+                log(f"epoch {t.epoch}/{cfg.epochs} step {t.step}: {_summary(win.last)}")
             if cfg.eval_every and t.epoch_step == 0 and t.epoch % cfg.eval_every == 0:
                 evaluator = evaluator or _make_evaluator(t)
                 evals.append(_evaluate(t, evaluator, metrics, log))

@@ -233,3 +233,25 @@ def test_bad_options_are_config_errors():
             resolve_configs("seed", **kw)
     with pytest.raises(ConfigError, match="unknown recipe"):
         resolve_configs("nope")
+
+
+def test_ctrl_c_saves_a_resumable_checkpoint_and_stops(tmp_path, monkeypatch):
+    import signal
+
+    original = Trainer.train_step
+
+    def interrupt(self, real):
+        out = original(self, real)
+        if self.step == 5:  # the step in progress is step 6; it completes, then the loop stops
+            signal.raise_signal(signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", interrupt)
+    result = run(tmp_path, "ctrlc", epochs=2)
+    assert result.interrupted and result.step == 6
+    saved = load_checkpoint(tmp_path / "ctrlc")
+    assert saved["step"] == 6 and saved["epoch"] == 0 and saved["epoch_step"] == 6
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    monkeypatch.setattr(Trainer, "train_step", original)
+    model_cfg, cfg = resume_configs(tmp_path / "ctrlc")
+    assert train(cfg, model_cfg, resume=tmp_path / "ctrlc", log=quiet, progress=False).step == 20

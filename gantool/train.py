@@ -316,8 +316,10 @@ def train(
     if cfg.batch_size > n:
         raise ConfigError(f"--batch-size {cfg.batch_size} is larger than the dataset ({n} images)")
     if out is None:
-        out = Path(resume).parent if resume is not None and Path(resume).is_file() else (Path(resume) if resume else default_out(cfg))
-    out = prepare_out(Path(out), resuming=payload is not None)
+        out = _run_dir(resume) if resume is not None else default_out(cfg)
+    # Resuming may write into the resumed run's own directory; any other --out must be free.
+    same_run = resume is not None and Path(out).resolve() == _run_dir(resume).resolve()
+    out = prepare_out(Path(out), resuming=same_run)
     trainer = Trainer(model_cfg, cfg, data, device)
     metrics = MetricsLog(out / METRICS_NAME)
     if payload is not None:
@@ -326,6 +328,11 @@ def train(
         log(f"resuming {resume} at step {trainer.step} (epoch {trainer.epoch}, batch {trainer.epoch_step})")
     with _StopFlag() as stop:
         return run_loop(trainer, out, metrics, stop, log, progress)
+
+
+def _run_dir(resume: str | Path) -> Path:
+    p = Path(resume)
+    return p.parent if p.is_file() else p
 
 
 def checkpoint(trainer: Trainer, out: Path) -> Path:

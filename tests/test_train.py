@@ -255,3 +255,27 @@ def test_ctrl_c_saves_a_resumable_checkpoint_and_stops(tmp_path, monkeypatch):
     monkeypatch.setattr(Trainer, "train_step", original)
     model_cfg, cfg = resume_configs(tmp_path / "ctrlc")
     assert train(cfg, model_cfg, resume=tmp_path / "ctrlc", log=quiet, progress=False).step == 20
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_autocast_precisions_train_and_fp16_uses_a_grad_scaler(data, precision):
+    model_cfg, cfg = resolve_configs("seed", model=TINY, **FAST, precision=precision)
+    t = Trainer(model_cfg, cfg, data, torch.device("cpu"))
+    assert t.use_amp and t.amp_dtype == getattr(torch, {"bf16": "bfloat16", "fp16": "float16"}[precision])
+    assert t.scaler.is_enabled() == (precision == "fp16")
+    before = t.G.net[0].weight.clone()
+    stats = torch.stack([t.train_step(t.images[i * 20:(i + 1) * 20]) for i in range(2)])
+    assert torch.isfinite(stats).all() and not torch.equal(before, t.G.net[0].weight)
+    assert t.G.net[0].weight.dtype == torch.float32  # master weights stay fp32
+
+
+def test_resume_into_another_run_directory_is_refused(tmp_path):
+    run(tmp_path, "a", max_steps=3)
+    run(tmp_path, "b", max_steps=3)
+    model_cfg, cfg = resume_configs(tmp_path / "a")
+    from gantool.errors import OutputError
+
+    with pytest.raises(OutputError, match="already holds a run"):
+        train(cfg, model_cfg, resume=tmp_path / "a", out=tmp_path / "b", log=quiet, progress=False)
+    fresh = train(cfg, model_cfg, resume=tmp_path / "a" / "checkpoint.pt", out=tmp_path / "c", log=quiet, progress=False)
+    assert fresh.step == 10 and load_checkpoint(tmp_path / "a")["step"] == 3

@@ -132,6 +132,9 @@ def test_bad_options(checkpoint_path, tmp_path):
                           "unknown dtype int8")
     assert_one_line_error(run("export", "--checkpoint", checkpoint_path, "--format", "onnx", "--dtype", "bf16",
                               "--out", out), "no bf16 Gemm")
+    if not torch.cuda.is_available():
+        assert_one_line_error(run("export", "--checkpoint", checkpoint_path, "--format", "aoti", "--device", "cuda",
+                                  "--out", out), "CUDA is not available")
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert_one_line_error(run("export", "--checkpoint", checkpoint_path, "--out", blocker / "sub"), "cannot write")

@@ -134,6 +134,8 @@ def test_wrong_output_shape_is_a_shape_failure(exported_dir, checkpoint_path, tm
     assert _kinds(report) == {"shape"}
     msgs = " ".join(str(f) for f in report.results[0].failures)
     assert "[N, 1, 28, 28]" in msgs and "(7, 1, 14, 56)" in msgs
+    with pytest.raises(ShapeError):
+        report.raise_if_failed()
 
 
 def test_fixed_batch_artifact_is_a_shape_failure(exported_dir, checkpoint_path, tmp_path):
@@ -156,6 +158,7 @@ def test_truncated_or_non_onnx_file_fails_to_load(exported_dir, tmp_path, damage
     p.write_bytes(p.read_bytes()[: p.stat().st_size // 3] if damage == "truncate" else b"hello\n")
     report = verify_exported(out)
     assert _kinds(report) == {"checksum", "load"}
+    assert any(isinstance(f, LoadError) for f in report.results[0].failures)
     with pytest.raises(ParityError):
         report.raise_if_failed()
 

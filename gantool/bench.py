@@ -17,7 +17,7 @@ from gantool import __version__
 from gantool.bench_backends import (BACKENDS, DEFAULT_BACKENDS, DEFAULT_PRECISIONS, check_requested,
                                     find_artifact, guard, missing_reason, read_artifacts, row_device)
 from gantool.device import DTYPES, cpu_name, device_name, resolve_device
-from gantool.errors import ConfigError, GantoolError
+from gantool.errors import ConfigError, DeviceError, GantoolError
 from gantool.roofline import PeakCache, achieved_gflops, flops_per_sample
 from gantool.runners import Runner, load_runner
 
@@ -257,9 +257,11 @@ class Bench:
         try:
             opts = {"threads": self.cfg.threads} if backend == "ort" and self.cfg.threads else {}
             runner = load_runner(source, backend, device=dev, dtype=precision, **opts)
-        except GantoolError as e:
-            status = "unavailable" if dev == "cuda" or "device" in type(e).__name__.lower() else "skipped"
-            return rows(status, _first_line(e), art_s)
+        except DeviceError as e:
+            return rows("unavailable", _first_line(e), art_s)
+        except GantoolError as e:  # an artifact that cannot be used with this precision/device
+            return rows("unavailable" if dev == "cuda" else ("skipped" if isinstance(e, ConfigError) else "error"),
+                        _first_line(e), art_s)
         except Exception as e:  # noqa: BLE001 - e.g. an EP without kernels for this dtype
             return rows("skipped" if not _is_oom(e) else "oom", f"cannot load: {_first_line(e)}", art_s)
         load_s = time.perf_counter() - t0
@@ -300,10 +302,8 @@ class Bench:
         row.min_ms, row.mean_ms = t["min"] * 1e3, t["mean"] * 1e3
         row.samples_per_s = batch / t["median"]
         row.gflops = achieved_gflops(row.samples_per_s, self.flops)
-        peak = self.peaks.get(dev, precision) if self.cfg.peak_probe else None
-        if peak:
-            row.peak_gflops = peak.gflops
-            row.pct_peak = 100 * row.gflops / peak.gflops
+        if self.cfg.peak_probe:
+            self.peaks.get(dev, precision)  # probe now; rows get their % of peak at the end (run)
         if not row.parity["passed"]:
             row.status = "parity-failed"
             row.reason = row.parity.get("error") or (
@@ -332,10 +332,19 @@ class Bench:
                 for precision in self.precisions:
                     self.progress(f"{backend} {precision}: loading")
                     results += self.rows_for(backend, precision)
-            env = environment(self.device if self.dev != "cuda" or torch.cuda.is_available() else torch.device("cpu"))
-            env["device"] = str(self.device)
+            if self.dev == "cuda" and not torch.cuda.is_available():
+                env = environment(torch.device("cpu"))  # versions and CPU; nothing ran on a GPU
+                env.update(device=str(self.device), device_name=f"unavailable: no CUDA device for torch {torch.__version__}")
+            else:
+                env = environment(self.device)
         finally:
             torch.set_num_threads(old_threads)
+        if self.cfg.peak_probe:
+            self.peaks.refresh()
+            for r in results:
+                peak = self.peaks.get(r.device, r.precision) if r.gflops is not None else None
+                if peak:
+                    r.peak_gflops, r.pct_peak = peak.gflops, 100 * r.gflops / peak.gflops
         ranked = sorted((r for r in results if r.ranked), key=lambda r: -r.samples_per_s)
         for i, r in enumerate(ranked, 1):
             r.rank = i  # type: ignore[attr-defined]

@@ -39,6 +39,24 @@ def fmt_rate(x: float | None) -> str:
     return f"{x / 1e6:.2f}M" if x >= 1e6 else (f"{x / 1e3:.1f}k" if x >= 1e3 else f"{x:.1f}")
 
 
+def collapse(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows with no numbers that share (backend, dtype, status, reason) become one line listing
+    their batch sizes; the JSON keeps every row."""
+    out: list[dict[str, Any]] = []
+    seen: dict[tuple, dict[str, Any]] = {}
+    for r in rows:
+        if r["samples_per_s"] is not None:
+            out.append(r)
+            continue
+        key = (r["backend"], r["precision"], r["device"], r["status"], r["reason"])
+        if key in seen:
+            seen[key]["batch"] = f"{seen[key]['batch']},{r['batch']}"
+        else:
+            seen[key] = dict(r)
+            out.append(seen[key])
+    return out
+
+
 def row_cells(r: dict[str, Any]) -> list[str]:
     p = r.get("parity") or {}
     parity = "-" if not p else ("ok" if p.get("passed") else "FAIL") + (
@@ -60,7 +78,7 @@ def title(report: dict[str, Any]) -> str:
 def print_table(report: dict[str, Any], file: TextIO | None = None) -> None:
     """The results table; rich when it is installed, aligned plain text otherwise."""
     file = file or sys.stdout
-    rows = [row_cells(r) for r in ordered(report["results"])]
+    rows = [row_cells(r) for r in collapse(ordered(report["results"]))]
     try:
         from rich.console import Console
         from rich.table import Table

@@ -227,6 +227,9 @@ def test_report_orders_by_samples_per_second_and_plots(checkpoint_path, tmp_path
             for b, n, s, v in [("a", 1, "ok", 10.0), ("b", 1, "unavailable", None), ("c", 1, "ok", 30.0),
                                ("d", 64, "parity-failed", 99.0), ("a", 64, "ok", 20.0)]]
     assert [r["backend"] for r in rep.ordered(rows)] == ["c", "a", "a", "d", "b"]
+    b64 = dict(rows[1], batch=64)
+    collapsed = rep.collapse(rep.ordered(rows + [b64]))
+    assert [(r["backend"], r["batch"]) for r in collapsed][-1] == ("b", "1,64")  # one line, both batches
     assert rep.fmt_time(0.0123) == "12.3 µs" and rep.fmt_time(4.56) == "4.56 ms" and rep.fmt_time(1200) == "1.2 s"
     report = {"environment": {"device": "cpu", "device_name": "X", "threads": 2, "versions": {"torch": "t"}},
               "model": {"flops_per_sample": 2_970_000}, "results": rows, "peaks": []}

@@ -16,9 +16,12 @@ def invoke(*args: str):
     return CliRunner().invoke(app, ["bench", *args])
 
 
-def assert_one_line_error(res, *needles: str) -> None:
+def assert_one_line_error(res, *needles: str, after_progress: bool = False) -> None:
     assert res.exit_code != 0, res.output
     lines = res.stderr.strip().splitlines()
+    if after_progress:  # a run that started: "bench: ..." progress lines, then the error last
+        assert all(line.startswith("bench: ") for line in lines[:-1]), res.stderr
+        lines = lines[-1:]
     assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
     assert "Traceback" not in res.output + res.stderr
     for n in needles:
@@ -49,9 +52,11 @@ def test_cuda_device_without_cuda_reports_unavailable_and_fails(checkpoint_path,
     res = invoke("--checkpoint", str(checkpoint_path), "--backends", "eager", "--precisions", "fp32",
                  "--batch-sizes", "2", "--json", str(out_json), "--warmup", "0", "--min-time", "0",
                  "--device", "cuda")
-    assert_one_line_error(res, "nothing could be measured", "CUDA")
-    row = json.loads(out_json.read_text())["results"][0]
+    assert_one_line_error(res, "nothing could be measured", "CUDA", after_progress=True)
+    doc = json.loads(out_json.read_text())
+    row = doc["results"][0]
     assert row["status"] == "unavailable" and row["device"] == "cuda" and row["samples_per_s"] is None
+    assert doc["environment"]["device"] == "cuda" and doc["environment"]["device_name"].startswith("unavailable")
 
 
 @pytest.mark.parametrize("args,needles", [

@@ -47,3 +47,16 @@ def test_peak_cache_returns_none_when_the_probe_cannot_run(monkeypatch):
 
     monkeypatch.setattr(roofline, "measure_peak", broken)
     assert roofline.PeakCache().get("cpu", "fp16") is None
+
+
+def test_refresh_keeps_the_better_of_two_probes(monkeypatch):
+    rates = iter([5.0, 20.0, 30.0, 1.0])
+    monkeypatch.setattr(roofline, "measure_peak",
+                        lambda device, dtype, size=None, min_time=0.3: roofline.Peak(str(device), dtype, next(rates), "fake"))
+    cache = roofline.PeakCache()
+    cache.get("cpu", "fp32")  # 5
+    cache.refresh()  # 20 > 5: kept
+    assert cache.get("cpu", "fp32").gflops == 20.0
+    cache.refresh()  # 30
+    cache.refresh()  # 1 < 30: ignored (a busy moment)
+    assert cache.get("cpu", "fp32").gflops == 30.0

@@ -21,8 +21,10 @@ class BenchDevice(str, Enum):
 
 
 def _progress():
-    """(callback, close): a rich status line on stderr, or plain stderr lines without rich."""
+    """(callback, close): a rich status line on a terminal's stderr, else plain stderr lines."""
     try:
+        if not sys.stderr.isatty():
+            raise ImportError  # a log file gets one line a step, not spinner frames
         from rich.console import Console
 
         status = Console(stderr=True).status("bench: starting")

@@ -1,17 +1,31 @@
 """AOTInductor: torch.export with a dynamic batch Dim, then aoti_compile_and_package -> one .pt2 a device."""
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from gantool.export import ExportSpec, Format
 
 METADATA_KEY = "gantool"  # inside the package's AOTI metadata (read back with get_metadata())
+
+
+@contextlib.contextmanager
+def quiet_cpp_extension() -> Iterator[None]:
+    """torch logs "No CUDA runtime is found, using CUDA_HOME=..." on every CPU compile/load; not news."""
+    log = logging.getLogger("torch.utils.cpp_extension")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def _unsupported(dtype: str, device: torch.device) -> str | None:
@@ -28,7 +42,7 @@ def export_aoti(module: torch.nn.Module, spec: ExportSpec, path: Path, *, dtype:
 
     x = spec.example_input(next(module.parameters()).dtype, device)
     batch = torch.export.Dim(spec.batch_dim, min=1)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), quiet_cpp_extension():
         warnings.simplefilter("ignore")
         program = torch.export.export(module, (x,), dynamic_shapes={"z": {0: batch}})
         meta = {METADATA_KEY: json.dumps(spec.metadata(dtype, "aoti"))}

@@ -28,7 +28,7 @@ def read_package_metadata(path: str | Path) -> dict[str, str]:
 class AOTIRunner(Runner):
     def __init__(self, path: str | Path, device: str = "cpu", dtype: str | None = "auto"):
         from gantool.device import parse_dtype, resolve_device
-        from gantool.export.aoti import METADATA_KEY
+        from gantool.export.aoti import METADATA_KEY, quiet_cpp_extension
 
         raw = read_package_metadata(path)
         built_for = raw.get("AOTI_DEVICE_KEY", "cpu")
@@ -46,8 +46,9 @@ class AOTIRunner(Runner):
         name = resolve_artifact_dtype(dtype, art_dtype, path)
         self.dtype = parse_dtype(name)
         try:
-            self.module = torch._inductor.aoti_load_package(
-                str(path), device_index=dev.index if dev.index is not None else -1)
+            with quiet_cpp_extension():
+                self.module = torch._inductor.aoti_load_package(
+                    str(path), device_index=dev.index if dev.index is not None else -1)
         except Exception as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise ArtifactError(f"{path} could not be loaded by aoti_load_package: {first[:200]}") from None

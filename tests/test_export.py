@@ -100,8 +100,9 @@ def test_refusals_write_nothing(checkpoint_path, tmp_path):
 def test_all_with_bf16_skips_only_what_cannot_hold_it():
     from gantool.export import plan
 
-    jobs = plan(["all"], ["bf16"], torch.device("cpu"), None)
+    jobs, skipped = plan(["all"], ["bf16"], torch.device("cpu"), None)
     assert [(f.name, d) for f, d in jobs] == [("torchscript", "bf16"), ("aoti", "bf16")]
+    assert len(skipped) == 1 and skipped[0].startswith("onnx bf16: ")
 
 
 def test_read_manifest_rejects_foreign_json(tmp_path):

@@ -110,8 +110,13 @@ def _check_writable(out_dir: Path) -> None:
         raise OutputError(f"cannot write to --out {out_dir}: {e.strerror or e}") from None
 
 
-def plan(formats: list[str], dtypes: list[str], device: torch.device, opset: int | None) -> list[tuple[Format, str]]:
-    """Validate the request up front (nothing is written on a bad one); expand "all"."""
+def plan(formats: list[str], dtypes: list[str], device: torch.device,
+         opset: int | None) -> tuple[list[tuple[Format, str]], list[str]]:
+    """Validate the request up front (nothing is written on a bad one); expand "all".
+
+    Returns (jobs, skipped reasons): with "all", combinations a format cannot hold are skipped;
+    asked for by name, they are an error.
+    """
     names = list(FORMAT_NAMES) if "all" in formats else list(dict.fromkeys(formats))
     fmts = [get_format(n) for n in names]
     for d in dtypes:
@@ -133,7 +138,7 @@ def plan(formats: list[str], dtypes: list[str], device: torch.device, opset: int
                 jobs.append((f, d))
     if refused and ("all" not in formats or not jobs):
         raise ConfigError("; ".join(refused))
-    return jobs
+    return jobs, refused
 
 
 def export_artifacts(
@@ -157,7 +162,9 @@ def export_artifacts(
 
     say = log or (lambda msg: None)
     dev = resolve_device(device)
-    jobs = plan(formats, dtypes, dev, opset)
+    jobs, skipped = plan(formats, dtypes, dev, opset)
+    for why in skipped:
+        say(f"skipping {why}")
     out = Path(out_dir)
     g, cfg, _ = load_generator(checkpoint, device="cpu")  # refuses unsafe / truncated files first
     ckpt = resolve_checkpoint_path(checkpoint).resolve()

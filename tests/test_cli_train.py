@@ -13,6 +13,15 @@ from tests.conftest import make_checkpoint
 SMALL = ["--limit", "200", "--batch-size", "50", "--log-every", "2", "--no-progress", "--device", "cpu"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These runs are tiny: a second intra-op thread only adds sync cost (and stalls on a busy CPU)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def invoke(*args: str):
     from gantool.cli import app
 

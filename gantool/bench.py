@@ -84,7 +84,7 @@ def measure(runner: Runner, xs: list[Any], warmup: int, min_time: float, min_rep
     On CUDA, torch-stream backends are timed with CUDA events around each call; others (ONNX
     Runtime runs its own stream) with a host clock between two device syncs. Every timed call
     starts on an idle device, so each sample is one call's latency.
-    Returns (first native output, timing dict in seconds).
+    Returns (first output as float32 CPU, timing dict in seconds).
     """
     cuda_events = runner.device.type == "cuda" and not runner.info.backend.startswith("ort")
     runner.sync()
@@ -92,6 +92,9 @@ def measure(runner: Runner, xs: list[Any], warmup: int, min_time: float, min_rep
     first = runner.run(xs[0])
     runner.sync()
     first_s = time.perf_counter() - t0
+    # Copy now: CUDA-graph backends (reduce-overhead, ort-cuda-graph) reuse their output buffer,
+    # so the next call would overwrite the output parity is about to check.
+    first = runner.to_cpu(first).clone()  # to_cpu of a CPU fp32 tensor is the same tensor
     for i in range(warmup):
         runner.run(xs[i % len(xs)])
     runner.sync()
@@ -288,7 +291,7 @@ class Bench:
             xs = [runner.prepare(z) for z in zs]
             first, t = measure(runner, xs, self.cfg.warmup, self.cfg.min_time, self.cfg.min_repeats,
                                self.cfg.max_repeats)
-            out = runner.to_cpu(first)
+            out = first
             row.parity = compare(ref, out if idx is None or out.shape[0] != batch else out[idx], precision)
             del xs, first
         except Exception as e:  # noqa: BLE001 - one row failing must not stop the others

@@ -64,6 +64,19 @@ def test_measure_rotates_inputs_and_honours_min_repeats_and_min_time():
     assert len(r.seen) == 1 + 2 + len(t["times"])
 
 
+def test_first_output_is_copied_before_a_graph_backend_reuses_its_buffer():
+    class StaticOut(FakeRunner):  # like CUDA-graph replays: every call writes the same buffer
+        buf = torch.zeros(2, 1, 28, 28)
+
+        def run(self, x):
+            return self.buf.copy_(super().run(x))
+
+    r = StaticOut()
+    xs = [torch.randn(2, 100) for _ in range(3)]
+    first, _ = measure(r, xs, warmup=2, min_time=0.0, min_repeats=3)
+    assert torch.equal(first, FakeRunner().run(xs[0]))
+
+
 def test_measure_stops_at_min_repeats_when_min_time_is_zero():
     r = FakeRunner()
     _, t = measure(r, [torch.randn(2, 100)], warmup=0, min_time=0.0, min_repeats=7)

@@ -171,11 +171,11 @@ def export_artifacts(
     spec = ExportSpec.from_config(cfg, ckpt, sha256_file(ckpt))
     _check_writable(out)
     doc = mf.read_or_empty(out)
+    stale: list[str] = []
     if doc["artifacts"] and doc.get("source_sha256") != spec.source_sha256:
-        # One manifest describes one generator: artifacts of another checkpoint are replaced.
-        say(f"replacing {len(doc['artifacts'])} artifact(s) exported from another checkpoint")
-        for e in doc["artifacts"]:
-            (out / e["file"]).unlink(missing_ok=True)
+        # One manifest describes one generator: another checkpoint's artifacts leave the manifest
+        # now and their files go once the new export has succeeded (a failure loses nothing).
+        stale = [e["file"] for e in doc["artifacts"]]
         doc["artifacts"] = []
     doc.update(source_checkpoint=str(spec.source_checkpoint), source_sha256=spec.source_sha256,
                latent_dim=spec.latent_dim, img_shape=list(spec.img_shape), value_range=list(spec.value_range))
@@ -206,6 +206,12 @@ def export_artifacts(
         mf.write_manifest(out, doc)  # after each artifact: the manifest never lists a stale checksum
         written.append(entry)
         say(f"  {fmt.name} {dtype}: {entry['bytes'] / 1e6:.1f} MB in {seconds:.1f} s")
+
+    replaced = [f for f in stale if f not in {e["file"] for e in written}]
+    for f in replaced:
+        (out / f).unlink(missing_ok=True)
+    if stale:
+        say(f"replaced {len(stale)} artifact(s) exported from another checkpoint")
 
     if verify and written:
         from gantool.parity import verify_exported

@@ -245,3 +245,19 @@ def test_aoti_artifact_passes_and_other_device_is_skipped(aoti_dir, tmp_path):
     assert report.results[0].skipped and not report.passed
     with pytest.raises(ParityError, match="could be checked here"):
         report.raise_if_failed()
+
+
+def test_each_dtype_is_checked_against_its_own_tolerance(exported_dir, checkpoint_path, tmp_path):
+    from gantool.export import export_artifacts
+    from gantool.parity import TOLERANCES
+
+    out = tmp_path / "exp"
+    shutil.copytree(exported_dir, out)
+    export_artifacts(checkpoint_path, ["torchscript"], out, dtypes=["bf16"], verify=False)
+    report = verify_exported(out)
+    assert report.passed and {r.dtype for r in report.results} == {"fp32", "fp16", "bf16"}
+    for r in report.results:
+        assert r.tolerance == TOLERANCES[r.dtype]
+        if r.dtype != "fp32":
+            assert 0 < r.max_abs < r.tolerance.atol  # real rounding error, inside its own bound
+            assert r.max_abs > TOLERANCES["fp32"].atol  # and fp32's bound would have failed it

@@ -45,29 +45,22 @@ def gantool_steps(trainer, steps: int) -> Callable[[], None]:
     return run
 
 
-def _rates(device: torch.device, run: Callable[[], None], warm: Callable[[], None], steps: int, batch: int,
-           repeats: int) -> dict[str, Any]:
-    warm()
-    times = [_timed(device, run) for _ in range(repeats)]
-    rates = [steps * batch / t for t in times]
-    return {"samples_per_s": statistics.median(rates), "runs_samples_per_s": rates, "steps": steps, "repeats": repeats}
-
-
-def measure_seed(data, device: torch.device, batch_size: int, steps: int, warmup: int, repeats: int) -> dict[str, Any]:
+def seed_runner(data, device: torch.device, batch_size: int, steps: int, warmup: int):
+    """(run, warm) for the faithful seed loop: each call iterates its DataLoader as the seed does."""
     from gantool.seed_reference import SeedLoop, seed_dataset
 
     loop = SeedLoop(seed_dataset(data.images, data.labels), device=device, batch_size=batch_size)
-    return _rates(device, lambda: loop.run(steps), lambda: loop.run(warmup), steps, batch_size, repeats)
+    return (lambda: loop.run(steps)), (lambda: loop.run(warmup))
 
 
-def measure_gantool(data, device: torch.device, precision: str, batch_size: int, steps: int, warmup: int,
-                    repeats: int, compile: bool = False, model: ModelConfig | None = None) -> dict[str, Any]:
+def gantool_runner(data, device: torch.device, precision: str, batch_size: int, steps: int, warmup: int,
+                   compile: bool = False, model: ModelConfig | None = None):
+    """(run, warm) for gantool's loop with the seed's architecture and hyper-parameters."""
     from gantool.train import Trainer, resolve_configs
 
     model_cfg, cfg = resolve_configs("seed", batch_size=batch_size, precision=precision, compile=compile, device=str(device))
     trainer = Trainer(model or model_cfg, cfg, data, device)
-    out = _rates(device, gantool_steps(trainer, steps), gantool_steps(trainer, warmup), steps, batch_size, repeats)
-    return {**out, "precision": precision, "compile": compile}
+    return gantool_steps(trainer, steps), gantool_steps(trainer, warmup)
 
 
 def compare_train_speed(
@@ -101,27 +94,44 @@ def compare_train_speed(
     if batch_size > len(data):
         raise ConfigError(f"batch size {batch_size} is larger than the dataset ({len(data)} images)")
     say = log or (lambda _m: None)
-    say(f"seed loop: {steps} steps x {repeats} at batch {batch_size} on {dev}")
-    seed = measure_seed(data, dev, batch_size, steps, warmup, repeats)
+    loops: dict[str, tuple[Callable[[], None], Callable[[], None]]] = {
+        "seed": seed_runner(data, dev, batch_size, steps, warmup)}
+    gantool: dict[str, Any] = {}
+    for p in precisions:
+        if not supports_dtype(dev, DTYPES[p]):
+            gantool[p] = {"unavailable": f"{p} autocast is not supported on {dev.type}"}
+            continue
+        loops[p] = gantool_runner(data, dev, p, batch_size, steps, warmup, compile=compile)
+    for name, (_, warm) in list(loops.items()):
+        say(f"warm-up {name}: {warmup} steps" + (" (includes torch.compile)" if compile and name != "seed" else ""))
+        try:
+            warm()
+        except RuntimeError as e:  # e.g. a dtype kernel missing on this build
+            gantool[name] = {"unavailable": str(e).splitlines()[0]}
+            del loops[name]
+    # Repeats interleave the loops, so a busy machine slows all of them alike and the ratio holds.
+    times: dict[str, list[float]] = {name: [] for name in loops}
+    for r in range(repeats):
+        for name, (run, _) in loops.items():
+            say(f"repeat {r + 1}/{repeats} {name}: {steps} steps at batch {batch_size} on {dev}")
+            times[name].append(_timed(dev, run))
+
+    def rates(name: str) -> dict[str, Any]:
+        rs = [steps * batch_size / t for t in times[name]]
+        return {"samples_per_s": statistics.median(rs), "runs_samples_per_s": rs, "steps": steps, "repeats": repeats}
+
+    seed = {**rates("seed"), "dtype": "fp32"}
+    for p in precisions:
+        if p in loops:
+            g = rates(p)
+            gantool[p] = {**g, "precision": p, "compile": compile, "ratio": g["samples_per_s"] / seed["samples_per_s"]}
     report: dict[str, Any] = {
         "dataset": data.name, "device": str(dev), "device_name": device_name(dev), "batch_size": batch_size,
         "threads": torch.get_num_threads() if dev.type == "cpu" else None,
         "versions": {"gantool": __version__, "torch": str(torch.__version__), "python": platform.python_version()},
-        "seed_loop": {**seed, "dtype": "fp32"},
-        "gantool": {},
+        "seed_loop": seed,
+        "gantool": {p: gantool[p] for p in precisions},
     }
-    for p in precisions:
-        if not supports_dtype(dev, DTYPES[p]):
-            report["gantool"][p] = {"unavailable": f"{p} autocast is not supported on {dev.type}"}
-            continue
-        say(f"gantool loop {p}: {steps} steps x {repeats}")
-        try:
-            r = measure_gantool(data, dev, p, batch_size, steps, warmup, repeats, compile=compile)
-        except RuntimeError as e:  # e.g. a dtype kernel missing on this build
-            report["gantool"][p] = {"unavailable": str(e).splitlines()[0]}
-            continue
-        r["ratio"] = r["samples_per_s"] / seed["samples_per_s"]
-        report["gantool"][p] = r
     return report
 
 

@@ -59,3 +59,24 @@ def aoti_dir(tmp_path_factory, checkpoint_path) -> Path:
     out = tmp_path_factory.mktemp("exported_aoti")
     export_artifacts(checkpoint_path, ["aoti"], out, dtypes=["fp32"], verify=False)
     return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def gantool_cache(tmp_path_factory) -> Path:
+    """A per-session $GANTOOL_CACHE: the quality classifier trains once per test session, never in ~/.cache."""
+    path = tmp_path_factory.mktemp("gantool_cache")
+    old = os.environ.get("GANTOOL_CACHE")
+    os.environ["GANTOOL_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("GANTOOL_CACHE", None)
+    else:
+        os.environ["GANTOOL_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def quality_reference(gantool_cache):
+    """gantool.quality.QualityReference for mnist-5k (trains the classifier once per session, ~1 min)."""
+    from gantool.quality import QualityReference
+
+    return QualityReference("mnist-5k", "data")

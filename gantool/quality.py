@@ -1,0 +1,198 @@
+"""Sample quality: classifier-feature FID (with its real-vs-real floor), recognisability, coverage.
+
+    scores = evaluate_runner(load_runner("runs/demo"), "mnist-5k", "data", n=10_000, seed=0)
+    evaluator = TrainingEvaluator("mnist-5k", "data", device)   # cheap, called during training
+    evaluator(generator) -> {"fid": ..., "fid_floor": ..., "recognisability": ..., ...}
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gantool.classifier import Classifier, _load_splits, get_classifier
+from gantool.data import Dataset
+from gantool.errors import ArtifactError, ConfigError
+
+PROB_THRESHOLD = 0.9  # a sample is "recognisable" when the classifier gives one class > 0.9
+BATCH = 1000
+# What "a recipe that works" means (issue 5), measured on 10,000 samples.
+TARGETS = {"recognisability": 0.85, "class_entropy": 0.97, "fid_over_floor": 10.0}
+# Distribution parity: a candidate must draw the same digits as the reference on the same z.
+PARITY_MAX_HIST_TV = 0.02       # total-variation distance between predicted-class histograms
+PARITY_MIN_AGREEMENT = 0.98     # share of z whose predicted class is the same
+PARITY_MAX_FID_DELTA = 0.25     # |FID(cand) - FID(ref)| as a fraction of the real-vs-real floor
+
+
+def _fid_metric(classifier: Classifier, real: torch.Tensor, device: torch.device):
+    """torchmetrics FID on the classifier's 128-d features, real statistics fixed once.
+
+    normalize=True with a custom feature module means "float images go to the module as they are":
+    ours takes (N, 1, 28, 28) in [-1, 1], the training normalisation.
+    """
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    fid = FrechetInceptionDistance(feature=classifier.feature_extractor(), normalize=True,
+                                   reset_real_features=False).to(device)
+    for i in range(0, len(real), BATCH):
+        fid.update(real[i:i + BATCH].to(device), real=True)
+    return fid
+
+
+def _fid(metric, images: torch.Tensor) -> float:
+    metric.reset()  # drops the fake statistics only (reset_real_features=False)
+    dev = metric.device
+    for i in range(0, len(images), BATCH):
+        metric.update(images[i:i + BATCH].to(dev, torch.float32), real=False)
+    return float(metric.compute())
+
+
+def class_scores(probs: torch.Tensor) -> dict[str, Any]:
+    """probs (N, K) -> recognisability, predicted-class histogram, its normalised entropy, min share."""
+    n, k = probs.shape
+    conf, pred = probs.max(dim=1)
+    hist = torch.bincount(pred, minlength=k).double() / n
+    nz = hist[hist > 0]
+    entropy = float(-(nz * nz.log()).sum() / math.log(k))
+    return {
+        "recognisability": float((conf > PROB_THRESHOLD).double().mean()),
+        "class_entropy": entropy,
+        "min_class_share": float(hist.min()),
+        "class_histogram": [round(float(h), 5) for h in hist],
+    }
+
+
+def _check_images(images: torch.Tensor, n: int, what: str) -> torch.Tensor:
+    if images.shape != (n, 1, 28, 28):
+        raise ArtifactError(f"{what} is not a digit generator: it returned shape {tuple(images.shape)}, "
+                            f"expected ({n}, 1, 28, 28)")
+    if not torch.isfinite(images).all():
+        raise ArtifactError(f"{what} returned NaN/Inf images")
+    return images
+
+
+class QualityReference:
+    """The classifier, FID metric with held-out real statistics, and the real-vs-real floor."""
+
+    def __init__(self, dataset: str, data_dir: str | Path = "data", device: torch.device | str = "cpu",
+                 splits: tuple[Dataset, Dataset] | None = None):
+        self.device = torch.device(device)
+        self.train, self.test = splits or _load_splits(dataset, data_dir)
+        self.classifier = get_classifier(dataset, data_dir, splits=(self.train, self.test))
+        self.classifier.cnn.to(self.device)
+        self.metric = _fid_metric(self.classifier, self.test.images, self.device)
+        self._floors: dict[tuple[int, int], float] = {}
+
+    def floor(self, n: int, seed: int = 0) -> float:
+        """FID of n training images (drawn with replacement) against the held-out reference: what a
+        generator that reproduced the training data exactly would score at this sample size."""
+        if (n, seed) not in self._floors:
+            idx = torch.randint(len(self.train), (n,), generator=torch.Generator().manual_seed(seed + 1))
+            self._floors[(n, seed)] = _fid(self.metric, self.train.images[idx])
+        return self._floors[(n, seed)]
+
+    def score(self, images: torch.Tensor, seed: int = 0) -> dict[str, Any]:
+        """images (N, 1, 28, 28) in [-1, 1] -> fid, fid_floor, fid_over_floor, class scores."""
+        n = len(images)
+        fid, floor = _fid(self.metric, images), self.floor(n, seed)
+        out = {"fid": fid, "fid_floor": floor, "fid_over_floor": fid / floor if floor > 0 else math.inf}
+        out.update(class_scores(self.classifier.predict_proba(images)))
+        return out
+
+
+def _latents(n: int, latent_dim: int, seed: int) -> torch.Tensor:
+    return torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed))
+
+
+def generate(runner, n: int, seed: int) -> torch.Tensor:
+    """n images from any Runner on fixed-seed z, in batches: float32 CPU (n, 1, 28, 28)."""
+    if n <= 0:
+        raise ConfigError(f"--n must be > 0, got {n}")
+    shape = tuple(runner.info.img_shape)
+    if shape != (1, 28, 28):
+        raise ArtifactError(f"{runner.info.source or runner.name} is not a 28x28 digit generator "
+                            f"(its image shape is {shape})")
+    z = _latents(n, runner.info.latent_dim, seed)
+    try:
+        images = torch.cat([runner(z[i:i + BATCH]) for i in range(0, n, BATCH)])
+    except ArtifactError:
+        raise
+    except Exception as e:  # a runtime that rejects our z shape is an artifact that breaks the contract
+        raise ArtifactError(f"{runner.name} failed on z of shape (B, {runner.info.latent_dim}): "
+                            f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+    return _check_images(images, n, runner.info.source or runner.name)
+
+
+def evaluate_runner(runner, dataset: str, data_dir: str | Path = "data", n: int = 10_000, seed: int = 0,
+                    reference: QualityReference | None = None) -> dict[str, Any]:
+    """Score n samples of `runner` (checkpoint or any exported artifact) against `dataset`."""
+    images = generate(runner, n, seed)
+    ref = reference or QualityReference(dataset, data_dir)
+    out = {"source": runner.info.source, "backend": runner.info.backend, "dtype": runner.info.dtype,
+           "dataset": ref.train.name, "n": n, "seed": seed,
+           "classifier_accuracy": ref.classifier.accuracy, "n_reference": len(ref.test)}
+    out.update(ref.score(images, seed))
+    out["targets"] = TARGETS
+    out["targets_met"] = {
+        "recognisability": out["recognisability"] >= TARGETS["recognisability"],
+        "class_entropy": out["class_entropy"] >= TARGETS["class_entropy"],
+        "fid_over_floor": out["fid_over_floor"] <= TARGETS["fid_over_floor"],
+    }
+    return out
+
+
+def distribution_parity(reference, candidate, n: int = 2000, seed: int = 0, dataset: str = "mnist-5k",
+                        data_dir: str | Path = "data", quality: QualityReference | None = None) -> dict[str, Any]:
+    """Do two runners draw the same digits on the same z? FID delta, class histograms, agreement.
+
+    Element-wise tolerances cannot say whether an fp16 artifact still draws a 7 where eager does;
+    the classifier can.
+    """
+    q = quality or QualityReference(dataset, data_dir)
+    a, b = generate(reference, n, seed), generate(candidate, n, seed)
+    pa, pb = q.classifier.predict_proba(a), q.classifier.predict_proba(b)
+    sa, sb = q.score(a, seed), q.score(b, seed)
+    tv = 0.5 * sum(abs(x - y) for x, y in zip(sa["class_histogram"], sb["class_histogram"]))
+    agreement = float((pa.argmax(1) == pb.argmax(1)).double().mean())
+    delta = abs(sb["fid"] - sa["fid"])
+    failures = []
+    if tv > PARITY_MAX_HIST_TV:
+        failures.append(f"class histogram differs (TV {tv:.3f} > {PARITY_MAX_HIST_TV})")
+    if agreement < PARITY_MIN_AGREEMENT:
+        failures.append(f"only {agreement:.1%} of z give the same digit (< {PARITY_MIN_AGREEMENT:.0%})")
+    if delta > PARITY_MAX_FID_DELTA * sa["fid_floor"]:
+        failures.append(f"FID moved by {delta:.3g} (> {PARITY_MAX_FID_DELTA} x floor {sa['fid_floor']:.3g})")
+    return {
+        "reference": reference.name, "candidate": candidate.name, "n": n, "seed": seed,
+        "fid_reference": sa["fid"], "fid_candidate": sb["fid"], "fid_delta": delta, "fid_floor": sa["fid_floor"],
+        "hist_reference": sa["class_histogram"], "hist_candidate": sb["class_histogram"], "hist_tv": tv,
+        "label_agreement": agreement, "passed": not failures, "failures": failures,
+    }
+
+
+class TrainingEvaluator:
+    """Cheap in-training quality: `evaluator(G) -> dict` on 2,000 fixed z, for metrics.jsonl."""
+
+    def __init__(self, dataset: str, data_dir: str | Path = "data", device: torch.device | str = "cpu",
+                 n: int = 2000, seed: int = 0):
+        self.ref = QualityReference(dataset, data_dir, device)
+        self.n, self.seed = n, seed
+        self._z: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def __call__(self, generator: torch.nn.Module) -> dict[str, float]:
+        was_training = generator.training
+        generator.eval()
+        try:
+            p = next(generator.parameters())
+            if self._z is None:
+                self._z = _latents(self.n, generator.cfg.latent_dim if hasattr(generator, "cfg") else 100, self.seed)
+            z = self._z.to(p.device, p.dtype)
+            images = torch.cat([generator(z[i:i + BATCH]).float().cpu() for i in range(0, self.n, BATCH)])
+        finally:
+            generator.train(was_training)
+        s = self.ref.score(_check_images(images, self.n, "generator"), self.seed)
+        return {k: v for k, v in s.items() if k != "class_histogram"}
+

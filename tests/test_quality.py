@@ -1,0 +1,124 @@
+"""Quality scores rank broken generators far below real data; parity catches a changed artifact."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gantool.errors import ArtifactError, ConfigError
+from gantool.quality import TrainingEvaluator, class_scores, distribution_parity, evaluate_runner
+from gantool.runners import Runner, RunnerInfo
+
+N = 1000
+
+
+class ImageRunner(Runner):
+    """A stand-in 'generator': row i of `pool` for the i-th z of a call (cycling), ignoring z's values."""
+
+    def __init__(self, pool: torch.Tensor, name: str, img_shape=(1, 28, 28), latent_dim: int = 100):
+        self.pool = pool
+        self.info = RunnerInfo(name, "cpu", "fp32", latent_dim, tuple(img_shape), source=name)
+
+    def prepare(self, z):
+        return z
+
+    def run(self, z):
+        idx = torch.arange(len(z)) % len(self.pool)
+        return self.pool[idx]
+
+
+def _draw(images: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    return images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]]
+
+
+@pytest.fixture(scope="module")
+def runners(quality_reference):
+    train = quality_reference.train
+    ones = train.images[train.labels == 1]
+    return {
+        # Real training digits: what a generator that learned the data perfectly would draw.
+        "real": ImageRunner(_draw(train.images, N, 1), "real"),
+        "single_digit": ImageRunner(ones, "single_digit"),
+        "constant": ImageRunner(train.images.mean(0, keepdim=True), "constant"),
+        "noise": ImageRunner(torch.rand(N, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1, "noise"),
+    }
+
+
+@pytest.fixture(scope="module")
+def scores(runners, quality_reference):
+    return {k: evaluate_runner(r, "mnist-5k", n=N, seed=0, reference=quality_reference) for k, r in runners.items()}
+
+
+def test_real_data_scores_well(scores):
+    s = scores["real"]
+    assert s["recognisability"] > 0.9
+    assert s["class_entropy"] > 0.99
+    assert s["min_class_share"] > 0.05
+    assert s["fid_over_floor"] < 2.0  # a different draw of the same data sits at the floor
+    assert all(s["targets_met"].values())
+
+
+@pytest.mark.parametrize("broken", ["single_digit", "constant", "noise"])
+def test_broken_generators_rank_far_below_real(scores, broken):
+    good, bad = scores["real"], scores[broken]
+    assert bad["fid"] > 10 * good["fid"]
+    assert bad["fid_over_floor"] > 10
+    assert not bad["targets_met"]["fid_over_floor"]
+    if broken != "noise":  # noise is spread over classes by chance; its FID and confidence give it away
+        assert bad["class_entropy"] < 0.1 and bad["min_class_share"] == 0.0
+        assert not bad["targets_met"]["class_entropy"]
+    if broken == "single_digit":
+        assert bad["class_histogram"][1] > 0.95  # it draws real 1s: recognisable, yet one class only
+
+
+def test_class_scores_on_known_probabilities():
+    uniform = torch.eye(10).repeat(10, 1)  # 100 confident samples, 10 per class
+    s = class_scores(uniform)
+    assert s["recognisability"] == 1.0 and s["class_entropy"] == pytest.approx(1.0) and s["min_class_share"] == 0.1
+    one = torch.zeros(100, 10)
+    one[:, 3] = 0.6
+    one[:, 4] = 0.4
+    s = class_scores(one)
+    assert s["recognisability"] == 0.0 and s["class_entropy"] == 0.0 and s["class_histogram"][3] == 1.0
+
+
+def test_bad_inputs(runners, quality_reference):
+    with pytest.raises(ConfigError, match="--n"):
+        evaluate_runner(runners["real"], "mnist-5k", n=0, reference=quality_reference)
+    rgb = ImageRunner(torch.zeros(4, 3, 32, 32), "rgb", img_shape=(3, 32, 32))
+    with pytest.raises(ArtifactError, match="not a 28x28 digit generator"):
+        evaluate_runner(rgb, "mnist-5k", n=8, reference=quality_reference)
+    liar = ImageRunner(torch.zeros(4, 1, 14, 14), "liar")  # claims 28x28, returns 14x14
+    with pytest.raises(ArtifactError, match="not a digit generator"):
+        evaluate_runner(liar, "mnist-5k", n=8, reference=quality_reference)
+    nan = ImageRunner(torch.full((4, 1, 28, 28), float("nan")), "nan")
+    with pytest.raises(ArtifactError, match="NaN"):
+        evaluate_runner(nan, "mnist-5k", n=8, reference=quality_reference)
+
+
+def test_distribution_parity_passes_identical_and_fails_changed(runners, quality_reference):
+    same = distribution_parity(runners["real"], runners["real"], n=500, quality=quality_reference)
+    assert same["passed"] and same["fid_delta"] == 0 and same["label_agreement"] == 1.0
+    # Same images slightly perturbed (what fp16 rounding does): still the same digits.
+    real = runners["real"].pool
+    noisy = ImageRunner((real + 0.01 * torch.randn_like(real)).clamp(-1, 1), "fp16-like")
+    close = distribution_parity(runners["real"], noisy, n=500, quality=quality_reference)
+    assert close["passed"], close["failures"]
+    # A candidate that draws other digits for the same z must fail.
+    other = ImageRunner(_draw(quality_reference.train.images, N, 99), "other-digits")
+    changed = distribution_parity(runners["real"], other, n=500, quality=quality_reference)
+    assert not changed["passed"] and any("same digit" in f for f in changed["failures"])
+    broken = distribution_parity(runners["real"], runners["single_digit"], n=500, quality=quality_reference)
+    assert not broken["passed"] and broken["hist_tv"] > 0.5
+
+
+def test_training_evaluator_on_a_module(quality_reference):
+    from gantool.model import Generator
+
+    ev = TrainingEvaluator("mnist-5k", "data", torch.device("cpu"), n=300)
+    g = Generator().train()
+    s = ev(g)
+    assert g.training  # restored after the eval
+    assert {"fid", "fid_floor", "recognisability", "class_entropy", "min_class_share"} <= set(s)
+    assert all(isinstance(v, float) for v in s.values())
+    # An untrained G draws noise-like blobs: far from the data.
+    assert s["fid"] > 10 * s["fid_floor"]

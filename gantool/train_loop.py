@@ -55,17 +55,22 @@ class _Window:
 
 def _progress(enabled: bool):
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     console = Console(stderr=True)
-    return Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+    return Progress(BarColumn(bar_width=20), MofNCompleteColumn(), TextColumn("{task.description}"),
+                    TimeRemainingColumn(), console=console,
                     disable=not (enabled and console.is_terminal), transient=False)
 
 
 def _summary(rec: dict[str, float]) -> str:
     return (f"d_loss {rec['d_loss']:.4f}  g_loss {rec['g_loss']:.4f}  D(x) {rec['d_x']:.3f}  "
             f"D(G(z)) {rec['d_g_z']:.3f}  {rec['samples_per_s']:,.0f} samples/s")
+
+
+def _short(rec: dict[str, float]) -> str:  # fits an 80-column terminal beside the bar
+    return (f"d {rec['d_loss']:.3f} g {rec['g_loss']:.3f} D(x) {rec['d_x']:.2f} "
+            f"D(G(z)) {rec['d_g_z']:.2f} {rec['samples_per_s']:,.0f}/s")
 
 
 def run_loop(t: Trainer, out: Path, metrics: MetricsLog, stop, log: Callable[[str], None], progress: bool) -> RunResult:
@@ -96,7 +101,7 @@ def run_loop(t: Trainer, out: Path, metrics: MetricsLog, stop, log: Callable[[st
                 t.epoch_step = i + 1
                 if win.n == cfg.log_every:
                     rec = win.flush(metrics, out)
-                    bar.update(task, completed=t.step, description=_summary(rec))
+                    bar.update(task, completed=t.step, description=_short(rec))
                 if cfg.sample_every and t.step % cfg.sample_every == 0:
                     since = win.pause()
                     save_grid(t.sampler, t.fixed_noise, samples / f"step-{t.step:06d}.png")

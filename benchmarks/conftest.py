@@ -33,7 +33,9 @@ def bench_checkpoint(tmp_path_factory) -> Path:
     from gantool.config import ModelConfig, TrainConfig
     from gantool.model import Discriminator, Generator
 
-    torch.manual_seed(0)
+    # Not the tests' weights: for the same weights Inductor's cache can hand back an AOTI package
+    # carrying an earlier export's metadata (its source checkpoint SHA), which verify rejects.
+    torch.manual_seed(1234)
     cfg = ModelConfig()
     run = tmp_path_factory.mktemp("bench-run")
     save_checkpoint(run / "checkpoint.pt", {
@@ -47,10 +49,13 @@ def bench_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def bench_exported(bench_checkpoint, bench_device, tmp_path_factory) -> Path:
-    """fp32 ONNX, TorchScript and AOTInductor artifacts, exported once a session (parity-checked)."""
+    """fp32 ONNX, TorchScript and AOTInductor artifacts, exported once a session.
+
+    verify=False: every benchmark case checks its own first output against eager fp32 (values,
+    per dtype), which is what a speed number needs; the full verify is the export tests' job."""
     from gantool.export import export_artifacts
 
     out = tmp_path_factory.mktemp("bench-exported")
     formats = [f for f in os.environ.get("GANTOOL_BENCH_FORMATS", "onnx,torchscript,aoti").split(",") if f]
-    export_artifacts(bench_checkpoint, formats, out, dtypes=["fp32"], device=bench_device, verify=True)
+    export_artifacts(bench_checkpoint, formats, out, dtypes=["fp32"], device=bench_device, verify=False)
     return out

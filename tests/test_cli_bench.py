@@ -115,3 +115,13 @@ def test_gpu_check_script_parses():
 
     script = Path(__file__).parents[1] / "benchmarks" / "gpu_check.sh"
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+
+
+def test_a_batch_too_large_for_memory_is_reported_for_its_row_only(checkpoint_path, tmp_path):
+    out_json = tmp_path / "m.json"
+    res = invoke("--checkpoint", str(checkpoint_path), "--backends", "eager", "--precisions", "fp32",
+                 "--batch-sizes", "2,4000000000", "--json", str(out_json), *FAST)
+    assert res.exit_code == 0, res.output + res.stderr
+    assert "oom" in res.stdout and "Traceback" not in res.output + res.stderr
+    rows = {r["batch"]: r for r in json.loads(out_json.read_text())["results"]}
+    assert rows[4000000000]["status"] == "oom" and rows[2]["status"] == "ok"

@@ -85,7 +85,10 @@ def run_loop(t: Trainer, out: Path, metrics: MetricsLog, stop, log: Callable[[st
     evaluator, evals = None, []
     samples = out / "samples"
     interrupted = False
-    log(f"training {cfg.dataset} ({n} images, {per_epoch} steps/epoch) on {t.device} {cfg.precision}, "
+    source = t.provenance.get("dataset", cfg.dataset)
+    if t.provenance.get("fallback"):
+        source += f" (FALLBACK: {cfg.dataset} unavailable)"
+    log(f"training {source} ({n} images, {per_epoch} steps/epoch) on {t.device} {cfg.precision}, "
         f"recipe {cfg.recipe}, {cfg.epochs} epochs, batch {B} -> {out}")
     with _progress(progress) as bar:
         task = bar.add_task("", total=total, completed=t.step)

@@ -288,3 +288,20 @@ def test_resume_into_another_run_directory_is_refused(tmp_path):
         train(cfg, model_cfg, resume=tmp_path / "a", out=tmp_path / "b", log=quiet, progress=False)
     fresh = train(cfg, model_cfg, resume=tmp_path / "a" / "checkpoint.pt", out=tmp_path / "c", log=quiet, progress=False)
     assert fresh.step == 10 and load_checkpoint(tmp_path / "a")["step"] == 3
+
+
+def test_offline_mnist_falls_back_loudly_into_log_and_checkpoint(tmp_path, monkeypatch):
+    from gantool import data as gdata
+
+    def offline(*a, **k):
+        raise ConnectionError("offline")
+
+    monkeypatch.setattr(gdata, "_torchvision", offline)
+    lines: list[str] = []
+    model_cfg, cfg = resolve_configs("seed", model=TINY, **{**FAST, "max_steps": 2}, dataset="mnist",
+                                     data_dir=str(tmp_path / "empty"))
+    train(cfg, model_cfg, out=tmp_path / "fb", log=lines.append, progress=False)
+    assert any(line.startswith("WARNING") and "mnist-5k" in line for line in lines)
+    assert any("FALLBACK" in line for line in lines)
+    prov = load_checkpoint(tmp_path / "fb")["data"]
+    assert prov["fallback"] is True and prov["dataset"] == "mnist-5k" and "ConnectionError" in prov["fallback_reason"]

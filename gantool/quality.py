@@ -196,3 +196,49 @@ class TrainingEvaluator:
         s = self.ref.score(_check_images(images, self.n, "generator"), self.seed)
         return {k: v for k, v in s.items() if k != "class_histogram"}
 
+
+
+def dataset_of(checkpoint: str | Path) -> str | None:
+    """The dataset a run was trained on, from its checkpoint (None when it does not say)."""
+    from gantool.checkpoint import load_checkpoint
+    from gantool.data import DATASETS
+
+    payload = load_checkpoint(checkpoint)
+    for d in (payload.get("data") or {}, payload.get("train_config") or {}):
+        if isinstance(d, dict) and d.get("dataset") in DATASETS:
+            return d["dataset"]
+    return None
+
+
+def verify_distribution(exported: str | Path, checkpoint: str | Path, n: int = 2000, seed: int = 0,
+                        dataset: str | None = None, data_dir: str | Path = "data") -> list[dict[str, Any]]:
+    """distribution_parity of eager fp32 against every artifact in an export directory's manifest.
+
+    Artifacts compiled for a device this machine lacks are reported as skipped, never run elsewhere.
+    """
+    from gantool.export import manifest as mf
+    from gantool.runners import load_runner
+
+    out = Path(exported)
+    doc = mf.read_manifest(out)
+    reference = load_runner(checkpoint, "eager", device="cpu", dtype="fp32")
+    q = QualityReference(dataset or dataset_of(checkpoint) or "mnist-5k", data_dir)
+    results = []
+    for entry in doc["artifacts"]:
+        if entry.get("device") == "cuda" and not torch.cuda.is_available():
+            results.append({"candidate": entry["file"], "skipped": "compiled for cuda; no CUDA device here"})
+            continue
+        device = "cpu" if entry.get("format") == "onnx" or entry.get("device") in (None, "any") else entry["device"]
+        runner = load_runner(out / entry["file"], entry.get("backend"), device=device, dtype=entry["dtype"])
+        r = distribution_parity(reference, runner, n, seed, quality=q)
+        results.append({**r, "candidate": entry["file"]})
+    return results
+
+
+def format_distribution(r: dict[str, Any]) -> str:
+    if "skipped" in r:
+        return f"distribution {r['candidate']}: skipped ({r['skipped']})"
+    verdict = "ok" if r["passed"] else "FAILED: " + "; ".join(r["failures"])
+    return (f"distribution {r['candidate']}: FID {r['fid_candidate']:.3f} vs eager {r['fid_reference']:.3f} "
+            f"(delta {r['fid_delta']:.2g}, floor {r['fid_floor']:.3f}), same digit for {r['label_agreement']:.1%} "
+            f"of z, class-histogram TV {r['hist_tv']:.3f} on {r['n']} samples: {verdict}")

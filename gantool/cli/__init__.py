@@ -37,3 +37,4 @@ def main(
 from gantool.cli import bench_cmd  # noqa: E402,F401
 from gantool.cli import export_cmd  # noqa: E402,F401
 from gantool.cli import train_cmd  # noqa: E402,F401
+from gantool.cli import eval_cmd  # noqa: E402,F401

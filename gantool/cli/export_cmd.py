@@ -47,6 +47,7 @@ def verify(
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Reference checkpoint; default: the manifest's source.")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the parity report as JSON here.")] = None,
     image: Annotated[Optional[Path], typer.Option("--image", help="Write a PNG: each artifact beside eager, with |difference|.")] = None,
+    distribution: Annotated[int, typer.Option("--distribution", metavar="N", help="Also compare the digits each artifact draws on N fixed z against eager (classifier FID delta, class histogram); 0 = off.")] = 0,
 ) -> None:
     """Check every exported artifact against PyTorch eager fp32; exit 1 when any fails."""
     from gantool.checkpoint import atomic_write_text
@@ -64,6 +65,19 @@ def verify(
         exported_comparison(exported, report.checkpoint, image)
         typer.echo(f"image: {image}")
     # Further checks (e.g. distribution parity through gantool.quality) go here, before the verdict.
+    if distribution > 0:
+        from gantool.quality import format_distribution, verify_distribution
+
+        dist = verify_distribution(exported, report.checkpoint, n=distribution)
+        for r in dist:
+            typer.echo(format_distribution(r))
+        if json_path is not None:
+            atomic_write_text(json_path, json.dumps({**report.to_dict(), "distribution": dist}, indent=2) + "\n")
+        bad = [r["candidate"] for r in dist if r.get("passed") is False]
+        if bad:
+            from gantool.parity import ParityError
+
+            raise ParityError(f"distribution parity failed for {', '.join(bad)} (they draw other digits than eager)")
     report.raise_if_failed()
     typer.echo(f"parity: all {sum(r.passed for r in report.results)} checked artifact(s) pass")
 

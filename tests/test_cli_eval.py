@@ -1,0 +1,113 @@
+"""`gantool eval` through the CLI: checkpoint and ONNX agree; bad input is one line, no traceback."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import make_checkpoint
+from gantool.cli import app
+
+N = "600"
+
+
+def _run(*args: str):
+    return CliRunner().invoke(app, ["eval", *args])
+
+
+def _bad(result, fragment: str) -> None:
+    assert result.exit_code != 0
+    err = result.stderr.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1 and "Traceback" not in result.output
+    assert fragment in err
+
+
+@pytest.fixture(scope="module")
+def checkpoint_scores(checkpoint_path, quality_reference, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval") / "eval.json"
+    r = _run("--checkpoint", str(checkpoint_path), "--n", N, "--json", str(out))
+    assert r.exit_code == 0, r.output
+    return r, json.loads(out.read_text())
+
+
+def test_eval_checkpoint_prints_and_writes_json(checkpoint_scores):
+    r, s = checkpoint_scores
+    assert "FID" in r.stdout and "recognisability" in r.stdout and "floor" in r.stdout
+    last = json.loads(r.stdout.strip().splitlines()[-1])  # compact JSON summary as the last line
+    assert last["fid"] == s["fid"]
+    assert s["n"] == int(N) and len(s["class_histogram"]) == 10
+    # The fixture checkpoint is untrained: it must not pass the quality targets.
+    assert s["fid_over_floor"] > 10 and not s["targets_met"]["fid_over_floor"]
+
+
+def test_onnx_artifact_scores_like_its_checkpoint(checkpoint_scores, exported_dir, tmp_path):
+    onnx = next(p for p in exported_dir.glob("*.onnx") if "fp32" in p.name or "16" not in p.name)
+    out = tmp_path / "onnx.json"
+    r = _run("--artifact", str(onnx), "--n", N, "--json", str(out))
+    assert r.exit_code == 0, r.output
+    a, c = json.loads(out.read_text()), checkpoint_scores[1]
+    assert a["backend"] == "ort"
+    assert a["fid"] == pytest.approx(c["fid"], rel=1e-3)  # same z, fp32 both: equal within float noise
+    assert a["class_histogram"] == pytest.approx(c["class_histogram"], abs=2 / int(N))
+    assert a["recognisability"] == pytest.approx(c["recognisability"], abs=2 / int(N))
+
+
+def test_n_must_be_positive(checkpoint_path):
+    _bad(_run("--checkpoint", str(checkpoint_path), "--n", "0"), "--n must be > 0")
+    _bad(_run("--checkpoint", str(checkpoint_path), "--n", "-5"), "--n must be > 0")
+
+
+def test_exactly_one_source(checkpoint_path, exported_dir):
+    _bad(_run("--n", "10"), "exactly one of")
+    onnx = next(exported_dir.glob("*.onnx"))
+    _bad(_run("--checkpoint", str(checkpoint_path), "--artifact", str(onnx)), "exactly one of")
+
+
+def test_not_a_digit_generator(tmp_path):
+    small = make_checkpoint(tmp_path / "small.pt", img_size=14)  # G draws 14x14 images
+    _bad(_run("--checkpoint", str(small), "--n", "10"), "not a 28x28 digit generator")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"this is not an onnx model")
+    r = _run("--artifact", str(junk), "--n", "10")
+    assert r.exit_code != 0 and r.stderr.startswith("error:") and "Traceback" not in r.output
+    _bad(_run("--artifact", str(tmp_path / "missing.onnx")), "not found")
+
+
+def test_dataset_without_data_or_cached_classifier(checkpoint_path, tmp_path, monkeypatch):
+    import gantool.data as data
+
+    monkeypatch.setenv("GANTOOL_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(data, "DEBIAN_FASHION_DIR", tmp_path / "absent")
+
+    def offline(*a, **k):
+        raise OSError("offline")
+
+    monkeypatch.setattr(data, "_torchvision", offline)
+    r = _run("--checkpoint", str(checkpoint_path), "--n", "10", "--dataset", "fashion-mnist",
+             "--data-dir", str(tmp_path))
+    _bad(r, "cannot be trained")
+
+
+def _verify(*args: str):
+    return CliRunner().invoke(app, ["verify", *args])
+
+
+def test_verify_distribution_passes_on_faithful_artifacts(exported_dir, checkpoint_path, quality_reference, tmp_path):
+    out = tmp_path / "verify.json"
+    r = _verify("--exported", str(exported_dir), "--checkpoint", str(checkpoint_path),
+                "--distribution", "300", "--json", str(out))
+    assert r.exit_code == 0, r.output
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("distribution ")]
+    assert len(lines) == len(json.loads(out.read_text())["distribution"]) >= 2
+    assert all(ln.endswith(": ok") for ln in lines), lines
+
+
+def test_verify_distribution_fails_when_digits_change(exported_dir, checkpoint_path, quality_reference, monkeypatch):
+    import gantool.quality as quality
+
+    # Demand more agreement than is possible: the check must then fail the command (exit 1).
+    monkeypatch.setattr(quality, "PARITY_MIN_AGREEMENT", 1.01)
+    r = _verify("--exported", str(exported_dir), "--checkpoint", str(checkpoint_path), "--distribution", "100")
+    _bad(r, "distribution parity failed")
+    assert r.exit_code == 1

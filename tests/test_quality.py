@@ -122,3 +122,18 @@ def test_training_evaluator_on_a_module(quality_reference):
     assert all(isinstance(v, float) for v in s.values())
     # An untrained G draws noise-like blobs: far from the data.
     assert s["fid"] > 10 * s["fid_floor"]
+
+
+def test_tuned_recipe_keeps_the_seed_generator_and_is_the_default():
+    from gantool.config import DEFAULT_RECIPE, RECIPES, ModelConfig
+    from gantool.model import Discriminator, Generator, count_params
+    from gantool.train import resolve_configs
+
+    model, cfg = resolve_configs("tuned")
+    seed_model, _ = resolve_configs("seed")
+    # Every exported artifact depends on G's z -> images contract: same G, same parameter count.
+    assert (model.latent_dim, model.g_hidden, model.img_shape) == (seed_model.latent_dim, seed_model.g_hidden, (1, 28, 28))
+    assert count_params(Generator(model)) == count_params(Generator(seed_model)) == 1_486_352
+    assert Discriminator(model)(torch.zeros(cfg.batch_size, 1, 28, 28)).shape == (cfg.batch_size // model.d_pack, 1)
+    assert cfg.epochs == RECIPES["seed"].epochs  # same step budget as the seed
+    assert DEFAULT_RECIPE == "tuned" and "seed" in RECIPES

@@ -125,7 +125,7 @@ def test_training_evaluator_on_a_module(quality_reference):
 
 
 def test_tuned_recipe_keeps_the_seed_generator_and_is_the_default():
-    from gantool.config import DEFAULT_RECIPE, RECIPES, ModelConfig
+    from gantool.config import DEFAULT_RECIPE, RECIPES
     from gantool.model import Discriminator, Generator, count_params
     from gantool.train import resolve_configs
 

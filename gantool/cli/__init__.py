@@ -3,11 +3,37 @@ from __future__ import annotations
 
 from typing import Annotated, Optional
 
+import sys
+
 import typer
+from typer import _click
+from typer.core import TyperGroup
 
 from gantool import __version__
 
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (bad option values, unknown commands) as one `error: ...` line, not a box."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except _click.exceptions.NoArgsIsHelpError as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except _click.exceptions.ClickException as e:
+            typer.echo(f"error: {e.format_message()}", err=True)
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     name="gantool",
     help="Train a GAN, export its generator (TorchScript, ONNX, AOTInductor), verify parity, benchmark.",
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -33,7 +59,6 @@ def main(
 
 
 # Command modules: importing each one registers its command(s) on `app`.
-
 from gantool.cli import bench_cmd  # noqa: E402,F401
 from gantool.cli import export_cmd  # noqa: E402,F401
 from gantool.cli import train_cmd  # noqa: E402,F401

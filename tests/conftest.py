@@ -80,3 +80,30 @@ def quality_reference(gantool_cache):
     from gantool.quality import QualityReference
 
     return QualityReference("mnist-5k", "data")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny training runs: a second intra-op thread only adds sync cost (and stalls on a busy CPU)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def assert_one_line_error(result, *needles: str, code: int | None = None, progress_prefix: str | None = None) -> None:
+    """A CLI failure: non-zero exit, exactly one `error: ...` line on stderr, no traceback.
+
+    With `progress_prefix`, stderr lines before the error may be progress lines starting with it.
+    """
+    assert result.exit_code != 0, (result.exit_code, result.stdout, result.stderr)
+    if code is not None:
+        assert result.exit_code == code, (result.exit_code, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    if progress_prefix is not None:
+        assert all(line.startswith(progress_prefix) for line in lines[:-1]), result.stderr
+        lines = lines[-1:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]

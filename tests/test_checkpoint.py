@@ -12,7 +12,7 @@ from gantool.checkpoint import (atomic_write, atomic_write_text, load_checkpoint
 from gantool.config import ModelConfig
 from gantool.errors import CheckpointError, OutputError
 from gantool.model import Generator
-from tests.conftest import make_checkpoint
+from conftest import make_checkpoint
 
 
 def test_round_trip(tmp_path):

@@ -6,6 +6,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from conftest import assert_one_line_error
 from gantool.cli import app
 from gantool.report import validate
 
@@ -15,17 +16,6 @@ FAST = ["--warmup", "0", "--min-time", "0", "--min-repeats", "2", "--device", "c
 def invoke(*args: str):
     return CliRunner().invoke(app, ["bench", *args])
 
-
-def assert_one_line_error(res, *needles: str, after_progress: bool = False) -> None:
-    assert res.exit_code != 0, res.output
-    lines = res.stderr.strip().splitlines()
-    if after_progress:  # a run that started: "bench: ..." progress lines, then the error last
-        assert all(line.startswith("bench: ") for line in lines[:-1]), res.stderr
-        lines = lines[-1:]
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
-    assert "Traceback" not in res.output + res.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
 
 
 def test_bench_writes_json_plot_and_ends_with_a_json_summary(checkpoint_path, tmp_path):
@@ -52,7 +42,7 @@ def test_cuda_device_without_cuda_reports_unavailable_and_fails(checkpoint_path,
     res = invoke("--checkpoint", str(checkpoint_path), "--backends", "eager", "--precisions", "fp32",
                  "--batch-sizes", "2", "--json", str(out_json), "--warmup", "0", "--min-time", "0",
                  "--device", "cuda")
-    assert_one_line_error(res, "nothing could be measured", "CUDA", after_progress=True)
+    assert_one_line_error(res, "nothing could be measured", "CUDA", progress_prefix="bench: ")
     doc = json.loads(out_json.read_text())
     row = doc["results"][0]
     assert row["status"] == "unavailable" and row["device"] == "cuda" and row["samples_per_s"] is None

@@ -11,6 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from conftest import assert_one_line_error
 from gantool.cli import app
 
 cli = CliRunner()
@@ -20,14 +21,6 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def run(*args: str):
     return cli.invoke(app, [str(a) for a in args])
 
-
-def assert_one_line_error(r, *fragments: str, code: int | None = None) -> None:
-    assert r.exit_code != 0 and (code is None or r.exit_code == code), (r.exit_code, r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    assert "Traceback" not in r.stdout + r.stderr
-    for f in fragments:
-        assert f in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -7,20 +7,14 @@ from typer.testing import CliRunner
 
 from gantool.checkpoint import load_checkpoint, sha256_file
 from gantool.train import Trainer
-from tests.conftest import make_checkpoint
+from conftest import assert_one_line_error, make_checkpoint
 
 # --limit (hidden) keeps runs to a few seconds: 200 images, batch 50 -> 4 steps an epoch. The seed
 # recipe is named so a tuned default recipe (e.g. PacGAN packs that 50 is not a multiple of) can't break these.
 SMALL = ["--recipe", "seed", "--limit", "200", "--batch-size", "50", "--log-every", "2", "--no-progress", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These runs are tiny: a second intra-op thread only adds sync cost (and stalls on a busy CPU)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def invoke(*args: str):
@@ -28,16 +22,6 @@ def invoke(*args: str):
 
     return CliRunner().invoke(app, ["train", *args])
 
-
-def assert_one_line_error(result, *needles: str, code: int | None = None):
-    assert result.exit_code != 0, result.output
-    if code is not None:
-        assert result.exit_code == code
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output + result.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")

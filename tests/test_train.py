@@ -20,13 +20,7 @@ TINY = {"g_hidden": (32,), "d_hidden": (32,)}
 FAST = dict(limit=200, batch_size=20, epochs=1, log_every=5)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These runs are tiny: a second intra-op thread only adds sync cost (and stalls on a busy CPU)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def quiet(_msg: str) -> None:

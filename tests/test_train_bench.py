@@ -11,13 +11,7 @@ from gantool.errors import ConfigError
 from gantool.train_bench import compare_train_speed, format_report
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These runs are tiny: a second intra-op thread only adds sync cost (and stalls on a busy CPU)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_report_is_json_and_ratio_is_consistent(monkeypatch):

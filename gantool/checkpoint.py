@@ -86,12 +86,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         payload = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        if "Weights only load failed" in str(e) or "Unsupported" in str(e):
+        # weights_only names the blocked callable as an "unsupported GLOBAL"; anything else
+        # (e.g. "Unsupported operand" for a text file) is simply not pickle data.
+        if "GLOBAL" in str(e):
             raise CheckpointError(
                 f"refusing to load {p}: it contains pickled objects that would run code (weights_only=True)"
             ) from None
-        raise CheckpointError(f"{p} is not a readable checkpoint: {first}") from None
+        raise CheckpointError(f"{p} is not a checkpoint (unreadable pickle data)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{p} is truncated or not a checkpoint ({msg})") from None

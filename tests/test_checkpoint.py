@@ -108,3 +108,15 @@ def test_weights_of_another_architecture_are_one_line(tmp_path):
 
 def test_compile_prefix_is_stripped():
     assert list(strip_compile_prefix({"_orig_mod.net.0.weight": torch.zeros(1)})) == ["net.0.weight"]
+
+
+def test_a_text_file_is_not_a_checkpoint_rather_than_unsafe(tmp_path):
+    p = tmp_path / "notes.pt"
+    p.write_text("hello, this is not a checkpoint\n")
+    with pytest.raises(CheckpointError, match="not a (gantool )?checkpoint") as e:
+        load_checkpoint(p)
+    assert "run code" not in str(e.value)
+    p.write_text("v" * 100)  # pickle opcode 'v' is not allowed by weights_only: still "not a checkpoint"
+    with pytest.raises(CheckpointError, match="not a (gantool )?checkpoint") as e:
+        load_checkpoint(p)
+    assert "run code" not in str(e.value)

@@ -75,6 +75,21 @@ class Runner:
         return y
 
 
+
+class ModuleRunner(Runner):
+    """A Runner around a torch callable (eager/compiled module, TorchScript, AOTI package):
+    subclasses set `module`, `dtype` and `info`; input is cast to the runner's device and dtype."""
+
+    module: Callable[[torch.Tensor], torch.Tensor]
+    dtype: torch.dtype
+
+    def prepare(self, z: torch.Tensor) -> torch.Tensor:
+        return z.to(self.device, self.dtype).contiguous()
+
+    @torch.inference_mode()
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
 # backend name -> factory(path_or_checkpoint, device, dtype, **options) -> Runner
 _REGISTRY: dict[str, Callable[..., Runner]] = {}
 

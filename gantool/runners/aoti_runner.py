@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from gantool.errors import ArtifactError, DeviceError
-from gantool.runners import Runner, RunnerInfo, register
+from gantool.runners import ModuleRunner, Runner, RunnerInfo, register
 from gantool.runners.torchscript_runner import parse_metadata, resolve_artifact_dtype
 
 
@@ -25,7 +25,7 @@ def read_package_metadata(path: str | Path) -> dict[str, str]:
         raise ArtifactError(f"{path} is not a readable AOTInductor package: {e}") from None
 
 
-class AOTIRunner(Runner):
+class AOTIRunner(ModuleRunner):
     def __init__(self, path: str | Path, device: str = "cpu", dtype: str | None = "auto"):
         from gantool.device import parse_dtype, resolve_device
         from gantool.export.aoti import METADATA_KEY, quiet_cpp_extension
@@ -54,13 +54,6 @@ class AOTIRunner(Runner):
             raise ArtifactError(f"{path} could not be loaded by aoti_load_package: {first[:200]}") from None
         self.info = RunnerInfo("aoti", str(dev), name, latent, shape, str(path),
                                {"metadata": meta, "cpu_isa": raw.get("AOTI_CPU_ISA", "")})
-
-    def prepare(self, z: torch.Tensor) -> torch.Tensor:
-        return z.to(self.device, self.dtype).contiguous()
-
-    @torch.inference_mode()
-    def run(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x)
 
 
 @register("aoti")

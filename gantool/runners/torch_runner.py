@@ -8,10 +8,10 @@ import torch
 
 from gantool.checkpoint import load_generator
 from gantool.device import dtype_name, parse_dtype, resolve_device
-from gantool.runners import Runner, RunnerInfo, register
+from gantool.runners import ModuleRunner, Runner, RunnerInfo, register
 
 
-class TorchRunner(Runner):
+class TorchRunner(ModuleRunner):
     """G in eager mode (or compiled) on `device`, weights and input cast to `dtype`."""
 
     def __init__(self, checkpoint: str | Path, device: str = "cpu", dtype: str = "fp32",
@@ -19,17 +19,10 @@ class TorchRunner(Runner):
         dev = resolve_device(device)
         self.dtype = parse_dtype(dtype)
         g, cfg, _ = load_generator(checkpoint, ema=ema, device=dev)
-        self.module = g.to(self.dtype)
-        self.fn = torch.compile(self.module, mode=compile_mode, dynamic=True) if compile_mode else self.module
+        g = g.to(self.dtype)
+        self.module = torch.compile(g, mode=compile_mode, dynamic=True) if compile_mode else g
         backend = "eager" if compile_mode is None else ("compile" if compile_mode == "default" else f"compile-{compile_mode}")
         self.info = RunnerInfo(backend, str(dev), dtype_name(self.dtype), cfg.latent_dim, cfg.img_shape, str(checkpoint))
-
-    def prepare(self, z: torch.Tensor) -> torch.Tensor:
-        return z.to(self.device, self.dtype)
-
-    @torch.inference_mode()
-    def run(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x)
 
 
 @register("eager")

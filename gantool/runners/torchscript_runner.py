@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from gantool.errors import ArtifactError
-from gantool.runners import Runner, RunnerInfo, register
+from gantool.runners import ModuleRunner, Runner, RunnerInfo, register
 
 
 def resolve_artifact_dtype(requested: str | None, artifact: str, source: str | Path) -> str:
@@ -31,7 +31,7 @@ def parse_metadata(meta: dict[str, str], source: str | Path) -> tuple[str, int, 
                             "was it written by `gantool export`?") from None
 
 
-class TorchScriptRunner(Runner):
+class TorchScriptRunner(ModuleRunner):
     def __init__(self, path: str | Path, device: str = "cpu", dtype: str | None = "auto"):
         from gantool.device import parse_dtype, resolve_device
         from gantool.export.torchscript import EXTRA_FILE, quiet_jit
@@ -53,13 +53,6 @@ class TorchScriptRunner(Runner):
         self.dtype = parse_dtype(name)
         self.module.eval()
         self.info = RunnerInfo("torchscript", str(dev), name, latent, shape, str(path), {"metadata": meta})
-
-    def prepare(self, z: torch.Tensor) -> torch.Tensor:
-        return z.to(self.device, self.dtype)
-
-    @torch.inference_mode()
-    def run(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x)
 
 
 @register("torchscript")

@@ -29,21 +29,12 @@ def bench_device() -> str:
 @pytest.fixture(scope="session")
 def bench_checkpoint(tmp_path_factory) -> Path:
     """An untrained seed-architecture checkpoint: inference speed does not depend on the weights."""
-    from gantool.checkpoint import save_checkpoint
-    from gantool.config import ModelConfig, TrainConfig
-    from gantool.model import Discriminator, Generator
+    from gantool.checkpoint import save_untrained_checkpoint
 
     # Not the tests' weights: for the same weights Inductor's cache can hand back an AOTI package
     # carrying an earlier export's metadata (its source checkpoint SHA), which verify rejects.
-    torch.manual_seed(1234)
-    cfg = ModelConfig()
     run = tmp_path_factory.mktemp("bench-run")
-    save_checkpoint(run / "checkpoint.pt", {
-        "model_config": cfg.to_dict(), "train_config": TrainConfig().to_dict(),
-        "generator": Generator(cfg).state_dict(), "discriminator": Discriminator(cfg).state_dict(),
-        "step": 0, "epoch": 0, "data": {"dataset": "none", "note": "benchmark fixture, untrained"},
-        "versions": {"torch": str(torch.__version__)},
-    })
+    save_untrained_checkpoint(run / "checkpoint.pt", 1234, "benchmark fixture, untrained")
     return run
 
 

@@ -35,18 +35,9 @@ def slug(name: str) -> str:
 
 def make_checkpoint(run: Path) -> Path:
     """An untrained seed-architecture checkpoint: inference speed does not depend on the weights."""
-    from gantool.checkpoint import save_checkpoint
-    from gantool.config import ModelConfig, TrainConfig
-    from gantool.model import Discriminator, Generator
+    from gantool.checkpoint import save_untrained_checkpoint
 
-    torch.manual_seed(0)
-    cfg = ModelConfig()
-    save_checkpoint(run / "checkpoint.pt", {
-        "model_config": cfg.to_dict(), "train_config": TrainConfig().to_dict(),
-        "generator": Generator(cfg).state_dict(), "discriminator": Discriminator(cfg).state_dict(),
-        "step": 0, "epoch": 0, "data": {"dataset": "none", "note": "gpu_check, untrained"},
-        "versions": {"torch": str(torch.__version__)},
-    })
+    save_untrained_checkpoint(run / "checkpoint.pt", 0, "gpu_check, untrained")
     return run
 
 

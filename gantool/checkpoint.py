@@ -137,3 +137,28 @@ def load_generator(
     state = payload["generator_ema"] if ema and payload.get("generator_ema") else payload["generator"]
     load_state(g, state, "generator")
     return g.to(device).eval(), cfg, payload
+
+
+def save_untrained_checkpoint(path: str | Path, seed: int = 0, note: str = "untrained",
+                              **model_overrides: Any) -> Path:
+    """Write a checkpoint of a randomly initialised G and D (seed architecture unless overridden).
+
+    Inference speed and export/parity plumbing do not depend on the weights, so benchmarks and
+    tests use this instead of training.
+    """
+    from gantool.config import TrainConfig
+    from gantool.model import Discriminator, Generator
+
+    torch.manual_seed(seed)
+    cfg = ModelConfig(**model_overrides)
+    save_checkpoint(path, {
+        "model_config": cfg.to_dict(),
+        "train_config": TrainConfig().to_dict(),
+        "generator": Generator(cfg).state_dict(),
+        "discriminator": Discriminator(cfg).state_dict(),
+        "step": 0,
+        "epoch": 0,
+        "data": {"dataset": "none", "note": note},
+        "versions": {"torch": str(torch.__version__)},  # TorchVersion would pickle as a class
+    })
+    return Path(path)

@@ -13,24 +13,9 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 def make_checkpoint(path: Path, seed: int = 0, **model_overrides) -> Path:
     """Write a gantool checkpoint of a randomly initialised (untrained) seed G and D."""
-    from gantool.checkpoint import save_checkpoint
-    from gantool.config import ModelConfig, TrainConfig
-    from gantool.model import Discriminator, Generator
+    from gantool.checkpoint import save_untrained_checkpoint
 
-    torch.manual_seed(seed)
-    cfg = ModelConfig(**model_overrides)
-    g, d = Generator(cfg), Discriminator(cfg)
-    save_checkpoint(path, {
-        "model_config": cfg.to_dict(),
-        "train_config": TrainConfig().to_dict(),
-        "generator": g.state_dict(),
-        "discriminator": d.state_dict(),
-        "step": 0,
-        "epoch": 0,
-        "data": {"dataset": "none", "note": "test fixture, untrained"},
-        "versions": {"torch": str(torch.__version__)},  # TorchVersion would pickle as a class
-    })
-    return path
+    return save_untrained_checkpoint(path, seed, "test fixture, untrained", **model_overrides)
 
 
 @pytest.fixture(scope="session")

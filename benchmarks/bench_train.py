@@ -55,7 +55,8 @@ def _gantool_step(data, device, precision):
         if state["i"] == n // BATCH:
             state["perm"], state["i"] = torch.randperm(n, generator=t.shuffle).to(device), 0
         i = state["i"]
-        buf[i % cfg.log_every] = t.train_step(t.images.index_select(0, state["perm"][i * BATCH:(i + 1) * BATCH]))
+        idx = state["perm"][i * BATCH:(i + 1) * BATCH]
+        buf[i % cfg.log_every] = t.train_step(t.images.index_select(0, idx), t.labels.index_select(0, idx))
         state["i"] += 1
 
     return step

@@ -30,6 +30,9 @@ class ModelConfig:
     # Mode-coverage options for D (off in the seed): PacGAN packing and a minibatch-stddev feature.
     d_pack: int = 1
     d_minibatch_std: bool = False
+    # Classes of D's auxiliary head (0 = none): D also learns the real digits' labels and G is
+    # rewarded for samples D can name (see TrainConfig.class_weight and docs/quality.md).
+    d_classes: int = 0
 
     @property
     def img_shape(self) -> tuple[int, int, int]:
@@ -76,6 +79,7 @@ class TrainConfig:
     recipe: str = "seed"
     label_smoothing: float = 0.0  # one-sided: real target = 1 - label_smoothing
     ema_decay: float = 0.0  # 0 = no EMA copy of G
+    class_weight: float = 0.0  # weight of D's label loss and G's "be nameable" loss (needs d_classes)
     log_every: int = 100
     sample_every: int = 0  # steps between progress grids; 0 = once an epoch
     eval_every: int = 0  # epochs between quality evals in training; 0 = off

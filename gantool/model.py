@@ -53,10 +53,18 @@ class Discriminator(nn.Module):
             width = h
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
+        # Auxiliary head on D's last features: class logits for each of the `pack` packed samples.
+        self.classes = cfg.d_classes
+        self.cls = nn.Linear(width, cfg.d_pack * cfg.d_classes) if cfg.d_classes else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # PacGAN: pack consecutive samples into one D input, (B, 784) -> (B/pack, 784*pack).
         return self.net(x.reshape(x.shape[0] // self.pack, -1))
+
+    def forward_with_classes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (B, ...) -> real/fake logits (B/pack, 1) and class logits (B, classes)."""
+        h = self.net[:-1](x.reshape(x.shape[0] // self.pack, -1))
+        return self.net[-1](h), self.cls(h).reshape(x.shape[0], self.classes)
 
 
 def count_params(m: nn.Module) -> int:

@@ -80,6 +80,9 @@ def validate(model: ModelConfig, cfg: TrainConfig) -> None:
         (cfg.log_every > 0, f"--log-every must be > 0 (got {cfg.log_every})"),
         (min(cfg.sample_every, cfg.eval_every, cfg.limit, cfg.max_steps) >= 0, "sample_every, eval_every, limit and max_steps must be >= 0"),
         (model.d_pack >= 1, f"d_pack must be >= 1 (got {model.d_pack})"),
+        (model.d_classes >= 0 and cfg.class_weight >= 0, "d_classes and class_weight must be >= 0"),
+        ((model.d_classes > 0) == (cfg.class_weight > 0),
+         "class_weight > 0 needs a discriminator class head (d_classes > 0) and vice versa"),
         (cfg.batch_size % model.d_pack == 0, f"--batch-size {cfg.batch_size} is not divisible by the PacGAN pack size {model.d_pack}"),
     ]
     for ok, msg in checks:
@@ -125,11 +128,14 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type in ("cuda", "cpu"))
         self.g_fn = torch.compile(self.G) if cfg.compile else self.G
         self.d_fn = torch.compile(self.D) if cfg.compile else self.D
+        self.d_cls_fn = (torch.compile(self.D.forward_with_classes) if cfg.compile
+                         else self.D.forward_with_classes) if model_cfg.d_classes else None
         # Fixed noise for progress grids from its own generator, so it never perturbs training RNG.
         self.fixed_noise = torch.randn(N_FIXED_NOISE, model_cfg.latent_dim,
                                        generator=torch.Generator().manual_seed(cfg.seed + 1)).to(device)
         self.shuffle = torch.Generator().manual_seed(cfg.seed)  # CPU: same data order on every device
         self.images = (data.images[: cfg.limit] if cfg.limit else data.images).to(device)
+        self.labels = (data.labels[: cfg.limit] if cfg.limit else data.labels).to(device)
         self.step = self.epoch = self.epoch_step = 0
         self.epoch_shuffle_state = self.shuffle.get_state()
         # Minibatch-std mixes statistics across the batch: real and fake must then go through D
@@ -141,22 +147,28 @@ class Trainer:
         self.zeros = torch.zeros(n_out, 1, device=device)
 
     # --- one optimisation step ----------------------------------------------------------------
-    def train_step(self, real: torch.Tensor) -> torch.Tensor:
-        """One D step and one G step on a real batch (B, 1, 28, 28). Returns (4,) on device:
-        d_loss, g_loss, mean D(x), mean D(G(z)), with no host sync."""
+    def train_step(self, real: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """One D step and one G step on a real batch (B, 1, 28, 28) (and its labels, used only by
+        D's class head). Returns (4,) on device: d_loss, g_loss, mean D(x), mean D(G(z)), with no
+        host sync."""
         B = real.shape[0]
+        if self.d_cls_fn is not None and labels is None:
+            raise ValueError("D has a class head (d_classes > 0): train_step needs the batch's labels")
         z = torch.randn(B, self.model_cfg.latent_dim, device=self.device)
         amp = torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp)
         # D: maximise log D(x) + log(1 - D(G(z))) -- BCE(D(x), 1-s) + BCE(D(G(z)), 0).
         with amp:
             fake = self.g_fn(z)  # (B, 1, 28, 28), graph kept for the G step
             if self.concat_d:
-                logits = self.d_fn(torch.cat([real, fake.detach()]))
+                logits, classes = self._d(torch.cat([real, fake.detach()]))
                 real_logits, fake_logits = logits.chunk(2)
+                real_classes = classes[:B] if classes is not None else None
             else:
-                real_logits, fake_logits = self.d_fn(real), self.d_fn(fake.detach())
+                (real_logits, real_classes), (fake_logits, _) = self._d(real), self._d(fake.detach())
             d_loss = (F.binary_cross_entropy_with_logits(real_logits, self.real_target)
                       + F.binary_cross_entropy_with_logits(fake_logits, self.zeros))
+            if real_classes is not None:  # D's head learns the real digits' labels
+                d_loss = d_loss + self.cfg.class_weight * F.cross_entropy(real_classes.float(), labels)
         self.opt_d.zero_grad(set_to_none=True)
         self.scaler.scale(d_loss).backward()
         self.scaler.step(self.opt_d)
@@ -164,7 +176,10 @@ class Trainer:
         # D's weights are frozen so the backward computes only what G needs.
         self.D.requires_grad_(False)
         with amp:
-            g_loss = F.binary_cross_entropy_with_logits(self.d_fn(fake), self.ones)
+            logits, classes = self._d(fake)
+            g_loss = F.binary_cross_entropy_with_logits(logits, self.ones)
+            if classes is not None:
+                g_loss = g_loss + self.cfg.class_weight * nameability_loss(classes.float())
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler.scale(g_loss).backward()
         self.scaler.step(self.opt_g)
@@ -176,6 +191,13 @@ class Trainer:
         with torch.no_grad():
             return torch.stack([d_loss.float(), g_loss.float(),
                                 torch.sigmoid(real_logits.float()).mean(), torch.sigmoid(fake_logits.float()).mean()])
+
+    def _d(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """D on a batch: real/fake logits (B/pack, 1) and, with a class head, class logits
+        (B, classes), else None."""
+        if self.d_cls_fn is not None:
+            return self.d_cls_fn(x)
+        return self.d_fn(x), None
 
     @property
     def sampler(self) -> torch.nn.Module:
@@ -228,6 +250,18 @@ class Trainer:
         self.epoch_shuffle_state = self.shuffle.get_state()
         self.fixed_noise = payload["fixed_noise"].to(self.device)
         self.step, self.epoch, self.epoch_step = int(payload["step"]), int(payload["epoch"]), int(payload.get("epoch_step", 0))
+
+
+def nameability_loss(class_logits: torch.Tensor) -> torch.Tensor:
+    """G's term for D's class head (CatGAN's generator objective, with a head trained on labels):
+    the mean entropy of each sample's class distribution (low: D can name the digit) minus the
+    entropy of the batch's average distribution (high: all classes appear). Both in nats."""
+    logp = F.log_softmax(class_logits, dim=1)
+    p = logp.exp()
+    per_sample = -(p * logp).sum(dim=1).mean()
+    mean_p = p.mean(dim=0)
+    marginal = -(mean_p * mean_p.clamp_min(1e-12).log()).sum()
+    return per_sample - marginal
 
 
 class _StopFlag:
@@ -315,6 +349,9 @@ def train(
     n = min(len(data), cfg.limit) if cfg.limit else len(data)
     if cfg.batch_size > n:
         raise ConfigError(f"--batch-size {cfg.batch_size} is larger than the dataset ({n} images)")
+    if model_cfg.d_classes and int(data.labels.max()) >= model_cfg.d_classes:
+        raise ConfigError(f"{cfg.dataset} has labels up to {int(data.labels.max())} but D's class head "
+                          f"has only {model_cfg.d_classes} classes (d_classes)")
     if out is None:
         out = _run_dir(resume) if resume is not None else default_out(cfg)
     # Resuming may write into the resumed run's own directory; any other --out must be free.

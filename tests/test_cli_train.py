@@ -140,11 +140,11 @@ def test_resume_other_architecture(cli_run, tmp_path):
 def test_nan_loss_exit_code_step_and_last_good_checkpoint(tmp_path, monkeypatch):
     original = Trainer.train_step
 
-    def poisoned(self, real):
+    def poisoned(self, real, labels=None):
         if self.step == 5:  # epoch 1 (steps 1-4) is checkpointed; step 6 sees NaN weights
             with torch.no_grad():
                 self.D.net[0].weight.fill_(float("inf"))
-        return original(self, real)
+        return original(self, real, labels)
 
     monkeypatch.setattr(Trainer, "train_step", poisoned)
     out = tmp_path / "nan"

@@ -153,6 +153,53 @@ def test_seed_recipe_is_the_original():
     assert (c.label_smoothing, c.ema_decay, c.precision) == (0.0, 0.0, "fp32")
 
 
+def test_nameability_loss_prefers_confident_and_diverse_samples():
+    from gantool.train import nameability_loss
+
+    confident_diverse = torch.eye(10).repeat(2, 1) * 20  # each sample sure, all classes present
+    uniform = torch.zeros(20, 10)  # no sample nameable
+    collapsed = torch.zeros(20, 10)
+    collapsed[:, 3] = 20  # every sample sure of the same digit
+    scores = [float(nameability_loss(x)) for x in (confident_diverse, uniform, collapsed)]
+    assert scores[0] == pytest.approx(-torch.log(torch.tensor(10.0)).item(), abs=1e-4)
+    assert scores[0] < scores[1] and scores[0] < scores[2]
+    assert scores[1] == pytest.approx(0.0, abs=1e-5) and scores[2] == pytest.approx(0.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("pack", [1, 2])
+def test_class_head_names_each_packed_sample_and_learns_labels(data, pack):
+    model_cfg, cfg = resolve_configs("seed", model={**TINY, "d_pack": pack, "d_classes": 10}, **FAST,
+                                     class_weight=1.0, d_lr=1e-3)
+    t = Trainer(model_cfg, cfg, data, torch.device("cpu"))
+    logits, classes = t.D.forward_with_classes(t.images[:20])
+    assert logits.shape == (20 // pack, 1) and classes.shape == (20, 10)
+    x, y = t.images[:20], t.labels[:20]
+
+    @torch.no_grad()
+    def ce() -> float:  # D's label loss on the batch, dropout off
+        t.D.eval()
+        logits, classes = t.D.forward_with_classes(x)
+        assert torch.allclose(logits, t.D(x))  # the real/fake path is forward's
+        t.D.train()
+        return float(torch.nn.functional.cross_entropy(classes, y))
+
+    # A few steps on one fixed batch: D's head must start naming those digits.
+    before = ce()
+    for _ in range(15):
+        assert torch.isfinite(t.train_step(x, y)).all()
+    assert ce() < before
+    with pytest.raises(ValueError, match="labels"):
+        t.train_step(x)
+
+
+def test_class_head_options_must_come_together_and_fit_the_labels(tmp_path):
+    for model, kw in [({"d_classes": 10}, {}), ({}, {"class_weight": 1.0}), ({"d_classes": -1}, {"class_weight": 1.0})]:
+        with pytest.raises(ConfigError, match="class"):
+            resolve_configs("seed", model=model, **kw)
+    with pytest.raises(ConfigError, match="labels up to 9"):
+        run(tmp_path, model={"d_classes": 5}, class_weight=1.0)
+
+
 def _state(path):
     p = load_checkpoint(path)
     return p
@@ -192,11 +239,11 @@ def test_resume_refuses_changed_hyper_parameters_and_other_architecture(tmp_path
 def test_nan_loss_stops_names_the_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     original = Trainer.train_step
 
-    def poisoned(self, real):
+    def poisoned(self, real, labels=None):
         if self.step == 13:  # the 14th step sees NaN weights in G
             with torch.no_grad():
                 self.G.net[0].weight.fill_(float("nan"))
-        return original(self, real)
+        return original(self, real, labels)
 
     monkeypatch.setattr(Trainer, "train_step", poisoned)
     with pytest.raises(TrainingDiverged, match="at step 14") as err:
@@ -243,8 +290,8 @@ def test_ctrl_c_saves_a_resumable_checkpoint_and_stops(tmp_path, monkeypatch):
 
     original = Trainer.train_step
 
-    def interrupt(self, real):
-        out = original(self, real)
+    def interrupt(self, real, labels=None):
+        out = original(self, real, labels)
         if self.step == 5:  # the step in progress is step 6; it completes, then the loop stops
             signal.raise_signal(signal.SIGINT)
         return out

@@ -79,6 +79,7 @@ class TrainConfig:
     recipe: str = "seed"
     label_smoothing: float = 0.0  # one-sided: real target = 1 - label_smoothing
     ema_decay: float = 0.0  # 0 = no EMA copy of G
+    lr_decay: float = 0.0  # last fraction of the run over which both lrs fall linearly to 0 (0 = constant)
     class_weight: float = 0.0  # weight of D's label loss and G's "be nameable" loss (needs d_classes)
     log_every: int = 100
     sample_every: int = 0  # steps between progress grids; 0 = once an epoch

@@ -76,6 +76,7 @@ def validate(model: ModelConfig, cfg: TrainConfig) -> None:
         (all(0 <= b < 1 for b in cfg.betas) and len(cfg.betas) == 2, f"betas must be two values in [0, 1) (got {cfg.betas})"),
         (0 <= cfg.label_smoothing < 1, f"label_smoothing must be in [0, 1) (got {cfg.label_smoothing})"),
         (0 <= cfg.ema_decay < 1, f"ema_decay must be in [0, 1) (got {cfg.ema_decay})"),
+        (0 <= cfg.lr_decay <= 1, f"lr_decay must be in [0, 1] (got {cfg.lr_decay})"),
         (cfg.precision in DTYPES, f"unknown precision {cfg.precision!r}; choose one of: {', '.join(DTYPES)}"),
         (cfg.log_every > 0, f"--log-every must be > 0 (got {cfg.log_every})"),
         (min(cfg.sample_every, cfg.eval_every, cfg.limit, cfg.max_steps) >= 0, "sample_every, eval_every, limit and max_steps must be >= 0"),
@@ -137,6 +138,7 @@ class Trainer:
         self.images = (data.images[: cfg.limit] if cfg.limit else data.images).to(device)
         self.labels = (data.labels[: cfg.limit] if cfg.limit else data.labels).to(device)
         self.step = self.epoch = self.epoch_step = 0
+        self.total_steps = cfg.epochs * (self.images.shape[0] // cfg.batch_size)
         self.epoch_shuffle_state = self.shuffle.get_state()
         # Minibatch-std mixes statistics across the batch: real and fake must then go through D
         # apart; otherwise one D forward on cat(real, fake) gives the same per-sample objective.
@@ -154,6 +156,8 @@ class Trainer:
         B = real.shape[0]
         if self.d_cls_fn is not None and labels is None:
             raise ValueError("D has a class head (d_classes > 0): train_step needs the batch's labels")
+        if self.cfg.lr_decay:
+            self._decay_lr()
         z = torch.randn(B, self.model_cfg.latent_dim, device=self.device)
         amp = torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp)
         # D: maximise log D(x) + log(1 - D(G(z))) -- BCE(D(x), 1-s) + BCE(D(G(z)), 0).
@@ -191,6 +195,19 @@ class Trainer:
         with torch.no_grad():
             return torch.stack([d_loss.float(), g_loss.float(),
                                 torch.sigmoid(real_logits.float()).mean(), torch.sigmoid(fake_logits.float()).mean()])
+
+    def lr_scale(self) -> float:
+        """Factor on both learning rates for the coming step: 1, then over the last `lr_decay` of
+        the run's steps a straight line down that reaches 0 just after the final step. A function of
+        the step alone, so a resumed run follows the same schedule."""
+        decay_steps = self.cfg.lr_decay * self.total_steps
+        return 1.0 if decay_steps <= 0 else min(1.0, max(0.0, (self.total_steps - self.step) / decay_steps))
+
+    def _decay_lr(self) -> None:
+        scale = self.lr_scale()
+        for opt, lr in ((self.opt_g, self.cfg.lr), (self.opt_d, self.cfg.d_lr or self.cfg.lr)):
+            for group in opt.param_groups:
+                group["lr"] = lr * scale
 
     def _d(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """D on a batch: real/fake logits (B/pack, 1) and, with a class head, class logits

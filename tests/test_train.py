@@ -200,6 +200,26 @@ def test_class_head_options_must_come_together_and_fit_the_labels(tmp_path):
         run(tmp_path, model={"d_classes": 5}, class_weight=1.0)
 
 
+def test_lr_decay_is_flat_then_linear_to_zero_and_reaches_both_optimisers(data):
+    model_cfg, cfg = resolve_configs("seed", model=TINY, **{**FAST, "epochs": 2}, d_lr=4e-4, lr_decay=0.5)
+    t = Trainer(model_cfg, cfg, data, torch.device("cpu"))
+    assert t.total_steps == 20  # 2 epochs x 200 // 20
+    scales = []
+    for step in range(20):
+        t.step = step
+        scales.append(t.lr_scale())
+    assert scales[:10] == [1.0] * 10 and scales[10:] == [pytest.approx(k / 10) for k in range(10, 0, -1)]
+    t.step = 15
+    t.train_step(t.images[:20])
+    assert t.opt_g.param_groups[0]["lr"] == pytest.approx(2e-4 * 0.5)
+    assert t.opt_d.param_groups[0]["lr"] == pytest.approx(4e-4 * 0.5)
+    off = Trainer(*resolve_configs("seed", model=TINY, **FAST), data, torch.device("cpu"))
+    off.step = 9
+    assert off.lr_scale() == 1.0
+    with pytest.raises(ConfigError, match="lr_decay"):
+        resolve_configs("seed", lr_decay=1.5)
+
+
 def _state(path):
     p = load_checkpoint(path)
     return p
@@ -207,7 +227,7 @@ def _state(path):
 
 @pytest.mark.parametrize("split", [7, 10])  # mid-epoch and on the epoch boundary
 def test_resume_continues_exactly(tmp_path, split):
-    kw = dict(epochs=2, ema_decay=0.9, label_smoothing=0.1)
+    kw = dict(epochs=2, ema_decay=0.9, label_smoothing=0.1, lr_decay=0.5)
     straight = run(tmp_path, "straight", **kw)
     run(tmp_path, "split", **kw, max_steps=split)
     assert load_checkpoint(tmp_path / "split")["step"] == split

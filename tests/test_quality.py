@@ -135,5 +135,8 @@ def test_tuned_recipe_keeps_the_seed_generator_and_is_the_default():
     assert (model.latent_dim, model.g_hidden, model.img_shape) == (seed_model.latent_dim, seed_model.g_hidden, (1, 28, 28))
     assert count_params(Generator(model)) == count_params(Generator(seed_model)) == 1_486_352
     assert Discriminator(model)(torch.zeros(cfg.batch_size, 1, 28, 28)).shape == (cfg.batch_size // model.d_pack, 1)
-    assert cfg.epochs == RECIPES["seed"].epochs  # same step budget as the seed
+    assert cfg.epochs == RECIPES["seed"].epochs  # same passes over the data as the seed
+    # G stays unconditional: the class head is D's, and G's forward takes z only.
+    assert model.d_classes == 10 and cfg.class_weight > 0
+    assert Generator(model)(torch.zeros(3, model.latent_dim)).shape == (3, 1, 28, 28)
     assert DEFAULT_RECIPE == "tuned" and "seed" in RECIPES

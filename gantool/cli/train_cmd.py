@@ -27,7 +27,7 @@ def train(
     dataset: Annotated[Optional[str], typer.Option(help="mnist | mnist-5k (bundled, offline) | fashion-mnist. Default: mnist-5k.")] = None,
     data_dir: Annotated[Optional[str], typer.Option(help="Where full MNIST / Fashion-MNIST live or are downloaded. Default: data.")] = None,
     epochs: Annotated[Optional[str], typer.Option(metavar="INT", help="Epochs to train (a resumed run continues up to this total). Default: the recipe's.")] = None,
-    batch_size: Annotated[Optional[str], typer.Option(metavar="INT", help="Batch size. Default: 100.")] = None,
+    batch_size: Annotated[Optional[str], typer.Option(metavar="INT", help="Batch size. Default: the recipe's (tuned 50, seed 100).")] = None,
     lr: Annotated[Optional[str], typer.Option(metavar="FLOAT", help="Adam learning rate of G (and of D unless the recipe sets d_lr). Default: the recipe's, seed 2e-4.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto (cuda, then mps, then cpu) | cpu | cuda. Default: auto.")] = None,
     seed: Annotated[Optional[str], typer.Option(metavar="INT", help="Seed for init, noise, dropout and data order (runs are reproducible on CPU). Default: 0.")] = None,

@@ -77,7 +77,7 @@ def run_loop(t: Trainer, out: Path, metrics: MetricsLog, stop, log: Callable[[st
     cfg, B = t.cfg, t.cfg.batch_size
     n = t.images.shape[0]
     per_epoch = n // B  # the last partial batch is dropped (PacGAN packs and fixed targets need full batches)
-    total = cfg.epochs * per_epoch
+    total = t.total_steps  # cfg.epochs * per_epoch, the span lr_decay's schedule is laid over
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
     win = _Window(t)

@@ -55,8 +55,7 @@ def _gantool_step(data, device, precision):
         if state["i"] == n // BATCH:
             state["perm"], state["i"] = torch.randperm(n, generator=t.shuffle).to(device), 0
         i = state["i"]
-        idx = state["perm"][i * BATCH:(i + 1) * BATCH]
-        buf[i % cfg.log_every] = t.train_step(t.images.index_select(0, idx), t.labels.index_select(0, idx))
+        buf[i % cfg.log_every] = t.train_on(state["perm"][i * BATCH:(i + 1) * BATCH])
         state["i"] += 1
 
     return step

@@ -196,6 +196,10 @@ class Trainer:
             return torch.stack([d_loss.float(), g_loss.float(),
                                 torch.sigmoid(real_logits.float()).mean(), torch.sigmoid(fake_logits.float()).mean()])
 
+    def train_on(self, idx: torch.Tensor) -> torch.Tensor:
+        """train_step on the dataset rows `idx` (on device): the one gather of a batch and its labels."""
+        return self.train_step(self.images.index_select(0, idx), self.labels.index_select(0, idx))
+
     def lr_scale(self) -> float:
         """Factor on both learning rates for the coming step: 1, then over the last `lr_decay` of
         the run's steps a straight line down that reaches 0 just after the final step. A function of

@@ -36,8 +36,7 @@ def gantool_steps(trainer, steps: int) -> Callable[[], None]:
             i = state["i"] % per_epoch
             if i == 0:
                 state["perm"] = torch.randperm(n, generator=trainer.shuffle).to(trainer.device)
-            idx = state["perm"][i * B:(i + 1) * B]
-            buf[k % log_every] = trainer.train_step(trainer.images.index_select(0, idx), trainer.labels.index_select(0, idx))
+            buf[k % log_every] = trainer.train_on(state["perm"][i * B:(i + 1) * B])
             state["i"] += 1
             if (k + 1) % log_every == 0:
                 buf.cpu()

@@ -98,8 +98,7 @@ def run_loop(t: Trainer, out: Path, metrics: MetricsLog, stop, log: Callable[[st
             t.epoch_shuffle_state = t.shuffle.get_state()
             perm = torch.randperm(n, generator=t.shuffle).to(t.device)
             for i in range(t.epoch_step, per_epoch):
-                idx = perm[i * B:(i + 1) * B]
-                win.add(t.train_step(t.images.index_select(0, idx), t.labels.index_select(0, idx)))
+                win.add(t.train_on(perm[i * B:(i + 1) * B]))
                 t.step += 1
                 t.epoch_step = i + 1
                 if win.n == cfg.log_every:

@@ -227,7 +227,8 @@ def _state(path):
 
 @pytest.mark.parametrize("split", [7, 10])  # mid-epoch and on the epoch boundary
 def test_resume_continues_exactly(tmp_path, split):
-    kw = dict(epochs=2, ema_decay=0.9, label_smoothing=0.1, lr_decay=0.5)
+    kw = dict(epochs=2, ema_decay=0.9, label_smoothing=0.1, lr_decay=0.5, class_weight=1.0,
+              model={"d_classes": 10})  # the default recipe's class head and labels resume too
     straight = run(tmp_path, "straight", **kw)
     run(tmp_path, "split", **kw, max_steps=split)
     assert load_checkpoint(tmp_path / "split")["step"] == split

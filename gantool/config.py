@@ -33,6 +33,10 @@ class ModelConfig:
     # Classes of D's auxiliary head (0 = none): D also learns the real digits' labels and G is
     # rewarded for samples D can name (see TrainConfig.class_weight and docs/quality.md).
     d_classes: int = 0
+    # D's body: "mlp" (the seed's, widths d_hidden) or "conv" (strided 4x4 convolutions with
+    # d_channels filters, 28 -> 14 -> 7; packed samples are stacked as input channels).
+    d_arch: str = "mlp"
+    d_channels: tuple[int, ...] = (32, 64)
 
     @property
     def img_shape(self) -> tuple[int, int, int]:
@@ -46,6 +50,7 @@ class ModelConfig:
         d = asdict(self)
         d["g_hidden"] = list(self.g_hidden)
         d["d_hidden"] = list(self.d_hidden)
+        d["d_channels"] = list(self.d_channels)
         return d
 
     @classmethod
@@ -55,7 +60,7 @@ class ModelConfig:
         if unknown:
             raise ConfigError(f"unknown model config keys: {sorted(unknown)}")
         d = dict(d)
-        for k in ("g_hidden", "d_hidden"):
+        for k in ("g_hidden", "d_hidden", "d_channels"):
             if k in d:
                 d[k] = tuple(int(v) for v in d[k])
         return cls(**d)
@@ -80,6 +85,10 @@ class TrainConfig:
     label_smoothing: float = 0.0  # one-sided: real target = 1 - label_smoothing
     ema_decay: float = 0.0  # 0 = no EMA copy of G
     lr_decay: float = 0.0  # last fraction of the run over which both lrs fall linearly to 0 (0 = constant)
+    # Top-k G updates (Sinha et al. 2020): G learns only from the top_k share of its batch that D
+    # rates most real; the share starts at 1 and shrinks by top_k_gamma per epoch down to top_k (1 = off).
+    top_k: float = 1.0
+    top_k_gamma: float = 0.99
     class_weight: float = 0.0  # weight of D's label loss and G's "be nameable" loss (needs d_classes)
     log_every: int = 100
     sample_every: int = 0  # steps between progress grids; 0 = once an epoch

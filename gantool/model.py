@@ -36,6 +36,9 @@ class MinibatchStd(nn.Module):
         return torch.cat([x, std.expand(x.shape[0], 1)], dim=1)
 
 
+D_ARCHS = ("mlp", "conv")
+
+
 class Discriminator(nn.Module):
     """images (B, C, H, W) -> logits (B, 1). Sigmoid lives in the loss (BCE-with-logits)."""
 
@@ -43,16 +46,9 @@ class Discriminator(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.pack = cfg.d_pack
-        width = cfg.img_numel * cfg.d_pack
-        layers: list[nn.Module] = []
-        for i, h in enumerate(cfg.d_hidden):
-            if cfg.d_minibatch_std and i == len(cfg.d_hidden) - 1:
-                layers.append(MinibatchStd())
-                width += 1
-            layers += [nn.Linear(width, h), nn.LeakyReLU(cfg.leaky_slope), nn.Dropout(cfg.d_dropout)]
-            width = h
-        layers.append(nn.Linear(width, 1))
-        self.net = nn.Sequential(*layers)
+        body, width = (_conv_body if cfg.d_arch == "conv" else _mlp_body)(cfg)
+        # net = body + the real/fake Linear; net[:-1] is D's feature extractor.
+        self.net = nn.Sequential(*body, nn.Linear(width, 1))
         # Auxiliary head on D's last features: class logits for each of the `pack` packed samples.
         self.classes = cfg.d_classes
         self.cls = nn.Linear(width, cfg.d_pack * cfg.d_classes) if cfg.d_classes else None
@@ -65,6 +61,35 @@ class Discriminator(nn.Module):
         """images (B, ...) -> real/fake logits (B/pack, 1) and class logits (B, classes)."""
         h = self.net[:-1](x.reshape(x.shape[0] // self.pack, -1))
         return self.net[-1](h), self.cls(h).reshape(x.shape[0], self.classes)
+
+
+def _mlp_body(cfg: ModelConfig) -> tuple[list[nn.Module], int]:
+    """The seed's D: Linear + LeakyReLU + Dropout per width in d_hidden, on (B/pack, 784*pack)."""
+    width = cfg.img_numel * cfg.d_pack
+    layers: list[nn.Module] = []
+    for i, h in enumerate(cfg.d_hidden):
+        if cfg.d_minibatch_std and i == len(cfg.d_hidden) - 1:
+            layers.append(MinibatchStd())
+            width += 1
+        layers += [nn.Linear(width, h), nn.LeakyReLU(cfg.leaky_slope), nn.Dropout(cfg.d_dropout)]
+        width = h
+    return layers, width
+
+
+def _conv_body(cfg: ModelConfig) -> tuple[list[nn.Module], int]:
+    """Strided 4x4 convolutions (each halves the side: 28 -> 14 -> 7) with LeakyReLU, then flatten;
+    the packed samples enter as channels, (B/pack, 784*pack) -> (B/pack, C*pack, 28, 28)."""
+    c, side = cfg.channels * cfg.d_pack, cfg.img_size
+    layers: list[nn.Module] = [nn.Unflatten(1, (c, side, side))]
+    for ch in cfg.d_channels:
+        layers += [nn.Conv2d(c, ch, 4, 2, 1), nn.LeakyReLU(cfg.leaky_slope), nn.Dropout(cfg.d_dropout)]
+        c, side = ch, side // 2
+    layers.append(nn.Flatten())
+    width = c * side * side
+    if cfg.d_minibatch_std:
+        layers.append(MinibatchStd())
+        width += 1
+    return layers, width
 
 
 def count_params(m: nn.Module) -> int:

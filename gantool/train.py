@@ -20,7 +20,7 @@ from gantool.config import DEFAULT_RECIPE, ModelConfig, TrainConfig, get_recipe
 from gantool.data import Dataset, load_dataset
 from gantool.device import DTYPES, resolve_device
 from gantool.errors import CheckpointError, ConfigError, OutputError, TrainingDiverged
-from gantool.model import Discriminator, Generator
+from gantool.model import D_ARCHS, Discriminator, Generator
 from gantool.train_log import METRICS_NAME, MetricsLog
 
 N_FIXED_NOISE = 64
@@ -76,11 +76,16 @@ def validate(model: ModelConfig, cfg: TrainConfig) -> None:
         (all(0 <= b < 1 for b in cfg.betas) and len(cfg.betas) == 2, f"betas must be two values in [0, 1) (got {cfg.betas})"),
         (0 <= cfg.label_smoothing < 1, f"label_smoothing must be in [0, 1) (got {cfg.label_smoothing})"),
         (0 <= cfg.ema_decay < 1, f"ema_decay must be in [0, 1) (got {cfg.ema_decay})"),
+        (0 < cfg.top_k <= 1 and 0 < cfg.top_k_gamma <= 1, f"top_k and top_k_gamma must be in (0, 1] (got {cfg.top_k}, {cfg.top_k_gamma})"),
         (0 <= cfg.lr_decay <= 1, f"lr_decay must be in [0, 1] (got {cfg.lr_decay})"),
         (cfg.precision in DTYPES, f"unknown precision {cfg.precision!r}; choose one of: {', '.join(DTYPES)}"),
         (cfg.log_every > 0, f"--log-every must be > 0 (got {cfg.log_every})"),
         (min(cfg.sample_every, cfg.eval_every, cfg.limit, cfg.max_steps) >= 0, "sample_every, eval_every, limit and max_steps must be >= 0"),
         (model.d_pack >= 1, f"d_pack must be >= 1 (got {model.d_pack})"),
+        (model.d_arch in D_ARCHS, f"unknown d_arch {model.d_arch!r}; choose one of: {', '.join(D_ARCHS)}"),
+        (model.d_arch != "conv" or (len(model.d_channels) >= 1 and min(model.d_channels) > 0
+                                    and model.img_size % 2 ** len(model.d_channels) == 0),
+         f"d_channels {model.d_channels} must be positive and halve the {model.img_size}px side evenly"),
         (model.d_classes >= 0 and cfg.class_weight >= 0, "d_classes and class_weight must be >= 0"),
         ((model.d_classes > 0) == (cfg.class_weight > 0),
          "class_weight > 0 needs a discriminator class head (d_classes > 0) and vice versa"),
@@ -181,7 +186,10 @@ class Trainer:
         self.D.requires_grad_(False)
         with amp:
             logits, classes = self._d(fake)
-            g_loss = F.binary_cross_entropy_with_logits(logits, self.ones)
+            k = self.top_k_count(logits.shape[0])
+            if k < logits.shape[0]:  # learn only from the fakes D rates most real
+                logits = logits.topk(k, dim=0).values
+            g_loss = F.binary_cross_entropy_with_logits(logits, self.ones[:k])
             if classes is not None:
                 g_loss = g_loss + self.cfg.class_weight * nameability_loss(classes.float())
         self.opt_g.zero_grad(set_to_none=True)
@@ -199,6 +207,11 @@ class Trainer:
     def train_on(self, idx: torch.Tensor) -> torch.Tensor:
         """train_step on the dataset rows `idx` (on device): the one gather of a batch and its labels."""
         return self.train_step(self.images.index_select(0, idx), self.labels.index_select(0, idx))
+
+    def top_k_count(self, n: int) -> int:
+        """How many of the n fake D outputs G learns from this epoch (top-k training)."""
+        share = max(self.cfg.top_k, self.cfg.top_k_gamma ** self.epoch)
+        return max(1, min(n, round(share * n)))
 
     def lr_scale(self) -> float:
         """Factor on both learning rates for the coming step: 1, then over the last `lr_decay` of

@@ -87,3 +87,32 @@ def test_flops_per_sample():
 def test_config_round_trip():
     cfg = ModelConfig(g_hidden=(8, 16), d_pack=2, d_minibatch_std=True)
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("pack", [1, 2])
+def test_conv_discriminator_stacks_packed_samples_as_channels(pack):
+    cfg = ModelConfig(d_arch="conv", d_channels=(8, 16), d_pack=pack, d_classes=10, d_dropout=0.0)
+    d = Discriminator(cfg).eval()
+    assert d.net[1].in_channels == pack  # the first conv sees the whole pack
+    x = torch.randn(4, 1, 28, 28)
+    logits, classes = d.forward_with_classes(x)
+    assert logits.shape == (4 // pack, 1) and classes.shape == (4, 10)
+    assert torch.equal(logits, d(x))
+    assert d.net[-1].in_features == 16 * 7 * 7  # 28 -> 14 -> 7
+    if pack == 2:  # like the MLP D: only the pack holding the changed sample moves
+        changed = x.clone()
+        changed[3] += 1
+        out = d(changed)
+        assert torch.equal(out[0], logits[0]) and not torch.equal(out[1], logits[1])
+
+
+def test_conv_discriminator_minibatch_std_and_config_round_trip():
+    cfg = ModelConfig(d_arch="conv", d_channels=(4, 8), d_minibatch_std=True)
+    d = Discriminator(cfg)
+    assert any(isinstance(mod, MinibatchStd) for mod in d.modules())
+    assert d.net[-1].in_features == 8 * 7 * 7 + 1
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    # Checkpoints written before d_arch existed hold no such key: they mean the MLP D.
+    old = ModelConfig().to_dict()
+    del old["d_arch"], old["d_channels"]
+    assert ModelConfig.from_dict(old).d_arch == "mlp"

@@ -220,15 +220,48 @@ def test_lr_decay_is_flat_then_linear_to_zero_and_reaches_both_optimisers(data):
         resolve_configs("seed", lr_decay=1.5)
 
 
+def test_top_k_share_shrinks_per_epoch_to_its_floor_and_limits_g_loss(data, monkeypatch):
+    model_cfg, cfg = resolve_configs("seed", model=TINY, **FAST, top_k=0.5, top_k_gamma=0.8)
+    t = Trainer(model_cfg, cfg, data, torch.device("cpu"))
+    counts = []
+    for epoch in range(5):
+        t.epoch = epoch
+        counts.append(t.top_k_count(20))
+    assert counts == [20, 16, 13, 10, 10]  # 0.8 ** epoch, floored at 0.5
+    # G's loss uses only the k fakes D rates most real: with k = 1 it is BCE(max logit, 1).
+    t.epoch, cfg.top_k, cfg.top_k_gamma = 3, 0.05, 0.05
+    seen = []
+    orig = torch.nn.functional.binary_cross_entropy_with_logits
+    monkeypatch.setattr(torch.nn.functional, "binary_cross_entropy_with_logits",
+                        lambda a, b: seen.append(a.shape[0]) or orig(a, b))
+    t.train_step(t.images[:20])
+    assert seen == [20, 20, 1]  # D: real and fake batches in full; G: the single top fake
+    assert Trainer(*resolve_configs("seed", model=TINY, **FAST), data, torch.device("cpu")).top_k_count(20) == 20
+    for bad in ({"top_k": 0.0}, {"top_k": 1.5}, {"top_k_gamma": 0.0}):
+        with pytest.raises(ConfigError, match="top_k"):
+            resolve_configs("seed", **bad)
+
+
+def test_conv_discriminator_options_are_checked():
+    with pytest.raises(ConfigError, match="d_arch"):
+        resolve_configs("seed", model={"d_arch": "transformer"})
+    with pytest.raises(ConfigError, match="d_channels"):
+        resolve_configs("seed", model={"d_arch": "conv", "d_channels": (8, 8, 8)})  # 28 / 8 is not whole
+    with pytest.raises(ConfigError, match="d_channels"):
+        resolve_configs("seed", model={"d_arch": "conv", "d_channels": (0, 8)})
+
+
 def _state(path):
     p = load_checkpoint(path)
     return p
 
 
-@pytest.mark.parametrize("split", [7, 10])  # mid-epoch and on the epoch boundary
-def test_resume_continues_exactly(tmp_path, split):
-    kw = dict(epochs=2, ema_decay=0.9, label_smoothing=0.1, lr_decay=0.5, class_weight=1.0,
-              model={"d_classes": 10})  # the default recipe's class head and labels resume too
+# Mid-epoch and on the epoch boundary; with the MLP and the conv D (the default recipe's).
+@pytest.mark.parametrize("split,d_arch", [(7, "mlp"), (10, "conv")])
+def test_resume_continues_exactly(tmp_path, split, d_arch):
+    kw = dict(epochs=2, ema_decay=0.9, label_smoothing=0.1, lr_decay=0.5, class_weight=1.0, top_k=0.5,
+              top_k_gamma=0.5,  # the default recipe's class head, labels and top-k resume too
+              model={"d_classes": 10, "d_arch": d_arch, "d_channels": (4, 8)})
     straight = run(tmp_path, "straight", **kw)
     run(tmp_path, "split", **kw, max_steps=split)
     assert load_checkpoint(tmp_path / "split")["step"] == split

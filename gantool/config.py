@@ -89,6 +89,9 @@ class TrainConfig:
     # rates most real; the share starts at 1 and shrinks by top_k_gamma per epoch down to top_k (1 = off).
     top_k: float = 1.0
     top_k_gamma: float = 0.99
+    # R1 penalty (Mescheder et al. 2018): D's loss adds r1_gamma/2 * E||grad_x D(x)||^2 on real
+    # images, keeping D smooth where the data is (0 = off).
+    r1_gamma: float = 0.0
     class_weight: float = 0.0  # weight of D's label loss and G's "be nameable" loss (needs d_classes)
     log_every: int = 100
     sample_every: int = 0  # steps between progress grids; 0 = once an epoch

@@ -77,6 +77,7 @@ def validate(model: ModelConfig, cfg: TrainConfig) -> None:
         (0 <= cfg.label_smoothing < 1, f"label_smoothing must be in [0, 1) (got {cfg.label_smoothing})"),
         (0 <= cfg.ema_decay < 1, f"ema_decay must be in [0, 1) (got {cfg.ema_decay})"),
         (0 < cfg.top_k <= 1 and 0 < cfg.top_k_gamma <= 1, f"top_k and top_k_gamma must be in (0, 1] (got {cfg.top_k}, {cfg.top_k_gamma})"),
+        (cfg.r1_gamma >= 0, f"r1_gamma must be >= 0 (got {cfg.r1_gamma})"),
         (0 <= cfg.lr_decay <= 1, f"lr_decay must be in [0, 1] (got {cfg.lr_decay})"),
         (cfg.precision in DTYPES, f"unknown precision {cfg.precision!r}; choose one of: {', '.join(DTYPES)}"),
         (cfg.log_every > 0, f"--log-every must be > 0 (got {cfg.log_every})"),
@@ -166,6 +167,8 @@ class Trainer:
         z = torch.randn(B, self.model_cfg.latent_dim, device=self.device)
         amp = torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp)
         # D: maximise log D(x) + log(1 - D(G(z))) -- BCE(D(x), 1-s) + BCE(D(G(z)), 0).
+        if self.cfg.r1_gamma:  # R1 needs D's gradient with respect to the real images
+            real = real.detach().requires_grad_(True)
         with amp:
             fake = self.g_fn(z)  # (B, 1, 28, 28), graph kept for the G step
             if self.concat_d:
@@ -178,6 +181,8 @@ class Trainer:
                       + F.binary_cross_entropy_with_logits(fake_logits, self.zeros))
             if real_classes is not None:  # D's head learns the real digits' labels
                 d_loss = d_loss + self.cfg.class_weight * F.cross_entropy(real_classes.float(), labels)
+            if self.cfg.r1_gamma:
+                d_loss = d_loss + self.cfg.r1_gamma / 2 * r1_penalty(real_logits, real)
         self.opt_d.zero_grad(set_to_none=True)
         self.scaler.scale(d_loss).backward()
         self.scaler.step(self.opt_d)
@@ -284,6 +289,13 @@ class Trainer:
         self.epoch_shuffle_state = self.shuffle.get_state()
         self.fixed_noise = payload["fixed_noise"].to(self.device)
         self.step, self.epoch, self.epoch_step = int(payload["step"]), int(payload["epoch"]), int(payload.get("epoch_step", 0))
+
+
+def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Mean over real images of the squared norm of d(sum of D's logits)/d(image), differentiable
+    (a double backward), so D learns to be flat on the data."""
+    (grad,) = torch.autograd.grad(real_logits.float().sum(), real, create_graph=True)
+    return grad.float().pow(2).reshape(grad.shape[0], -1).sum(1).mean()
 
 
 def nameability_loss(class_logits: torch.Tensor) -> torch.Tensor:

@@ -242,6 +242,27 @@ def test_top_k_share_shrinks_per_epoch_to_its_floor_and_limits_g_loss(data, monk
             resolve_configs("seed", **bad)
 
 
+def test_r1_penalty_is_the_squared_input_gradient_and_enters_only_d_loss(data):
+    from gantool.train import r1_penalty
+    w = torch.randn(784, requires_grad=True)
+    x = torch.randn(3, 1, 28, 28, requires_grad=True)
+    logits = (x.reshape(3, -1) @ w).unsqueeze(1)  # a linear D: grad_x = w for every image
+    pen = r1_penalty(logits, x)
+    assert pen.item() == pytest.approx(float(w.detach().pow(2).sum()), rel=1e-5)
+    pen.backward()  # differentiable in D's weights: d||w||^2/dw = 2w
+    assert torch.allclose(w.grad, 2 * w.detach())
+    # In training it is added to D's loss only: same seeds, same first D loss except the penalty.
+    losses = {}
+    for gamma in (0.0, 10.0):
+        model_cfg, cfg = resolve_configs("seed", model=TINY, **FAST, r1_gamma=gamma)
+        t = Trainer(model_cfg, cfg, data, torch.device("cpu"))
+        losses[gamma] = t.train_step(t.images[:20])
+    assert losses[10.0][0] > losses[0.0][0]
+    assert torch.equal(losses[10.0][2:], losses[0.0][2:])  # D(x), D(G(z)) before the update: unchanged
+    with pytest.raises(ConfigError, match="r1_gamma"):
+        resolve_configs("seed", r1_gamma=-1.0)
+
+
 def test_conv_discriminator_options_are_checked():
     with pytest.raises(ConfigError, match="d_arch"):
         resolve_configs("seed", model={"d_arch": "transformer"})

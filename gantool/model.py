@@ -36,9 +36,6 @@ class MinibatchStd(nn.Module):
         return torch.cat([x, std.expand(x.shape[0], 1)], dim=1)
 
 
-D_ARCHS = ("mlp", "conv")
-
-
 class Discriminator(nn.Module):
     """images (B, C, H, W) -> logits (B, 1). Sigmoid lives in the loss (BCE-with-logits)."""
 
@@ -46,7 +43,7 @@ class Discriminator(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.pack = cfg.d_pack
-        body, width = (_conv_body if cfg.d_arch == "conv" else _mlp_body)(cfg)
+        body, width = D_BODIES[cfg.d_arch](cfg)
         # net = body + the real/fake Linear; net[:-1] is D's feature extractor.
         self.net = nn.Sequential(*body, nn.Linear(width, 1))
         # Auxiliary head on D's last features: class logits for each of the `pack` packed samples.
@@ -90,6 +87,10 @@ def _conv_body(cfg: ModelConfig) -> tuple[list[nn.Module], int]:
         layers.append(MinibatchStd())
         width += 1
     return layers, width
+
+
+# D's body builders by ModelConfig.d_arch; validate() checks the name against these keys.
+D_BODIES = {"mlp": _mlp_body, "conv": _conv_body}
 
 
 def count_params(m: nn.Module) -> int:

@@ -20,7 +20,7 @@ from gantool.config import DEFAULT_RECIPE, ModelConfig, TrainConfig, get_recipe
 from gantool.data import Dataset, load_dataset
 from gantool.device import DTYPES, resolve_device
 from gantool.errors import CheckpointError, ConfigError, OutputError, TrainingDiverged
-from gantool.model import D_ARCHS, Discriminator, Generator
+from gantool.model import D_BODIES, Discriminator, Generator
 from gantool.train_log import METRICS_NAME, MetricsLog
 
 N_FIXED_NOISE = 64
@@ -83,7 +83,7 @@ def validate(model: ModelConfig, cfg: TrainConfig) -> None:
         (cfg.log_every > 0, f"--log-every must be > 0 (got {cfg.log_every})"),
         (min(cfg.sample_every, cfg.eval_every, cfg.limit, cfg.max_steps) >= 0, "sample_every, eval_every, limit and max_steps must be >= 0"),
         (model.d_pack >= 1, f"d_pack must be >= 1 (got {model.d_pack})"),
-        (model.d_arch in D_ARCHS, f"unknown d_arch {model.d_arch!r}; choose one of: {', '.join(D_ARCHS)}"),
+        (model.d_arch in D_BODIES, f"unknown d_arch {model.d_arch!r}; choose one of: {', '.join(D_BODIES)}"),
         (model.d_arch != "conv" or (len(model.d_channels) >= 1 and min(model.d_channels) > 0
                                     and model.img_size % 2 ** len(model.d_channels) == 0),
          f"d_channels {model.d_channels} must be positive and halve the {model.img_size}px side evenly"),

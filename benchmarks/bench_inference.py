@@ -7,8 +7,8 @@ import os
 import pytest
 import torch
 
-from gantool.bench import compare, make_inputs
-from gantool.bench_backends import find_artifact, read_artifacts
+from gantool.bench.timing import compare, make_inputs
+from gantool.bench.backends import find_artifact, read_artifacts
 from gantool.runners import load_runner
 
 BATCHES = [int(b) for b in os.environ.get("GANTOOL_BENCH_BATCHES", "1,64,4096").split(",")]

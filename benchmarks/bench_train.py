@@ -25,7 +25,7 @@ def train_data():
 
 
 def _seed_step(data, device):
-    from gantool.seed_reference import SeedLoop, seed_dataset
+    from gantool.train.seed_loop import SeedLoop, seed_dataset
 
     loop = SeedLoop(seed_dataset(data.images, data.labels), device=device, batch_size=BATCH)
     batches = iter(())

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from gantool import report as rep
-from gantool.bench import BenchConfig, run_bench
+from gantool.bench import report as rep
+from gantool.bench.suite import BenchConfig, run_bench
 
 # Cheap loads first: the compile backends recompile per dtype (and for batch 1), so if the time
 # budget runs out it is their rows that are missing (recorded under steps.skipped_for_time).
@@ -149,7 +149,7 @@ def main() -> int:
 
     log("train comparison: gantool loop vs seed loop")
     try:
-        from gantool.train_bench import compare_train_speed, format_report
+        from gantool.bench.train_speed import compare_train_speed, format_report
 
         kw = dict(steps=5, warmup=1, repeats=1) if dry else {}
         kw.update(device=device, precisions=precisions[:1] if dry else ("fp32", "bf16"))

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import torch
 
 from gantool.config import ModelConfig
-from gantool.errors import CheckpointError, OutputError
+from gantool.errors import CheckpointError, OutputError, first_line
 
 FORMAT = "gantool.checkpoint"
 FORMAT_VERSION = 1
@@ -42,10 +42,6 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         tmp_path.unlink(missing_ok=True)
         raise
     return path
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    return atomic_write(path, lambda p: p.write_bytes(data))
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -94,7 +90,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             ) from None
         raise CheckpointError(f"{p} is not a checkpoint (unreadable pickle data)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        msg = first_line(e)
         raise CheckpointError(f"{p} is truncated or not a checkpoint ({msg})") from None
     except Exception as e:  # any other unpickling failure is still a bad file, not a gantool bug
         raise CheckpointError(f"{p} is not a gantool checkpoint ({type(e).__name__})") from None

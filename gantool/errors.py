@@ -39,3 +39,9 @@ class TrainingDiverged(GantoolError):
     """A loss became NaN/Inf; the last good checkpoint is kept."""
 
     exit_code = 3
+
+
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type name when empty), for one-line reports."""
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:limit]

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from gantool.runners import Runner, backend_for_path, load_runner
+from gantool.errors import first_line
 
 
 def open_runner(source: str | Path, backend: str | None = None, device: str = "cpu") -> Runner:
@@ -71,7 +72,7 @@ def comparison_image(reference: Runner, candidates: list[tuple[str, Runner]], ou
             y = runner(z)
             diff = (y - ref).abs() if y.shape == ref.shape else f"output shape {tuple(y.shape)} is off the contract"
         except Exception as e:  # a broken artifact still gets its row, with the reason
-            y, diff = None, str(e).splitlines()[0][:80] if str(e) else type(e).__name__
+            y, diff = None, first_line(e, 80)
         rows.append((label, y, diff))
     fig, axes = plt.subplots(len(rows), 2, figsize=(7, 3.2 * len(rows)), squeeze=False)
     for (label, y, diff), (ax_img, ax_diff) in zip(rows, axes):

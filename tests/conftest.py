@@ -62,7 +62,7 @@ def gantool_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def quality_reference(gantool_cache):
     """gantool.quality.QualityReference for mnist-5k (trains the classifier once per session, ~1 min)."""
-    from gantool.quality import QualityReference
+    from gantool.quality.metrics import QualityReference
 
     return QualityReference("mnist-5k", "data")
 

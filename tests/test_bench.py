@@ -9,10 +9,11 @@ import jsonschema
 import pytest
 import torch
 
-from gantool import bench as bench_mod
-from gantool import report as rep
-from gantool.bench import BenchConfig, measure, run_bench
-from gantool.bench_backends import guard
+from gantool.bench import suite as bench_mod
+from gantool.bench import report as rep
+from gantool.bench.suite import BenchConfig, run_bench
+from gantool.bench.timing import measure
+from gantool.bench.backends import guard
 from gantool.errors import ArtifactError, ConfigError
 from gantool.runners import Runner, RunnerInfo
 

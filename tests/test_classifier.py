@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gantool import classifier as clf
+from gantool.quality import classifier as clf
 from gantool.data import Dataset
 from gantool.errors import DataError
 

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from conftest import assert_one_line_error
 from gantool.cli import app
-from gantool.report import validate
+from gantool.bench.report import validate
 
 FAST = ["--warmup", "0", "--min-time", "0", "--min-repeats", "2", "--device", "cpu"]
 
@@ -81,7 +81,7 @@ def test_train_flag_calls_the_train_comparison_and_reports_its_ratio(checkpoint_
     import types
 
     calls = []
-    fake = types.ModuleType("gantool.train_bench")
+    fake = types.ModuleType("gantool.bench.train_speed")
 
     def compare_train_speed(**kw):
         calls.append(kw)
@@ -90,7 +90,7 @@ def test_train_flag_calls_the_train_comparison_and_reports_its_ratio(checkpoint_
 
     fake.compare_train_speed = compare_train_speed
     fake.format_report = lambda r: f"train ratio fp32 {r['gantool']['fp32']['ratio']}x"
-    monkeypatch.setitem(sys.modules, "gantool.train_bench", fake)
+    monkeypatch.setitem(sys.modules, "gantool.bench.train_speed", fake)
     res = invoke("--checkpoint", str(checkpoint_path), "--backends", "eager", "--precisions", "fp32",
                  "--batch-sizes", "2", "--train", "--train-dataset", "mnist-5k", *FAST)
     assert res.exit_code == 0, res.output + res.stderr

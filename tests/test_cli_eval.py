@@ -104,7 +104,7 @@ def test_verify_distribution_passes_on_faithful_artifacts(exported_dir, checkpoi
 
 
 def test_verify_distribution_fails_when_digits_change(exported_dir, checkpoint_path, quality_reference, monkeypatch):
-    import gantool.quality as quality
+    import gantool.quality.metrics as quality
 
     # Demand more agreement than is possible: the check must then fail the command (exit 1).
     monkeypatch.setattr(quality, "PARITY_MIN_AGREEMENT", 1.01)

@@ -6,7 +6,7 @@ import torch
 from typer.testing import CliRunner
 
 from gantool.checkpoint import load_checkpoint, sha256_file
-from gantool.train import Trainer
+from gantool.train.trainer import Trainer
 from conftest import assert_one_line_error, make_checkpoint
 
 # --limit (hidden) keeps runs to a few seconds: 200 images, batch 50 -> 4 steps an epoch. The seed

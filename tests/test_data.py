@@ -109,7 +109,7 @@ def test_unknown_dataset():
 
 def test_seed_reference_dataset_reproduces_the_same_tensors(mnist5k):
     """The seed loop's per-sample ToTensor+Normalize gives exactly gantool's resident tensor."""
-    from gantool.seed_reference import seed_dataset
+    from gantool.train.seed_loop import seed_dataset
 
     ds = seed_dataset(mnist5k.images[:20], mnist5k.labels[:20])
     for i in (0, 7, 19):

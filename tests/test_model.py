@@ -6,7 +6,7 @@ import torch
 
 from gantool.config import ModelConfig
 from gantool.model import Discriminator, Generator, MinibatchStd, count_params, generator_flops_per_sample
-from gantool.seed_reference import SeedDiscriminator, SeedGenerator
+from gantool.train.seed_loop import SeedDiscriminator, SeedGenerator
 
 
 def test_seed_parameter_counts():

@@ -12,8 +12,9 @@ from onnx import numpy_helper
 
 from gantool.checkpoint import sha256_file
 from gantool.errors import ArtifactError
-from gantool.parity import (REL_FLOOR, ChecksumError, LoadError, MetadataError, NonFiniteError, ParityError,
-                            ShapeError, Tolerance, ToleranceError, compare, verify_exported, verify_runner)
+from gantool.verify.compare import (REL_FLOOR, ChecksumError, LoadError, MetadataError, NonFiniteError, ParityError,
+                            ShapeError, Tolerance, ToleranceError, compare, verify_runner)
+from gantool.verify.artifacts import verify_exported
 from gantool.runners import Runner, RunnerInfo, load_runner
 
 ONNX = "generator.fp32.onnx"
@@ -249,7 +250,7 @@ def test_aoti_artifact_passes_and_other_device_is_skipped(aoti_dir, tmp_path):
 
 def test_each_dtype_is_checked_against_its_own_tolerance(exported_dir, checkpoint_path, tmp_path):
     from gantool.export import export_artifacts
-    from gantool.parity import TOLERANCES
+    from gantool.verify.compare import TOLERANCES
 
     out = tmp_path / "exp"
     shutil.copytree(exported_dir, out)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from gantool.errors import ArtifactError, ConfigError
-from gantool.quality import TrainingEvaluator, class_scores, distribution_parity, evaluate_runner
+from gantool.quality.metrics import TrainingEvaluator, class_scores, distribution_parity, evaluate_runner
 from gantool.runners import Runner, RunnerInfo
 
 N = 1000
@@ -127,7 +127,7 @@ def test_training_evaluator_on_a_module(quality_reference):
 def test_tuned_recipe_keeps_the_seed_generator_and_is_the_default():
     from gantool.config import DEFAULT_RECIPE, RECIPES
     from gantool.model import Discriminator, Generator, count_params
-    from gantool.train import resolve_configs
+    from gantool.train.options import resolve_configs
 
     model, cfg = resolve_configs("tuned")
     seed_model, _ = resolve_configs("seed")

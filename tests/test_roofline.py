@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from gantool import roofline
+from gantool.bench import roofline
 from gantool.config import ModelConfig
 
 

@@ -154,7 +154,7 @@ def test_seed_recipe_is_the_original():
 
 
 def test_nameability_loss_prefers_confident_and_diverse_samples():
-    from gantool.train import nameability_loss
+    from gantool.train.trainer import nameability_loss
 
     confident_diverse = torch.eye(10).repeat(2, 1) * 20  # each sample sure, all classes present
     uniform = torch.zeros(20, 10)  # no sample nameable
@@ -243,7 +243,7 @@ def test_top_k_share_shrinks_per_epoch_to_its_floor_and_limits_g_loss(data, monk
 
 
 def test_r1_penalty_is_the_squared_input_gradient_and_enters_only_d_loss(data):
-    from gantool.train import r1_penalty
+    from gantool.train.trainer import r1_penalty
     w = torch.randn(784, requires_grad=True)
     x = torch.randn(3, 1, 28, 28, requires_grad=True)
     logits = (x.reshape(3, -1) @ w).unsqueeze(1)  # a linear D: grad_x = w for every image
@@ -341,7 +341,7 @@ def test_eval_hook_calls_training_evaluator_and_logs_scores(tmp_path, monkeypatc
                 x = generator(torch.zeros(2, 100))
             return {"fid": float(len(calls)), "recognisability": float(x.shape[0])}
 
-    monkeypatch.setitem(sys.modules, "gantool.quality", types.SimpleNamespace(TrainingEvaluator=FakeEvaluator))
+    monkeypatch.setitem(sys.modules, "gantool.quality.metrics", types.SimpleNamespace(TrainingEvaluator=FakeEvaluator))
     result = run(tmp_path, "eval", epochs=2, eval_every=1)
     assert calls[0] == ("init", "mnist-5k", "cpu") and calls[1:] == [("call", False), ("call", False)]
     evals = [r for r in map(json.loads, (result.out / "metrics.jsonl").read_text().splitlines()) if "eval" in r]

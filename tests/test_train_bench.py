@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-from gantool import train_bench
+from gantool.bench import train_speed as train_bench
 from gantool.errors import ConfigError
-from gantool.train_bench import compare_train_speed, format_report
+from gantool.bench.train_speed import compare_train_speed, format_report
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

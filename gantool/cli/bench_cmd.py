@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from gantool.cli import app
+from gantool.cli.app import app
 from gantool.cli.common import parse_choice_list, parse_int_list, user_errors
 from gantool.errors import GantoolError
 
@@ -56,9 +56,9 @@ def bench(
 
     The last stdout line is a compact JSON summary (best backend per batch size).
     """
-    from gantool import report as rep
-    from gantool.bench import BenchConfig, run_bench
-    from gantool.bench_backends import BACKENDS
+    from gantool.bench import report as rep
+    from gantool.bench.suite import BenchConfig, run_bench
+    from gantool.bench.backends import BACKENDS
     from gantool.device import DTYPES
 
     if exported is None and Path("exported/manifest.json").exists():
@@ -85,7 +85,7 @@ def bench(
     rep.print_table(report)
     rep.print_peaks(report)
     if "train" in report:
-        from gantool.train_bench import format_report
+        from gantool.bench.train_speed import format_report
 
         typer.echo(format_report(report["train"]))
     if json_path:

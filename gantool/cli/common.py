@@ -61,7 +61,3 @@ def parse_choice_list(text: str, choices: list[str], what: str) -> list[str]:
     if not out:
         raise GantoolError(f"{what}: give at least one value")
     return out
-
-
-def echo_err(msg: str) -> None:
-    print(msg, file=sys.stderr)

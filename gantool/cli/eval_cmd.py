@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from gantool.cli import app
+from gantool.cli.app import app
 from gantool.cli.common import user_errors
 from gantool.errors import ConfigError
 
@@ -48,7 +48,7 @@ def eval_(
     $GANTOOL_CACHE (default ~/.cache/gantool). The last stdout line is the scores as compact JSON.
     """
     from gantool.checkpoint import atomic_write_text
-    from gantool.quality import dataset_of, evaluate_runner
+    from gantool.quality.metrics import dataset_of, evaluate_runner
     from gantool.runners import load_runner
 
     if (checkpoint is None) == (artifact is None):

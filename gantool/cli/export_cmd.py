@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from gantool.cli import app
+from gantool.cli.app import app
 from gantool.cli.common import parse_choice_list, user_errors
 
 FORMATS = ["onnx", "torchscript", "aoti", "all"]
@@ -51,7 +51,7 @@ def verify(
 ) -> None:
     """Check every exported artifact against PyTorch eager fp32; exit 1 when any fails."""
     from gantool.checkpoint import atomic_write_text
-    from gantool.parity import verify_exported
+    from gantool.verify.artifacts import verify_exported
 
     report = verify_exported(exported, checkpoint)
     for line in report.lines():
@@ -64,9 +64,9 @@ def verify(
 
         exported_comparison(exported, report.checkpoint, image)
         typer.echo(f"image: {image}")
-    # Further checks (e.g. distribution parity through gantool.quality) go here, before the verdict.
+    # Further checks (e.g. distribution parity through gantool.quality.metrics) go here, before the verdict.
     if distribution > 0:
-        from gantool.quality import format_distribution, verify_distribution
+        from gantool.verify.artifacts import format_distribution, verify_distribution
 
         dist = verify_distribution(exported, report.checkpoint, n=distribution)
         for r in dist:
@@ -75,7 +75,7 @@ def verify(
             atomic_write_text(json_path, json.dumps({**report.to_dict(), "distribution": dist}, indent=2) + "\n")
         bad = [r["candidate"] for r in dist if r.get("passed") is False]
         if bad:
-            from gantool.parity import ParityError
+            from gantool.verify.compare import ParityError
 
             raise ParityError(f"distribution parity failed for {', '.join(bad)} (they draw other digits than eager)")
     report.raise_if_failed()

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from gantool.cli import app
+from gantool.cli.app import app
 from gantool.cli.common import user_errors
 from gantool.errors import ConfigError
 

@@ -4,86 +4,25 @@
 
 Every artifact honours one contract (ExportSpec): input `z` float (N, latent) with N dynamic,
 output `images` (N, 1, 28, 28) in [-1, 1]. Converting lives in one small module a format;
-validating lives in gantool.parity.
+validating lives in gantool.verify.
 """
 from __future__ import annotations
 
 import importlib
 import os
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from gantool.config import VALUE_RANGE, ModelConfig
-from gantool.errors import ConfigError, OutputError
+from gantool.errors import ConfigError, OutputError, first_line
+from gantool.config import ModelConfig
+from gantool.export.spec import ExportSpec, Format
 
 FORMAT_NAMES = ("onnx", "torchscript", "aoti")
 DTYPE_NAMES = ("fp32", "fp16", "bf16")
-# Export batch >= 2: a batch of 1 would let the tracer specialise N to the constant 1.
-EXAMPLE_BATCH = 4
-
-
-@dataclass(frozen=True)
-class ExportSpec:
-    """The I/O contract and the facts that travel with every artifact (one place for each)."""
-
-    latent_dim: int
-    img_shape: tuple[int, int, int]
-    source_checkpoint: str
-    source_sha256: str
-    input_name: str = "z"
-    output_name: str = "images"
-    batch_dim: str = "N"
-    value_range: tuple[float, float] = VALUE_RANGE
-
-    @classmethod
-    def from_config(cls, cfg: ModelConfig, checkpoint: str | Path, sha256: str) -> "ExportSpec":
-        return cls(cfg.latent_dim, tuple(cfg.img_shape), str(checkpoint), sha256)
-
-    @property
-    def input_shape(self) -> list[Any]:
-        return [self.batch_dim, self.latent_dim]  # ["N", 100]
-
-    @property
-    def output_shape(self) -> list[Any]:
-        return [self.batch_dim, *self.img_shape]  # ["N", 1, 28, 28]
-
-    def example_input(self, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
-        g = torch.Generator().manual_seed(0)
-        return torch.randn(EXAMPLE_BATCH, self.latent_dim, generator=g).to(device, dtype)
-
-    def metadata(self, dtype: str, fmt: str) -> dict[str, str]:
-        """String key/values embedded inside each artifact (ONNX metadata_props, TS extra file, AOTI metadata)."""
-        import gantool
-
-        return {
-            "gantool.format": fmt,
-            "gantool.dtype": dtype,
-            "gantool.latent_dim": str(self.latent_dim),
-            "gantool.image_shape": ",".join(str(d) for d in self.img_shape),
-            "gantool.value_range": ",".join(str(v) for v in self.value_range),
-            "gantool.input": self.input_name,
-            "gantool.output": self.output_name,
-            "gantool.source_sha256": self.source_sha256,
-            "gantool.version": gantool.__version__,
-            "torch.version": torch.__version__,
-        }
-
-
-@dataclass(frozen=True)
-class Format:
-    """One export format: how to write it and which dtypes/devices it supports."""
-
-    name: str
-    suffix: str
-    backend: str  # the gantool.runners backend that loads it
-    device_specific: bool  # AOTI compiles for one device; ONNX / TorchScript run anywhere
-    export: Callable[..., dict[str, Any]]  # (module, spec, path, dtype, device, opset) -> extra entry fields
-    unsupported: Callable[[str, torch.device], str | None] = field(default=lambda dtype, device: None)
 
 
 def get_format(name: str) -> Format:
@@ -214,7 +153,7 @@ def export_artifacts(
         say(f"replaced {len(stale)} artifact(s) exported from another checkpoint")
 
     if verify and written:
-        from gantool.parity import verify_exported
+        from gantool.verify.artifacts import verify_exported
 
         report = verify_exported(out, checkpoint, only={mf.entry_key(e) for e in written})
         for line in report.lines():
@@ -250,6 +189,6 @@ def _write_atomically(fmt: Format, module: torch.nn.Module, spec: ExportSpec, pa
     except GantoolError:
         raise
     except Exception as e:  # an exporter failure is reported in one line; the old artifact stays
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        first = first_line(e)
         raise ExportError(f"{fmt.name} {dtype} export failed: {type(e).__name__}: {first[:300]}") from None
     return extra

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import torch
 
-from gantool.export import ExportSpec, Format
+from gantool.export.spec import ExportSpec, Format
 
 METADATA_KEY = "gantool"  # inside the package's AOTI metadata (read back with get_metadata())
 

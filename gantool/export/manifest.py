@@ -70,9 +70,3 @@ def upsert(doc: dict[str, Any], entry: dict[str, Any]) -> None:
     """Replace the entry with the same (format, dtype, device), or append it."""
     key = entry_key(entry)
     doc["artifacts"] = [e for e in doc["artifacts"] if entry_key(e) != key] + [entry]
-
-
-def find(doc: dict[str, Any], fmt: str, dtype: str | None = None, device: str | None = None) -> list[dict[str, Any]]:
-    """Entries of one format (optionally one dtype / device): how bench and eval locate artifacts."""
-    return [e for e in doc["artifacts"] if e["format"] == fmt and dtype in (None, e["dtype"])
-            and device in (None, e["device"])]

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from gantool.export import ExportSpec, Format
+from gantool.export.spec import ExportSpec, Format
 
 
 def _unsupported(dtype: str, device: torch.device) -> str | None:

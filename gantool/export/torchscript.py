@@ -9,7 +9,7 @@ from typing import Any, Iterator
 
 import torch
 
-from gantool.export import ExportSpec, Format
+from gantool.export.spec import ExportSpec, Format
 
 EXTRA_FILE = "gantool.json"  # the spec's metadata, stored inside the archive as an extra file
 

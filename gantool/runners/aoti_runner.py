@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from gantool.errors import ArtifactError, DeviceError
-from gantool.runners import ModuleRunner, Runner, RunnerInfo, register
+from gantool.errors import ArtifactError, DeviceError, first_line
+from gantool.runners.base import ModuleRunner, Runner, RunnerInfo, register
 from gantool.runners.torchscript_runner import parse_metadata, resolve_artifact_dtype
 
 
@@ -50,7 +50,7 @@ class AOTIRunner(ModuleRunner):
                 self.module = torch._inductor.aoti_load_package(
                     str(path), device_index=dev.index if dev.index is not None else -1)
         except Exception as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            first = first_line(e)
             raise ArtifactError(f"{path} could not be loaded by aoti_load_package: {first[:200]}") from None
         self.info = RunnerInfo("aoti", str(dev), name, latent, shape, str(path),
                                {"metadata": meta, "cpu_isa": raw.get("AOTI_CPU_ISA", "")})

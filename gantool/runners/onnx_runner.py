@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from gantool.errors import ArtifactError, ConfigError, DeviceError
-from gantool.runners import Runner, RunnerInfo, register
+from gantool.errors import ArtifactError, ConfigError, DeviceError, first_line
+from gantool.runners.base import Runner, RunnerInfo, register
 from gantool.runners.torchscript_runner import resolve_artifact_dtype
 
 # ONNX tensor element types gantool exports -> (dtype name, numpy dtype, torch dtype)
@@ -43,7 +43,7 @@ def _session(path: str | Path, providers: list[Any], threads: int | None = None)
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             return ort.InferenceSession(str(path), so, providers=providers)
     except Exception as e:  # InvalidProtobuf, Fail, NoSuchFile ...: all mean a bad artifact
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        first = first_line(e)
         raise ArtifactError(f"{path} is not a loadable ONNX model: {first[:200]}") from None
     finally:
         ort.set_default_logger_severity(2)  # back to ORT's default (warnings)

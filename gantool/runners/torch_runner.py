@@ -8,7 +8,7 @@ import torch
 
 from gantool.checkpoint import load_generator
 from gantool.device import dtype_name, parse_dtype, resolve_device
-from gantool.runners import ModuleRunner, Runner, RunnerInfo, register
+from gantool.runners.base import ModuleRunner, Runner, RunnerInfo, register
 
 
 class TorchRunner(ModuleRunner):

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from gantool.errors import ArtifactError
-from gantool.runners import ModuleRunner, Runner, RunnerInfo, register
+from gantool.errors import ArtifactError, first_line
+from gantool.runners.base import ModuleRunner, Runner, RunnerInfo, register
 
 
 def resolve_artifact_dtype(requested: str | None, artifact: str, source: str | Path) -> str:
@@ -42,7 +42,7 @@ class TorchScriptRunner(ModuleRunner):
             with quiet_jit():
                 self.module = torch.jit.load(str(path), map_location=dev, _extra_files=extra)
         except Exception as e:  # torch raises RuntimeError / ValueError / zip errors for bad files
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            first = first_line(e)
             raise ArtifactError(f"{path} is not a loadable TorchScript file: {first[:200]}") from None
         try:
             meta = json.loads(extra[EXTRA_FILE] or "{}")

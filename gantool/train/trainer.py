@@ -1,32 +1,25 @@
-"""gantool's GAN training loop: data resident on the device, one host sync per log window."""
+"""The Trainer: G, D, their optimisers, EMA and RNG streams, and the losses of one GAN step."""
 from __future__ import annotations
 
 import copy
-import dataclasses
 import datetime as dt
-import signal
 import sys
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from gantool import __version__
-from gantool.checkpoint import CHECKPOINT_NAME, load_checkpoint, load_state, model_config_of, save_checkpoint
-from gantool.config import DEFAULT_RECIPE, ModelConfig, TrainConfig, get_recipe
-from gantool.data import Dataset, load_dataset
-from gantool.device import DTYPES, resolve_device
-from gantool.errors import CheckpointError, ConfigError, OutputError, TrainingDiverged
-from gantool.model import D_BODIES, Discriminator, Generator
-from gantool.train_log import METRICS_NAME, MetricsLog
+from gantool.checkpoint import load_state
+from gantool.config import ModelConfig, TrainConfig
+from gantool.data import Dataset
+from gantool.device import DTYPES
+from gantool.errors import CheckpointError, first_line
+from gantool.model import Discriminator, Generator
 
 N_FIXED_NOISE = 64
-# Train options that may change when resuming: they do not change the objective or the data order.
-RESUMABLE_OVERRIDES = {"epochs", "device", "precision", "compile", "log_every", "sample_every", "eval_every",
-                       "max_steps", "data_dir"}
 
 
 @dataclass
@@ -40,79 +33,6 @@ class RunResult:
     interrupted: bool = False
     last: dict[str, float] = field(default_factory=dict)
     evals: list[dict[str, Any]] = field(default_factory=list)
-
-
-def resolve_configs(recipe: str | None = None, model: dict[str, Any] | None = None,
-                    **overrides: Any) -> tuple[ModelConfig, TrainConfig]:
-    """Recipe defaults, then explicit overrides (None = not given). Validates the result.
-
-    `model` overrides the recipe's architecture options (e.g. {"d_pack": 2}).
-    """
-    name = recipe or DEFAULT_RECIPE
-    r = get_recipe(name)
-    cfg = TrainConfig(recipe=name, epochs=r.epochs)
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    for source in (r.train, overrides):
-        for k, v in source.items():
-            if v is None:
-                continue
-            if k not in known:
-                raise ConfigError(f"unknown train option {k!r}")
-            setattr(cfg, k, tuple(v) if k == "betas" else v)
-    try:
-        model_cfg = ModelConfig(**{**r.model, **(model or {})})
-    except TypeError as e:
-        raise ConfigError(f"bad model option: {e}") from None
-    validate(model_cfg, cfg)
-    return model_cfg, cfg
-
-
-def validate(model: ModelConfig, cfg: TrainConfig) -> None:
-    checks = [
-        (cfg.epochs > 0, f"--epochs must be > 0 (got {cfg.epochs})"),
-        (cfg.batch_size > 0, f"--batch-size must be > 0 (got {cfg.batch_size})"),
-        (cfg.lr > 0, f"--lr must be > 0 (got {cfg.lr})"),
-        (cfg.d_lr is None or cfg.d_lr > 0, f"d_lr must be > 0 (got {cfg.d_lr})"),
-        (all(0 <= b < 1 for b in cfg.betas) and len(cfg.betas) == 2, f"betas must be two values in [0, 1) (got {cfg.betas})"),
-        (0 <= cfg.label_smoothing < 1, f"label_smoothing must be in [0, 1) (got {cfg.label_smoothing})"),
-        (0 <= cfg.ema_decay < 1, f"ema_decay must be in [0, 1) (got {cfg.ema_decay})"),
-        (0 < cfg.top_k <= 1 and 0 < cfg.top_k_gamma <= 1, f"top_k and top_k_gamma must be in (0, 1] (got {cfg.top_k}, {cfg.top_k_gamma})"),
-        (cfg.r1_gamma >= 0, f"r1_gamma must be >= 0 (got {cfg.r1_gamma})"),
-        (0 <= cfg.lr_decay <= 1, f"lr_decay must be in [0, 1] (got {cfg.lr_decay})"),
-        (cfg.precision in DTYPES, f"unknown precision {cfg.precision!r}; choose one of: {', '.join(DTYPES)}"),
-        (cfg.log_every > 0, f"--log-every must be > 0 (got {cfg.log_every})"),
-        (min(cfg.sample_every, cfg.eval_every, cfg.limit, cfg.max_steps) >= 0, "sample_every, eval_every, limit and max_steps must be >= 0"),
-        (model.d_pack >= 1, f"d_pack must be >= 1 (got {model.d_pack})"),
-        (model.d_arch in D_BODIES, f"unknown d_arch {model.d_arch!r}; choose one of: {', '.join(D_BODIES)}"),
-        (model.d_arch != "conv" or (len(model.d_channels) >= 1 and min(model.d_channels) > 0
-                                    and model.img_size % 2 ** len(model.d_channels) == 0),
-         f"d_channels {model.d_channels} must be positive and halve the {model.img_size}px side evenly"),
-        (model.d_classes >= 0 and cfg.class_weight >= 0, "d_classes and class_weight must be >= 0"),
-        ((model.d_classes > 0) == (cfg.class_weight > 0),
-         "class_weight > 0 needs a discriminator class head (d_classes > 0) and vice versa"),
-        (cfg.batch_size % model.d_pack == 0, f"--batch-size {cfg.batch_size} is not divisible by the PacGAN pack size {model.d_pack}"),
-    ]
-    for ok, msg in checks:
-        if not ok:
-            raise ConfigError(msg)
-
-
-def default_out(cfg: TrainConfig) -> Path:
-    return Path("runs") / f"{cfg.dataset}-{cfg.recipe}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
-def prepare_out(out: Path, resuming: bool) -> Path:
-    """Create `out` (and samples/); refuse to overwrite another run's checkpoint unless resuming."""
-    try:
-        (out / "samples").mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise OutputError(f"cannot write to --out {out}: {e.strerror or e}") from None
-    if not resuming and (out / CHECKPOINT_NAME).exists():
-        raise OutputError(f"{out} already holds a run ({CHECKPOINT_NAME}); use --resume {out} or another --out")
-    return out
 
 
 class Trainer:
@@ -285,7 +205,7 @@ class Trainer:
                 torch.cuda.set_rng_state_all(rng["cuda"])
             self.shuffle.set_state(rng["shuffle"])
         except (ValueError, KeyError, RuntimeError, TypeError) as e:
-            raise CheckpointError(f"cannot resume: optimiser/RNG state does not fit ({str(e).splitlines()[0]})") from None
+            raise CheckpointError(f"cannot resume: optimiser/RNG state does not fit ({first_line(e)})") from None
         self.epoch_shuffle_state = self.shuffle.get_state()
         self.fixed_noise = payload["fixed_noise"].to(self.device)
         self.step, self.epoch, self.epoch_step = int(payload["step"]), int(payload["epoch"]), int(payload.get("epoch_step", 0))
@@ -308,121 +228,3 @@ def nameability_loss(class_logits: torch.Tensor) -> torch.Tensor:
     mean_p = p.mean(dim=0)
     marginal = -(mean_p * mean_p.clamp_min(1e-12).log()).sum()
     return per_sample - marginal
-
-
-class _StopFlag:
-    """First Ctrl-C asks the loop to stop after the current step and save; a second one aborts."""
-
-    def __init__(self):
-        self.set = False
-        self._old = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.set:
-            raise KeyboardInterrupt
-        self.set = True
-
-    def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-
-
-def load_resume(resume: str | Path) -> dict[str, Any]:
-    payload = load_checkpoint(resume)
-    model_config_of(payload)  # a one-line error for an unreadable architecture
-    for key in ("train_config", "discriminator", "opt_g", "opt_d", "rng"):
-        if payload.get(key) is None:
-            raise CheckpointError(f"cannot resume from {resume}: it has no {key!r} (not a training checkpoint)")
-    return payload
-
-
-def resume_configs(resume: str | Path, recipe: str | None = None, **overrides: Any) -> tuple[ModelConfig, TrainConfig]:
-    """The checkpoint's own configs, plus overrides that keep the continuation exact.
-
-    A named recipe must describe the same architecture; changing e.g. the lr or the batch size
-    mid-run is refused rather than silently making "resume" mean something else.
-    """
-    payload = load_resume(resume)
-    model = model_config_of(payload)
-    try:
-        cfg = TrainConfig.from_dict(payload["train_config"])
-    except TypeError as e:
-        raise CheckpointError(f"cannot resume from {resume}: unreadable train config ({e})") from None
-    if recipe is not None:
-        wanted = ModelConfig(**get_recipe(recipe).model)
-        if wanted != model:
-            raise CheckpointError(f"cannot resume from {resume}: it holds another architecture than recipe "
-                                  f"{recipe!r} ({model} vs {wanted})")
-    cfg.max_steps = 0  # a step cap belongs to the run that set it
-    for k, v in overrides.items():
-        if v is None:
-            continue
-        if k in RESUMABLE_OVERRIDES:
-            setattr(cfg, k, v)
-        elif getattr(cfg, k, v) != v:
-            raise ConfigError(f"--{k.replace('_', '-')} cannot change on --resume (checkpoint has {getattr(cfg, k)!r})")
-    validate(model, cfg)
-    return model, cfg
-
-
-def train(
-    cfg: TrainConfig,
-    model_cfg: ModelConfig,
-    out: str | Path | None = None,
-    resume: str | Path | None = None,
-    log: Callable[[str], None] = print,
-    progress: bool = True,
-) -> RunResult:
-    """Train (or resume) one run into `out`. Library entry point behind `gantool train`."""
-    from gantool.train_loop import run_loop
-
-    payload = None
-    if resume is not None:
-        payload = load_resume(resume)
-        ckpt_model = model_config_of(payload)
-        if ckpt_model != model_cfg:
-            raise CheckpointError(f"cannot resume from {resume}: its architecture {ckpt_model} differs from {model_cfg}")
-    validate(model_cfg, cfg)
-    device = resolve_device(cfg.device)
-    data = load_dataset(cfg.dataset, cfg.data_dir)
-    if data.provenance.get("fallback"):
-        log(f"WARNING: {data.provenance.get('fallback_reason')}; training on the bundled mnist-5k subset instead")
-    n = min(len(data), cfg.limit) if cfg.limit else len(data)
-    if cfg.batch_size > n:
-        raise ConfigError(f"--batch-size {cfg.batch_size} is larger than the dataset ({n} images)")
-    if model_cfg.d_classes and int(data.labels.max()) >= model_cfg.d_classes:
-        raise ConfigError(f"{cfg.dataset} has labels up to {int(data.labels.max())} but D's class head "
-                          f"has only {model_cfg.d_classes} classes (d_classes)")
-    if out is None:
-        out = _run_dir(resume) if resume is not None else default_out(cfg)
-    # Resuming may write into the resumed run's own directory; any other --out must be free.
-    same_run = resume is not None and Path(out).resolve() == _run_dir(resume).resolve()
-    out = prepare_out(Path(out), resuming=same_run)
-    trainer = Trainer(model_cfg, cfg, data, device)
-    metrics = MetricsLog(out / METRICS_NAME)
-    if payload is not None:
-        trainer.load(payload)
-        metrics.truncate_after(trainer.step)
-        log(f"resuming {resume} at step {trainer.step} (epoch {trainer.epoch}, batch {trainer.epoch_step})")
-    with _StopFlag() as stop:
-        return run_loop(trainer, out, metrics, stop, log, progress)
-
-
-def _run_dir(resume: str | Path) -> Path:
-    p = Path(resume)
-    return p.parent if p.is_file() else p
-
-
-def checkpoint(trainer: Trainer, out: Path) -> Path:
-    return save_checkpoint(out / CHECKPOINT_NAME, trainer.state())
-
-
-def diverged(step: int, out: Path, last_good: int | None) -> TrainingDiverged:
-    where = (f"last good checkpoint {out / CHECKPOINT_NAME} (step {last_good}) is kept"
-             if last_good is not None else "no checkpoint was written before it")
-    return TrainingDiverged(f"loss became NaN/Inf at step {step}; training stopped; {where}")

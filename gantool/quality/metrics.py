@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from gantool.classifier import Classifier, _load_splits, get_classifier
+from gantool.quality.classifier import Classifier, _load_splits, get_classifier
 from gantool.data import Dataset
-from gantool.errors import ArtifactError, ConfigError
+from gantool.errors import ArtifactError, ConfigError, first_line
 
 PROB_THRESHOLD = 0.9  # a sample is "recognisable" when the classifier gives one class > 0.9
 BATCH = 1000
@@ -121,7 +121,7 @@ def generate(runner, n: int, seed: int) -> torch.Tensor:
         raise
     except Exception as e:  # a runtime that rejects our z shape is an artifact that breaks the contract
         raise ArtifactError(f"{runner.name} failed on z of shape (B, {runner.info.latent_dim}): "
-                            f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+                            f"{first_line(e)}") from None
     return _check_images(images, n, runner.info.source or runner.name)
 
 
@@ -208,37 +208,3 @@ def dataset_of(checkpoint: str | Path) -> str | None:
         if isinstance(d, dict) and d.get("dataset") in DATASETS:
             return d["dataset"]
     return None
-
-
-def verify_distribution(exported: str | Path, checkpoint: str | Path, n: int = 2000, seed: int = 0,
-                        dataset: str | None = None, data_dir: str | Path = "data") -> list[dict[str, Any]]:
-    """distribution_parity of eager fp32 against every artifact in an export directory's manifest.
-
-    Artifacts compiled for a device this machine lacks are reported as skipped, never run elsewhere.
-    """
-    from gantool.export import manifest as mf
-    from gantool.runners import load_runner
-
-    out = Path(exported)
-    doc = mf.read_manifest(out)
-    reference = load_runner(checkpoint, "eager", device="cpu", dtype="fp32")
-    q = QualityReference(dataset or dataset_of(checkpoint) or "mnist-5k", data_dir)
-    results = []
-    for entry in doc["artifacts"]:
-        if entry.get("device") == "cuda" and not torch.cuda.is_available():
-            results.append({"candidate": entry["file"], "skipped": "compiled for cuda; no CUDA device here"})
-            continue
-        device = "cpu" if entry.get("format") == "onnx" or entry.get("device") in (None, "any") else entry["device"]
-        runner = load_runner(out / entry["file"], entry.get("backend"), device=device, dtype=entry["dtype"])
-        r = distribution_parity(reference, runner, n, seed, quality=q)
-        results.append({**r, "candidate": entry["file"]})
-    return results
-
-
-def format_distribution(r: dict[str, Any]) -> str:
-    if "skipped" in r:
-        return f"distribution {r['candidate']}: skipped ({r['skipped']})"
-    verdict = "ok" if r["passed"] else "FAILED: " + "; ".join(r["failures"])
-    return (f"distribution {r['candidate']}: FID {r['fid_candidate']:.3f} vs eager {r['fid_reference']:.3f} "
-            f"(delta {r['fid_delta']:.2g}, floor {r['fid_floor']:.3f}), same digit for {r['label_agreement']:.1%} "
-            f"of z, class-histogram TV {r['hist_tv']:.3f} on {r['n']} samples: {verdict}")

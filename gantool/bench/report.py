@@ -8,7 +8,7 @@ from typing import Any, TextIO
 
 from gantool.checkpoint import atomic_write, atomic_write_text
 
-SCHEMA_PATH = Path(__file__).with_name("bench_schema.json")
+SCHEMA_PATH = Path(__file__).with_name("schema.json")
 COLUMNS = ["#", "backend", "dtype", "device", "batch", "samples/s", "median", "p90", "p99",
            "first call", "GFLOP/s", "% peak", "parity", "status"]
 
@@ -123,7 +123,7 @@ def summary(report: dict[str, Any], json_path: str | None = None) -> dict[str, A
 
 
 def validate(report: dict[str, Any]) -> None:
-    """Raise jsonschema.ValidationError when the report does not follow bench_schema.json."""
+    """Raise jsonschema.ValidationError when the report does not follow schema.json."""
     import jsonschema
 
     jsonschema.validate(report, json.loads(SCHEMA_PATH.read_text()))

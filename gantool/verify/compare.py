@@ -1,7 +1,6 @@
 """Parity: does an artifact compute what its checkpoint computes? Checks names, then shapes, then values.
 
     result = verify_runner(load_runner(ckpt, "eager"), load_runner("exported/generator.fp32.onnx"))
-    report = verify_exported("exported/")          # every artifact in the manifest vs eager fp32
 
 Every failure is typed (ShapeError, ToleranceError, NonFiniteError, MetadataError, ChecksumError),
 carries the max abs / rel difference where there is one, and all of them are collected, not just
@@ -10,14 +9,12 @@ the first.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from gantool.errors import ArtifactError, GantoolError
+from gantool.errors import ArtifactError, first_line
 from gantool.runners import Runner
 
 
@@ -191,7 +188,7 @@ def verify_runner(reference: Runner, candidate: Runner, batch_sizes: tuple[int, 
         try:
             out = candidate(z)
         except Exception as e:  # the contract allows this z, so a refusal is a contract (shape) violation
-            msg = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            msg = first_line(e)
             result.failures.append(ShapeError(f"batch {n}: the artifact fails on z of shape ({n}, {latent}): {msg}"))
             continue
         if tuple(out.shape) != tuple(ref.shape):
@@ -202,86 +199,3 @@ def verify_runner(reference: Runner, candidate: Runner, batch_sizes: tuple[int, 
         result.batches.append(batch)
         result.failures.extend(failures)
     return result
-
-
-@dataclass
-class ParityReport:
-    """Every artifact of an export directory checked against eager fp32 of its source checkpoint."""
-
-    exported: str
-    checkpoint: str
-    results: list[ParityResult]
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
-
-    @property
-    def passed(self) -> bool:
-        return all(r.passed or r.skipped for r in self.results) and any(r.passed for r in self.results)
-
-    def lines(self) -> list[str]:
-        return [r.summary() for r in self.results]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"exported": self.exported, "checkpoint": self.checkpoint, "created": self.created,
-                "passed": self.passed, "batch_sizes": list(BATCH_SIZES),
-                "tolerances": {k: asdict(v) for k, v in TOLERANCES.items()}, "rel_floor": REL_FLOOR,
-                "results": [r.to_dict() for r in self.results]}
-
-    def raise_if_failed(self) -> None:
-        failed = [r for r in self.results if not (r.passed or r.skipped)]
-        if failed:
-            first = failed[0].failures[0] if failed[0].failures else ParityError("no batch was checked")
-            detail = "; ".join(f"{r.name}: {r.failures[0] if r.failures else 'not checked'}" for r in failed)
-            raise type(first)(f"parity failed for {len(failed)} of {len(self.results)} artifact(s): {detail}",
-                              first.max_abs, first.max_rel)
-        if not self.results or not any(r.passed for r in self.results):
-            raise ParityError(f"no artifact in {self.exported} could be checked here "
-                              f"({'; '.join(self.lines()) or 'the manifest lists none'})")
-
-
-def verify_exported(out_dir: str | Path, checkpoint: str | Path | None = None, only: set | None = None,
-                    batch_sizes: tuple[int, ...] = BATCH_SIZES, seed: int = 0) -> ParityReport:
-    """Check every artifact listed in out_dir/manifest.json; records each result back in the manifest."""
-    from gantool.checkpoint import resolve_checkpoint_path, sha256_file
-    from gantool.export import manifest as mf
-    from gantool.parity_checks import check_entry
-    from gantool.runners import load_runner
-
-    out = Path(out_dir)
-    doc = mf.read_manifest(out)
-    source = checkpoint or doc.get("source_checkpoint")
-    if not source:
-        raise ArtifactError(f"{out}/manifest.json names no source checkpoint; pass --checkpoint")
-    try:
-        ckpt = resolve_checkpoint_path(source)
-    except GantoolError:
-        raise ArtifactError(f"source checkpoint {source} not found; pass --checkpoint RUN") from None
-    reference = load_runner(ckpt, "eager", device="cpu", dtype="fp32")
-    ckpt_sha = sha256_file(ckpt)
-    results = []
-    for entry in doc["artifacts"]:
-        if only is not None and mf.entry_key(entry) not in only:
-            continue
-        results.append(check_entry(out, entry, reference, ckpt_sha, batch_sizes, seed, load_runner))
-    report = ParityReport(str(out), str(ckpt), results)
-    _record(out, report, only)
-    return report
-
-
-def _record(out: Path, report: ParityReport, only: set | None) -> None:
-    """Write each result into its manifest entry ("last parity result"); read-only dirs are left alone."""
-    from gantool.errors import OutputError
-    from gantool.export import manifest as mf
-
-    by_name = {r.name: r for r in report.results}
-    try:
-        doc = mf.read_manifest(out)
-        for e in doc["artifacts"]:
-            r = by_name.get(e["file"])
-            if r is not None:
-                e["parity"] = {"passed": r.passed, "skipped": r.skipped, "checked": report.created,
-                               "max_abs": r.to_dict()["max_abs"], "max_rel": r.to_dict()["max_rel"],
-                               "p999_abs": r.to_dict()["p999_abs"], "nonfinite": r.nonfinite,
-                               "tolerance": asdict(r.tolerance), "failures": [str(f) for f in r.failures]}
-        mf.write_manifest(out, doc)
-    except (OutputError, OSError, ArtifactError):
-        pass

@@ -12,7 +12,7 @@ from gantool import __version__
 from gantool.config import ModelConfig
 from gantool.data import load_dataset
 from gantool.device import DTYPES, device_name, resolve_device, supports_dtype, sync
-from gantool.errors import ConfigError
+from gantool.errors import ConfigError, first_line
 
 
 def _timed(device: torch.device, fn: Callable[[], None]) -> float:
@@ -47,7 +47,7 @@ def gantool_steps(trainer, steps: int) -> Callable[[], None]:
 
 def seed_runner(data, device: torch.device, batch_size: int, steps: int, warmup: int):
     """(run, warm) for the faithful seed loop: each call iterates its DataLoader as the seed does."""
-    from gantool.seed_reference import SeedLoop, seed_dataset
+    from gantool.train.seed_loop import SeedLoop, seed_dataset
 
     loop = SeedLoop(seed_dataset(data.images, data.labels), device=device, batch_size=batch_size)
     return (lambda: loop.run(steps)), (lambda: loop.run(warmup))
@@ -107,7 +107,7 @@ def compare_train_speed(
         try:
             warm()
         except RuntimeError as e:  # e.g. a dtype kernel missing on this build
-            gantool[name] = {"unavailable": str(e).splitlines()[0]}
+            gantool[name] = {"unavailable": first_line(e)}
             del loops[name]
     # Repeats interleave the loops, so a busy machine slows all of them alike and the ratio holds.
     times: dict[str, list[float]] = {name: [] for name in loops}
@@ -148,7 +148,7 @@ def format_report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # python -m gantool.train_bench  (quick manual check)
+if __name__ == "__main__":  # python -m gantool.bench.train_speed  (quick manual check)
     import json
     import sys
 

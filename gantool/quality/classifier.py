@@ -18,7 +18,7 @@ from gantool.checkpoint import atomic_write
 from gantool.data import Dataset, load_dataset
 from gantool.errors import DataError
 
-log = logging.getLogger("gantool.classifier")
+log = logging.getLogger("gantool.quality.classifier")
 
 FORMAT = "gantool.classifier"
 # Bump when the architecture or the training recipe below changes: old caches are then ignored.

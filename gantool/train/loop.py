@@ -1,15 +1,85 @@
 """The epoch loop around Trainer.train_step: shuffling, log windows, checkpoints, grids, evals."""
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from gantool.checkpoint import CHECKPOINT_NAME
-from gantool.train import RunResult, Trainer, checkpoint, diverged
-from gantool.train_log import MetricsLog, format_scores, plot_fid, plot_losses, save_grid
+from gantool.checkpoint import CHECKPOINT_NAME, model_config_of, save_checkpoint
+from gantool.data import load_dataset
+from gantool.device import resolve_device
+from gantool.errors import CheckpointError, ConfigError, TrainingDiverged
+from gantool.config import ModelConfig, TrainConfig
+from gantool.train.options import default_out, load_resume, prepare_out, validate
+from gantool.train.trainer import RunResult, Trainer
+from gantool.train.log import METRICS_NAME, MetricsLog, format_scores, plot_fid, plot_losses, save_grid
+
+
+def train(
+    cfg: TrainConfig,
+    model_cfg: ModelConfig,
+    out: str | Path | None = None,
+    resume: str | Path | None = None,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> RunResult:
+    """Train (or resume) one run into `out`. Library entry point behind `gantool train`."""
+    payload = None
+    if resume is not None:
+        payload = load_resume(resume)
+        ckpt_model = model_config_of(payload)
+        if ckpt_model != model_cfg:
+            raise CheckpointError(f"cannot resume from {resume}: its architecture {ckpt_model} differs from {model_cfg}")
+    validate(model_cfg, cfg)
+    device = resolve_device(cfg.device)
+    data = load_dataset(cfg.dataset, cfg.data_dir)
+    if data.provenance.get("fallback"):
+        log(f"WARNING: {data.provenance.get('fallback_reason')}; training on the bundled mnist-5k subset instead")
+    n = min(len(data), cfg.limit) if cfg.limit else len(data)
+    if cfg.batch_size > n:
+        raise ConfigError(f"--batch-size {cfg.batch_size} is larger than the dataset ({n} images)")
+    if model_cfg.d_classes and int(data.labels.max()) >= model_cfg.d_classes:
+        raise ConfigError(f"{cfg.dataset} has labels up to {int(data.labels.max())} but D's class head "
+                          f"has only {model_cfg.d_classes} classes (d_classes)")
+    if out is None:
+        out = _run_dir(resume) if resume is not None else default_out(cfg)
+    # Resuming may write into the resumed run's own directory; any other --out must be free.
+    same_run = resume is not None and Path(out).resolve() == _run_dir(resume).resolve()
+    out = prepare_out(Path(out), resuming=same_run)
+    trainer = Trainer(model_cfg, cfg, data, device)
+    metrics = MetricsLog(out / METRICS_NAME)
+    if payload is not None:
+        trainer.load(payload)
+        metrics.truncate_after(trainer.step)
+        log(f"resuming {resume} at step {trainer.step} (epoch {trainer.epoch}, batch {trainer.epoch_step})")
+    with _StopFlag() as stop:
+        return run_loop(trainer, out, metrics, stop, log, progress)
+
+
+class _StopFlag:
+    """First Ctrl-C asks the loop to stop after the current step and save; a second one aborts."""
+
+    def __init__(self):
+        self.set = False
+        self._old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.set:
+            raise KeyboardInterrupt
+        self.set = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
 
 
 class _Window:
@@ -139,7 +209,7 @@ def run_loop(t: Trainer, out: Path, metrics: MetricsLog, stop, log: Callable[[st
 
 
 def _make_evaluator(t: Trainer):
-    from gantool.quality import TrainingEvaluator  # lazy: quality pulls in the classifier and torchmetrics
+    from gantool.quality.metrics import TrainingEvaluator  # lazy: quality pulls in the classifier and torchmetrics
 
     return TrainingEvaluator(dataset=t.cfg.dataset, data_dir=t.cfg.data_dir, device=t.device)
 
@@ -155,3 +225,18 @@ def _evaluate(t: Trainer, evaluator, metrics: MetricsLog, log: Callable[[str], N
     metrics.append(rec)
     log(f"eval epoch {t.epoch} step {t.step}: {format_scores(scores)}")
     return rec
+
+
+def _run_dir(resume: str | Path) -> Path:
+    p = Path(resume)
+    return p.parent if p.is_file() else p
+
+
+def checkpoint(trainer: Trainer, out: Path) -> Path:
+    return save_checkpoint(out / CHECKPOINT_NAME, trainer.state())
+
+
+def diverged(step: int, out: Path, last_good: int | None) -> TrainingDiverged:
+    where = (f"last good checkpoint {out / CHECKPOINT_NAME} (step {last_good}) is kept"
+             if last_good is not None else "no checkpoint was written before it")
+    return TrainingDiverged(f"loss became NaN/Inf at step {step}; training stopped; {where}")

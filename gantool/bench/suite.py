@@ -1,11 +1,11 @@
-"""Time a Runner -> BenchResult rows: latency percentiles, samples/s, roofline, parity against eager."""
+"""A bench run: resolve backends x precisions x batch sizes, time each row, rank them, describe the machine."""
 from __future__ import annotations
 
 import gc
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -14,14 +14,13 @@ import numpy as np
 import torch
 
 from gantool import __version__
-from gantool.bench_backends import (BACKENDS, DEFAULT_BACKENDS, DEFAULT_PRECISIONS, check_requested,
+from gantool.bench.backends import (BACKENDS, DEFAULT_BACKENDS, DEFAULT_PRECISIONS, check_requested,
                                     find_artifact, guard, missing_reason, read_artifacts, row_device)
+from gantool.bench.roofline import PeakCache, achieved_gflops, flops_per_sample
+from gantool.bench.timing import BenchResult, compare, make_inputs, measure, parity_rows, _is_oom
 from gantool.device import DTYPES, cpu_name, device_name, resolve_device
-from gantool.errors import ConfigError, DeviceError, GantoolError
-from gantool.roofline import PeakCache, achieved_gflops, flops_per_sample
+from gantool.errors import ConfigError, DeviceError, GantoolError, first_line
 from gantool.runners import Runner, load_runner
-
-INPUT_BUDGET_BYTES = 256 << 20  # rotated z buffers per row stay under this
 
 
 @dataclass
@@ -44,132 +43,6 @@ class BenchConfig:
     seed: int = 0
 
 
-@dataclass
-class BenchResult:
-    """One row: a (backend, precision, batch) measured, or why it was not."""
-
-    backend: str
-    precision: str
-    device: str
-    batch: int
-    status: str  # ok | parity-failed | unavailable | skipped | oom | error
-    reason: str = ""
-    artifact: str | None = None
-    load_s: float | None = None
-    first_call_ms: float | None = None  # includes compilation for compile/compile-reduce-overhead
-    warmup: int = 0
-    repeats: int = 0
-    timer: str = ""
-    median_ms: float | None = None
-    p90_ms: float | None = None
-    p99_ms: float | None = None
-    min_ms: float | None = None
-    mean_ms: float | None = None
-    samples_per_s: float | None = None
-    gflops: float | None = None
-    peak_gflops: float | None = None
-    pct_peak: float | None = None
-    parity: dict[str, Any] | None = None
-    ranked: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def measure(runner: Runner, xs: list[Any], warmup: int, min_time: float, min_repeats: int,
-            max_repeats: int = 100_000) -> tuple[Any, dict[str, Any]]:
-    """First call (timed alone), warm-up (untimed), then timed calls until both min_repeats and
-    min_time are reached. Inputs are already prepared; calls rotate over them.
-
-    On CUDA, torch-stream backends are timed with CUDA events around each call; others (ONNX
-    Runtime runs its own stream) with a host clock between two device syncs. Every timed call
-    starts on an idle device, so each sample is one call's latency.
-    Returns (first output as float32 CPU, timing dict in seconds).
-    """
-    cuda_events = runner.device.type == "cuda" and not runner.info.backend.startswith("ort")
-    runner.sync()
-    t0 = time.perf_counter()
-    first = runner.run(xs[0])
-    runner.sync()
-    first_s = time.perf_counter() - t0
-    # Copy now: CUDA-graph backends (reduce-overhead, ort-cuda-graph) reuse their output buffer,
-    # so the next call would overwrite the output parity is about to check.
-    first = runner.to_cpu(first).clone()  # to_cpu of a CPU fp32 tensor is the same tensor
-    for i in range(warmup):
-        runner.run(xs[i % len(xs)])
-    runner.sync()
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < max_repeats and (len(times) < min_repeats or time.perf_counter() - start < min_time):
-        x = xs[len(times) % len(xs)]
-        if cuda_events:
-            ev0, ev1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            runner.sync()
-            ev0.record()
-            runner.run(x)
-            ev1.record()
-            ev1.synchronize()
-            times.append(ev0.elapsed_time(ev1) / 1e3)
-        else:
-            runner.sync()
-            t = time.perf_counter()
-            runner.run(x)
-            runner.sync()
-            times.append(time.perf_counter() - t)
-    arr = np.asarray(times)
-    return first, {
-        "first_s": first_s, "times": arr, "timer": "cuda-events" if cuda_events else "perf_counter+sync",
-        "median": float(np.median(arr)), "p90": float(np.percentile(arr, 90)),
-        "p99": float(np.percentile(arr, 99)), "min": float(arr.min()), "mean": float(arr.mean()),
-    }
-
-
-def make_inputs(batch: int, latent: int, n: int, seed: int) -> list[torch.Tensor]:
-    """n distinct float32 CPU z's (the first one is the parity input), within INPUT_BUDGET_BYTES."""
-    n = max(1, min(n, INPUT_BUDGET_BYTES // max(1, batch * latent * 4)))
-    g = torch.Generator().manual_seed(seed + batch)
-    return [torch.randn(batch, latent, generator=g) for _ in range(n)]
-
-
-PARITY_ROWS = 2048  # large batches: parity on the first and last 2048 samples (rows are independent)
-
-
-def parity_rows(batch: int) -> torch.Tensor | None:
-    """Indices of the samples whose output is checked; None = all of them."""
-    if batch <= 2 * PARITY_ROWS:
-        return None
-    return torch.cat([torch.arange(PARITY_ROWS), torch.arange(batch - PARITY_ROWS, batch)])
-
-
-def compare(reference: torch.Tensor, out: torch.Tensor, dtype: str) -> dict[str, Any]:
-    """A backend's first output vs eager fp32 on the same z, with gantool.parity's per-dtype tolerance."""
-    from gantool.parity import TOLERANCES
-    from gantool.parity import compare as parity_compare
-
-    tol = TOLERANCES[dtype]
-    if tuple(out.shape) != tuple(reference.shape):
-        return {"passed": False, "atol": tol.atol, "error": f"output shape {tuple(out.shape)}, eager gives {tuple(reference.shape)}"}
-    res, failures = parity_compare(reference, out, tol)
-    d = {"passed": res.passed, "max_abs_err": res.max_abs, "max_rel_err": res.max_rel, "atol": tol.atol,
-         "rtol": tol.rtol, "nonfinite": res.nonfinite}
-    if failures:
-        d["error"] = str(failures[0])
-    return d
-
-
-def _is_oom(e: BaseException) -> bool:
-    if isinstance(e, (MemoryError, torch.cuda.OutOfMemoryError)):
-        return True
-    msg = str(e).lower()
-    return any(s in msg for s in ("out of memory", "can't allocate memory", "failed to allocate memory",
-                                  "bad_alloc", "cannot allocate memory"))
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:300]
-
-
 def environment(device: torch.device) -> dict[str, Any]:
     """What a number depends on: machine, threads and library versions."""
     versions: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
@@ -179,7 +52,7 @@ def environment(device: torch.device) -> dict[str, Any]:
             m = __import__(mod)
             versions[mod] = m.__version__
         except Exception as e:  # noqa: BLE001 - a missing/broken optional lib is recorded, not fatal
-            versions[mod] = f"unavailable: {_first_line(e)}"
+            versions[mod] = f"unavailable: {first_line(e)}"
     env = {"device": str(device), "device_name": device_name(device), "cpu": cpu_name(),
            "cpu_count": __import__("os").cpu_count(), "threads": torch.get_num_threads(),
            "platform": platform.platform(), "versions": versions,
@@ -261,12 +134,12 @@ class Bench:
             opts = {"threads": self.cfg.threads} if backend == "ort" and self.cfg.threads else {}
             runner = load_runner(source, backend, device=dev, dtype=precision, **opts)
         except DeviceError as e:
-            return rows("unavailable", _first_line(e), art_s)
+            return rows("unavailable", first_line(e), art_s)
         except GantoolError as e:  # an artifact that cannot be used with this precision/device
             return rows("unavailable" if dev == "cuda" else ("skipped" if isinstance(e, ConfigError) else "error"),
-                        _first_line(e), art_s)
+                        first_line(e), art_s)
         except Exception as e:  # noqa: BLE001 - e.g. an EP without kernels for this dtype
-            return rows("skipped" if not _is_oom(e) else "oom", f"cannot load: {_first_line(e)}", art_s)
+            return rows("skipped" if not _is_oom(e) else "oom", f"cannot load: {first_line(e)}", art_s)
         load_s = time.perf_counter() - t0
         why_not = guard(backend, dev, runner)
         if why_not:
@@ -296,7 +169,7 @@ class Bench:
             del xs, first
         except Exception as e:  # noqa: BLE001 - one row failing must not stop the others
             row.status = "oom" if _is_oom(e) else "error"
-            row.reason = _first_line(e)
+            row.reason = first_line(e)
             self._free()
             return row
         row.first_call_ms = t["first_s"] * 1e3
@@ -371,11 +244,11 @@ class Bench:
 def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None,
               train: dict[str, Any] | None = None) -> dict[str, Any]:
     """Measure every (backend, precision, batch) row; with `train` (kwargs for
-    gantool.train_bench.compare_train_speed) also gantool's training loop against the seed's."""
+    gantool.bench.train_speed.compare_train_speed) also gantool's training loop against the seed's."""
     bench = Bench(cfg, progress)
     report = bench.run()
     if train is not None:
-        from gantool.train_bench import compare_train_speed
+        from gantool.bench.train_speed import compare_train_speed
 
         progress and progress("train: gantool loop vs seed loop")
         report["train"] = compare_train_speed(**train)

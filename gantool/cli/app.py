@@ -1,0 +1,58 @@
+"""The Typer app and its one-line usage errors; the command modules register themselves on `app`."""
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import sys
+
+import typer
+from typer import _click
+from typer.core import TyperGroup
+
+from gantool import __version__
+
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (bad option values, unknown commands) as one `error: ...` line, not a box."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except _click.exceptions.NoArgsIsHelpError as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except _click.exceptions.ClickException as e:
+            typer.echo(f"error: {e.format_message()}", err=True)
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(
+    cls=OneLineErrors,
+    name="gantool",
+    help="Train a GAN, export its generator (TorchScript, ONNX, AOTInductor), verify parity, benchmark.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"gantool {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = None,
+) -> None:
+    """gantool: train, export, verify and benchmark a GAN generator."""

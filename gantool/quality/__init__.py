@@ -1,0 +1,1 @@
+"""Image quality: a digit classifier (classifier) and the scores built on it (metrics)."""

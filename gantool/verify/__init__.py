@@ -1,0 +1,1 @@
+"""Verify exported artifacts: element-wise parity (compare) and manifest walks (artifacts)."""

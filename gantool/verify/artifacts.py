@@ -1,0 +1,240 @@
+"""Verify an export folder: walk its manifest, check each entry (file and checksum, I/O names, shapes,
+then values), record the results, and compare whole output distributions (verify --distribution)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gantool.errors import ArtifactError, GantoolError
+from gantool.runners import Runner, load_runner
+from gantool.verify.compare import (BATCH_SIZES, REL_FLOOR, TOLERANCES, ChecksumError, LoadError, MetadataError,
+                                    ParityError, ParityResult, ShapeError, verify_runner)
+
+_ONNX_ELEM = {"fp32": 1, "fp16": 10, "bf16": 16}  # onnx.TensorProto FLOAT / FLOAT16 / BFLOAT16
+
+
+def check_entry(out: Path, entry: dict[str, Any], reference: Runner, ckpt_sha: str,
+                batch_sizes: tuple[int, ...], seed: int) -> ParityResult:
+    from gantool.checkpoint import sha256_file
+
+    dtype = entry["dtype"]
+    result = ParityResult(entry["file"], dtype, TOLERANCES.get(dtype, TOLERANCES["fp32"]),
+                          meta={"format": entry["format"], "device": entry["device"], "backend": entry.get("backend")})
+    fail = result.failures.append
+    path = out / entry["file"]
+    # 1. the file is there and is the one that was exported and verified
+    if not path.is_file():
+        fail(ChecksumError(f"{entry['file']} is missing from {out}"))
+        return result
+    sha = sha256_file(path)
+    if sha != entry["sha256"]:
+        fail(ChecksumError(f"{entry['file']}: SHA-256 {sha[:12]}... does not match the manifest's "
+                           f"{entry['sha256'][:12]}... (the file changed after export)"))
+    if entry.get("source_sha256") != ckpt_sha:
+        fail(MetadataError(f"{entry['file']} was exported from checkpoint {str(entry.get('source_sha256'))[:12]}..., "
+                           f"not from the one given ({ckpt_sha[:12]}...)"))
+    if entry["device"] == "cuda" and not torch.cuda.is_available():
+        result.skipped = "compiled for cuda; this machine has no CUDA device"
+        return result
+    # 2-3. names, then shapes: what the manifest declares and what the artifact itself declares
+    latent, img = reference.info.latent_dim, list(reference.info.img_shape)
+    for f in _declared(entry, latent, img):
+        fail(f)
+    if entry["format"] == "onnx":
+        graph_failures = _onnx_graph(path, dtype, latent, img)
+        result.failures.extend(graph_failures)
+        if any(isinstance(f, LoadError) for f in graph_failures):
+            return result
+    try:
+        runner = load_runner(path, entry.get("backend"), device=_device(entry), dtype=dtype)
+    except GantoolError as e:
+        fail(LoadError(f"{entry['file']}: {e}"))
+        return result
+    meta = runner.info.extra.get("metadata") or {}
+    if meta.get("gantool.source_sha256") not in (None, entry.get("source_sha256")):
+        fail(MetadataError(f"{entry['file']}: embedded source checkpoint {meta['gantool.source_sha256'][:12]}... "
+                           "differs from the manifest's"))
+    # 4. values, at each batch size
+    values = verify_runner(reference, runner, batch_sizes, seed, name=entry["file"])
+    result.batches = values.batches
+    result.failures.extend(values.failures)
+    return result
+
+
+def _device(entry: dict[str, Any]) -> str:
+    if entry["format"] == "onnx":
+        return "cpu"  # the CPU EP is the portable reference runtime; GPU EPs are checked by bench
+    return entry["device"] if entry["device"] != "any" else "cpu"
+
+
+def _declared(entry: dict[str, Any], latent: int, img: list[int]) -> list[ParityError]:
+    """The manifest's I/O declaration must be the contract: z (N, latent) -> images (N, *img)."""
+    out: list[ParityError] = []
+    ins, outs = entry.get("inputs") or [{}], entry.get("outputs") or [{}]
+    if [i.get("name") for i in ins] != ["z"] or [o.get("name") for o in outs] != ["images"]:
+        out.append(MetadataError(f"{entry['file']}: manifest I/O names {[i.get('name') for i in ins]} -> "
+                                 f"{[o.get('name') for o in outs]}, the contract says ['z'] -> ['images']"))
+    if ins[0].get("shape") != ["N", latent] or outs[0].get("shape") != ["N", *img]:
+        out.append(ShapeError(f"{entry['file']}: manifest shapes {ins[0].get('shape')} -> {outs[0].get('shape')}, "
+                              f"the contract says ['N', {latent}] -> ['N', {', '.join(map(str, img))}]"))
+    return out
+
+
+def _dims(value_info) -> list[Any]:
+    return [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?")
+            for d in value_info.type.tensor_type.shape.dim]
+
+
+def _onnx_graph(path: Path, dtype: str, latent: int, img: list[int]) -> list[ParityError]:
+    """Names, element types and shapes as the .onnx graph declares them (symbolic N required)."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    name = path.name
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        if not model.graph.node:
+            raise DecodeError("the graph has no nodes")
+    except (DecodeError, OSError, ValueError, RuntimeError) as e:
+        return [LoadError(f"{name} is not a readable ONNX model ({type(e).__name__}: {str(e)[:120]})")]
+    failures: list[ParityError] = []
+    g = model.graph
+    ins, outs = [i.name for i in g.input], [o.name for o in g.output]
+    if ins != ["z"] or outs != ["images"]:
+        failures.append(MetadataError(f"{name}: graph I/O {ins} -> {outs}, the contract says ['z'] -> ['images']"))
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in g.initializer):
+        failures.append(MetadataError(f"{name}: weights live in an external .data file; the artifact must be one file"))
+    props = {p.key: p.value for p in model.metadata_props}
+    if props.get("gantool.latent_dim") not in (None, str(latent)):
+        failures.append(MetadataError(f"{name}: metadata latent_dim {props['gantool.latent_dim']} != {latent}"))
+    if not g.input or not g.output:
+        return failures
+    in_dims, out_dims = _dims(g.input[0]), _dims(g.output[0])
+    for what, dims, want in (("input z", in_dims, [latent]), ("output images", out_dims, img)):
+        if len(dims) != 1 + len(want) or not isinstance(dims[0], str) or dims[1:] != want:
+            failures.append(ShapeError(
+                f"{name}: {what} has shape {dims}; the contract says [N, {', '.join(map(str, want))}] with N dynamic"))
+    elem = g.input[0].type.tensor_type.elem_type
+    if elem != _ONNX_ELEM.get(dtype):
+        failures.append(MetadataError(f"{name}: input element type {onnx.TensorProto.DataType.Name(elem)} "
+                                      f"does not match the manifest dtype {dtype}"))
+    return failures
+
+
+@dataclass
+class ParityReport:
+    """Every artifact of an export directory checked against eager fp32 of its source checkpoint."""
+
+    exported: str
+    checkpoint: str
+    results: list[ParityResult]
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed or r.skipped for r in self.results) and any(r.passed for r in self.results)
+
+    def lines(self) -> list[str]:
+        return [r.summary() for r in self.results]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"exported": self.exported, "checkpoint": self.checkpoint, "created": self.created,
+                "passed": self.passed, "batch_sizes": list(BATCH_SIZES),
+                "tolerances": {k: asdict(v) for k, v in TOLERANCES.items()}, "rel_floor": REL_FLOOR,
+                "results": [r.to_dict() for r in self.results]}
+
+    def raise_if_failed(self) -> None:
+        failed = [r for r in self.results if not (r.passed or r.skipped)]
+        if failed:
+            first = failed[0].failures[0] if failed[0].failures else ParityError("no batch was checked")
+            detail = "; ".join(f"{r.name}: {r.failures[0] if r.failures else 'not checked'}" for r in failed)
+            raise type(first)(f"parity failed for {len(failed)} of {len(self.results)} artifact(s): {detail}",
+                              first.max_abs, first.max_rel)
+        if not self.results or not any(r.passed for r in self.results):
+            raise ParityError(f"no artifact in {self.exported} could be checked here "
+                              f"({'; '.join(self.lines()) or 'the manifest lists none'})")
+
+
+def verify_exported(out_dir: str | Path, checkpoint: str | Path | None = None, only: set | None = None,
+                    batch_sizes: tuple[int, ...] = BATCH_SIZES, seed: int = 0) -> ParityReport:
+    """Check every artifact listed in out_dir/manifest.json; records each result back in the manifest."""
+    from gantool.checkpoint import resolve_checkpoint_path, sha256_file
+    from gantool.export import manifest as mf
+
+    out = Path(out_dir)
+    doc = mf.read_manifest(out)
+    source = checkpoint or doc.get("source_checkpoint")
+    if not source:
+        raise ArtifactError(f"{out}/manifest.json names no source checkpoint; pass --checkpoint")
+    try:
+        ckpt = resolve_checkpoint_path(source)
+    except GantoolError:
+        raise ArtifactError(f"source checkpoint {source} not found; pass --checkpoint RUN") from None
+    reference = load_runner(ckpt, "eager", device="cpu", dtype="fp32")
+    ckpt_sha = sha256_file(ckpt)
+    results = []
+    for entry in doc["artifacts"]:
+        if only is not None and mf.entry_key(entry) not in only:
+            continue
+        results.append(check_entry(out, entry, reference, ckpt_sha, batch_sizes, seed))
+    report = ParityReport(str(out), str(ckpt), results)
+    _record(out, report, only)
+    return report
+
+
+def _record(out: Path, report: ParityReport, only: set | None) -> None:
+    """Write each result into its manifest entry ("last parity result"); read-only dirs are left alone."""
+    from gantool.errors import OutputError
+    from gantool.export import manifest as mf
+
+    by_name = {r.name: r for r in report.results}
+    try:
+        doc = mf.read_manifest(out)
+        for e in doc["artifacts"]:
+            r = by_name.get(e["file"])
+            if r is not None:
+                e["parity"] = {"passed": r.passed, "skipped": r.skipped, "checked": report.created,
+                               "max_abs": r.to_dict()["max_abs"], "max_rel": r.to_dict()["max_rel"],
+                               "p999_abs": r.to_dict()["p999_abs"], "nonfinite": r.nonfinite,
+                               "tolerance": asdict(r.tolerance), "failures": [str(f) for f in r.failures]}
+        mf.write_manifest(out, doc)
+    except (OutputError, OSError, ArtifactError):
+        pass
+
+
+def verify_distribution(exported: str | Path, checkpoint: str | Path, n: int = 2000, seed: int = 0,
+                        dataset: str | None = None, data_dir: str | Path = "data") -> list[dict[str, Any]]:
+    """distribution_parity of eager fp32 against every artifact in an export directory's manifest.
+
+    Artifacts compiled for a device this machine lacks are reported as skipped, never run elsewhere.
+    """
+    from gantool.export import manifest as mf
+    from gantool.quality.metrics import QualityReference, dataset_of, distribution_parity
+
+    out = Path(exported)
+    doc = mf.read_manifest(out)
+    reference = load_runner(checkpoint, "eager", device="cpu", dtype="fp32")
+    q = QualityReference(dataset or dataset_of(checkpoint) or "mnist-5k", data_dir)
+    results = []
+    for entry in doc["artifacts"]:
+        if entry.get("device") == "cuda" and not torch.cuda.is_available():
+            results.append({"candidate": entry["file"], "skipped": "compiled for cuda; no CUDA device here"})
+            continue
+        device = "cpu" if entry.get("format") == "onnx" or entry.get("device") in (None, "any") else entry["device"]
+        runner = load_runner(out / entry["file"], entry.get("backend"), device=device, dtype=entry["dtype"])
+        r = distribution_parity(reference, runner, n, seed, quality=q)
+        results.append({**r, "candidate": entry["file"]})
+    return results
+
+
+def format_distribution(r: dict[str, Any]) -> str:
+    if "skipped" in r:
+        return f"distribution {r['candidate']}: skipped ({r['skipped']})"
+    verdict = "ok" if r["passed"] else "FAILED: " + "; ".join(r["failures"])
+    return (f"distribution {r['candidate']}: FID {r['fid_candidate']:.3f} vs eager {r['fid_reference']:.3f} "
+            f"(delta {r['fid_delta']:.2g}, floor {r['fid_floor']:.3f}), same digit for {r['label_agreement']:.1%} "
+            f"of z, class-histogram TV {r['hist_tv']:.3f} on {r['n']} samples: {verdict}")

@@ -8,6 +8,7 @@ import torch
 
 from gantool.runners import Runner, backend_for_path, load_runner
 from gantool.errors import first_line
+from gantool.noise import latent
 
 
 def open_runner(source: str | Path, backend: str | None = None, device: str = "cpu") -> Runner:
@@ -15,10 +16,6 @@ def open_runner(source: str | Path, backend: str | None = None, device: str = "c
     backend = backend or backend_for_path(source)
     dtype = "fp32" if backend.startswith(("eager", "compile")) else "auto"
     return load_runner(source, backend, device=device, dtype=dtype)
-
-
-def fixed_z(n: int, latent: int, seed: int) -> torch.Tensor:
-    return torch.randn(n, latent, generator=torch.Generator().manual_seed(seed))
 
 
 def _grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
@@ -48,7 +45,7 @@ def sample_grid(source: str | Path, out: str | Path, n: int = 64, seed: int = 0,
     if n <= 0:
         raise ConfigError(f"--n {n}: must be > 0")
     runner = open_runner(source, backend, device)
-    images = runner(fixed_z(n, runner.info.latent_dim, seed))
+    images = runner(latent(n, seed, runner.info.latent_dim))
     grid = _grid(images, nrow=math.ceil(math.sqrt(n)))
     return atomic_write(out, lambda tmp: save_image(grid, tmp, format="png"))
 
@@ -63,7 +60,7 @@ def comparison_image(reference: Runner, candidates: list[tuple[str, Runner]], ou
 
     from gantool.checkpoint import atomic_write
 
-    z = fixed_z(n, reference.info.latent_dim, seed)
+    z = latent(n, seed, reference.info.latent_dim)
     ref = reference(z)
     nrow = math.ceil(math.sqrt(n))
     rows = [("eager fp32 (reference)", ref, None)]

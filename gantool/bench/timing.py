@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from gantool.runners import Runner
+from gantool import noise
 
 INPUT_BUDGET_BYTES = 256 << 20  # rotated z buffers per row stay under this
 
@@ -96,8 +97,7 @@ def measure(runner: Runner, xs: list[Any], warmup: int, min_time: float, min_rep
 def make_inputs(batch: int, latent: int, n: int, seed: int) -> list[torch.Tensor]:
     """n distinct float32 CPU z's (the first one is the parity input), within INPUT_BUDGET_BYTES."""
     n = max(1, min(n, INPUT_BUDGET_BYTES // max(1, batch * latent * 4)))
-    g = torch.Generator().manual_seed(seed + batch)
-    return [torch.randn(batch, latent, generator=g) for _ in range(n)]
+    return list(noise.latent(n * batch, seed, latent).split(batch))
 
 
 PARITY_ROWS = 2048  # large batches: parity on the first and last 2048 samples (rows are independent)

@@ -39,8 +39,9 @@ class ExportSpec:
         return [self.batch_dim, *self.img_shape]  # ["N", 1, 28, 28]
 
     def example_input(self, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
-        g = torch.Generator().manual_seed(0)
-        return torch.randn(EXAMPLE_BATCH, self.latent_dim, generator=g).to(device, dtype)
+        from gantool.noise import latent
+
+        return latent(EXAMPLE_BATCH, 0, self.latent_dim, device, dtype)
 
     def metadata(self, dtype: str, fmt: str) -> dict[str, str]:
         """String key/values embedded inside each artifact (ONNX metadata_props, TS extra file, AOTI metadata)."""

@@ -15,6 +15,7 @@ import torch
 from gantool.quality.classifier import Classifier, _load_splits, get_classifier
 from gantool.data import Dataset
 from gantool.errors import ArtifactError, ConfigError, first_line
+from gantool.noise import latent
 
 PROB_THRESHOLD = 0.9  # a sample is "recognisable" when the classifier gives one class > 0.9
 BATCH = 1000
@@ -102,10 +103,6 @@ class QualityReference:
         return out
 
 
-def _latents(n: int, latent_dim: int, seed: int) -> torch.Tensor:
-    return torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed))
-
-
 def generate(runner, n: int, seed: int) -> torch.Tensor:
     """n images from any Runner on fixed-seed z, in batches: float32 CPU (n, 1, 28, 28)."""
     if n <= 0:
@@ -114,7 +111,7 @@ def generate(runner, n: int, seed: int) -> torch.Tensor:
     if shape != (1, 28, 28):
         raise ArtifactError(f"{runner.info.source or runner.name} is not a 28x28 digit generator "
                             f"(its image shape is {shape})")
-    z = _latents(n, runner.info.latent_dim, seed)
+    z = latent(n, seed, runner.info.latent_dim)
     try:
         images = torch.cat([runner(z[i:i + BATCH]) for i in range(0, n, BATCH)])
     except ArtifactError:
@@ -188,7 +185,7 @@ class TrainingEvaluator:
         try:
             p = next(generator.parameters())
             if self._z is None:
-                self._z = _latents(self.n, generator.cfg.latent_dim if hasattr(generator, "cfg") else 100, self.seed)
+                self._z = latent(self.n, self.seed, generator.cfg.latent_dim if hasattr(generator, "cfg") else 100)
             z = self._z.to(p.device, p.dtype)
             images = torch.cat([generator(z[i:i + BATCH]).float().cpu() for i in range(0, self.n, BATCH)])
         finally:

@@ -18,6 +18,7 @@ from gantool.data import Dataset
 from gantool.device import DTYPES
 from gantool.errors import CheckpointError, first_line
 from gantool.model import Discriminator, Generator
+from gantool.noise import latent
 
 N_FIXED_NOISE = 64
 
@@ -57,9 +58,9 @@ class Trainer:
         self.d_fn = torch.compile(self.D) if cfg.compile else self.D
         self.d_cls_fn = (torch.compile(self.D.forward_with_classes) if cfg.compile
                          else self.D.forward_with_classes) if model_cfg.d_classes else None
-        # Fixed noise for progress grids from its own generator, so it never perturbs training RNG.
-        self.fixed_noise = torch.randn(N_FIXED_NOISE, model_cfg.latent_dim,
-                                       generator=torch.Generator().manual_seed(cfg.seed + 1)).to(device)
+        # Progress-grid z: the same rows `gantool sample --seed <seed>` draws (gantool.noise), from a
+        # generator of its own, so it never perturbs the training RNG.
+        self.fixed_noise = latent(N_FIXED_NOISE, cfg.seed, model_cfg.latent_dim, device)
         self.shuffle = torch.Generator().manual_seed(cfg.seed)  # CPU: same data order on every device
         self.images = (data.images[: cfg.limit] if cfg.limit else data.images).to(device)
         self.labels = (data.labels[: cfg.limit] if cfg.limit else data.labels).to(device)

@@ -16,6 +16,7 @@ import torch
 
 from gantool.errors import ArtifactError, first_line
 from gantool.runners import Runner
+from gantool import noise
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,7 @@ def verify_runner(reference: Runner, candidate: Runner, batch_sizes: tuple[int, 
             f"the checkpoint's contract is (N, {latent}) -> (N, {', '.join(map(str, img))})"))
         return result
     for n in batch_sizes:
-        z = torch.randn(n, latent, generator=torch.Generator().manual_seed(seed * 100_003 + n))
+        z = noise.latent(n, seed, latent)
         ref = reference(z)
         try:
             out = candidate(z)

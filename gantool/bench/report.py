@@ -62,7 +62,9 @@ def row_cells(r: dict[str, Any]) -> list[str]:
     parity = "-" if not p else ("ok" if p.get("passed") else "FAIL") + (
         f" {p['max_abs_err']:.1e}" if p.get("max_abs_err") is not None else "")
     status = r["status"] + (f": {r['reason']}" if r["reason"] else "")
-    return [str(r.get("rank") or ""), r["backend"], r["precision"], r["device"], str(r["batch"]),
+    rt = r.get("runtime") or {}
+    backend = r["backend"] + (f" ({rt['ep']}, {rt['browser'].split('.')[0]})" if rt.get("ep") and rt.get("browser") else "")
+    return [str(r.get("rank") or ""), backend, r["precision"], r["device"], str(r["batch"]),
             fmt_rate(r["samples_per_s"]), fmt_time(r["median_ms"]), fmt_time(r["p90_ms"]),
             fmt_time(r["p99_ms"]), fmt_time(r["first_call_ms"]),
             "-" if r["gflops"] is None else f"{r['gflops']:.1f}",

@@ -156,7 +156,7 @@ class Bench:
 
     def measure_row(self, runner: Runner, backend: str, precision: str, dev: str, batch: int,
                     art: str | None) -> BenchResult:
-        row = BenchResult(backend, precision, dev, batch, "ok", artifact=art)
+        row = BenchResult(backend, precision, dev, batch, "ok", artifact=art, runtime=runner.info.extra.get("runtime"))
         try:
             zs = make_inputs(batch, runner.info.latent_dim, self.cfg.n_inputs, self.cfg.seed)
             idx = parity_rows(batch)

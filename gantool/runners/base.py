@@ -26,6 +26,10 @@ class Runner:
     """z (N, latent) -> images (N, C, H, W). Subclasses implement prepare/run and set `info`."""
 
     info: RunnerInfo
+    # A runner that times its own calls (a browser page's performance.now()) names its clock here
+    # and sets last_run_s in run(); bench then reports that time instead of the host's round trip.
+    clock: str | None = None
+    last_run_s: float | None = None
 
     @property
     def name(self) -> str:

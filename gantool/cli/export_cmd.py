@@ -9,28 +9,44 @@ import typer
 
 from gantool.cli.app import app
 from gantool.cli.common import parse_choice_list, user_errors
+from gantool.errors import ConfigError
 
-FORMATS = ["onnx", "torchscript", "aoti", "all"]
+FORMATS = ["onnx", "torchscript", "aoti", "all", "web"]
 DTYPES = ["fp32", "fp16", "bf16"]
 
 
 @app.command()
 @user_errors
 def export(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Run directory or checkpoint file to export.")],
-    format: Annotated[str, typer.Option("--format", help="onnx, torchscript, aoti or all (comma-separated list).")] = "all",
-    out: Annotated[Path, typer.Option("--out", help="Directory for the artifacts and manifest.json.")] = Path("exported"),
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Run directory or checkpoint file to export (for web: optional, exports its ONNX first).")] = None,
+    format: Annotated[str, typer.Option("--format", help="onnx, torchscript, aoti or all (comma-separated list); web: a static page that runs the ONNX in a browser.")] = "all",
+    out: Annotated[Optional[Path], typer.Option("--out", help="Directory for the artifacts and manifest.json (default: exported; for web: site).")] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16 (comma-separated list).")] = "fp32",
     opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (18 or newer); default: the exporter's.")] = None,
     device: Annotated[str, typer.Option("--device", help="Device AOTInductor compiles for: cpu or cuda.")] = "cpu",
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check parity against eager fp32 after exporting.")] = True,
+    exported: Annotated[Optional[Path], typer.Option("--exported", help="web: the export folder to take generator.fp32.onnx (and fp16) from; default: exported.")] = None,
+    ort_web: Annotated[Optional[Path], typer.Option("--ort-web", help="web: copy ONNX Runtime Web from this `npm install onnxruntime-web` folder (or its dist/) into the site, so it works offline; default: the page loads it from the CDN.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="web: replace a non-empty --out that holds an earlier site.")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="web: seed of the page's fixed noise (gantool.noise.latent).")] = 0,
 ) -> None:
-    """Export the generator to TorchScript / ONNX / AOTInductor, write manifest.json, check parity."""
+    """Export the generator to TorchScript / ONNX / AOTInductor, write manifest.json, check parity; --format web builds a browser page."""
     from gantool.export import export_artifacts
     from gantool.export.torchscript import deprecation_notice
 
     formats = parse_choice_list(format, FORMATS, "format")
     dtypes = parse_choice_list(dtype, DTYPES, "dtype")
+    if "web" in formats:
+        if len(formats) > 1:
+            raise ConfigError("--format web builds a site on its own: export the other formats in a separate run")
+        _export_web(out or Path("site"), checkpoint, exported, ort_web, force, seed, dtypes, verify)
+        return
+    web_only = [n for n, v in (("--exported", exported), ("--ort-web", ort_web), ("--force", force or None)) if v is not None]
+    if web_only:
+        raise ConfigError(f"{', '.join(web_only)} only apply to --format web")
+    if checkpoint is None:
+        raise ConfigError("--checkpoint RUN is required: the run directory or checkpoint file to export")
+    out = out or Path("exported")
     entries = export_artifacts(checkpoint, formats, out, dtypes=dtypes, opset=opset, device=device,
                                verify=verify, log=typer.echo)
     if any(e["format"] == "torchscript" for e in entries):
@@ -38,6 +54,17 @@ def export(
     total = sum(e["export_seconds"] for e in entries)
     typer.echo(f"wrote {len(entries)} artifact(s) to {out}/ in {total:.1f} s (export time; see {out}/manifest.json)"
                + ("" if verify else "; parity not checked (--no-verify)"))
+
+
+def _export_web(out: Path, checkpoint: Optional[Path], exported: Optional[Path], ort_web: Optional[Path],
+                force: bool, seed: int, dtypes: list[str], verify: bool) -> None:
+    from gantool.export.web import build_site
+
+    meta = build_site(out, exported=exported, checkpoint=checkpoint, ort_web=ort_web, force=force, seed=seed,
+                      dtypes=tuple(dtypes), verify=verify, log=typer.echo)
+    models = ", ".join(f"{m['file']} ({m['dtype']})" for m in meta["models"])
+    typer.echo(f"wrote the web page to {out}/: {models}; serve it, e.g. "
+               f"`python3 -m http.server 8000 --bind 127.0.0.1 --directory {out}`, and open http://127.0.0.1:8000/")
 
 
 @app.command()

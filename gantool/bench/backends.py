@@ -29,6 +29,7 @@ BACKENDS: dict[str, BackendSpec] = {s.name: s for s in (
     BackendSpec("ort-cuda", "onnx", cuda_only=True),
     BackendSpec("ort-cuda-graph", "onnx", cuda_only=True),
     BackendSpec("ort-trt", "onnx", cuda_only=True),
+    BackendSpec("web", "onnx"),  # ONNX Runtime Web (wasm) in headless Chromium; only when asked for
 )}
 
 # What a user gets without --backends: everything meaningful on that device (reduce-overhead

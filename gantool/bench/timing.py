@@ -41,6 +41,7 @@ class BenchResult:
     pct_peak: float | None = None
     parity: dict[str, Any] | None = None
     ranked: bool = False
+    server: dict[str, Any] | None = None  # remote rows: url, model, model_version, server_version
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -10,7 +10,7 @@ import typer
 from gantool.cli.app import app
 from gantool.cli.common import parse_choice_list, user_errors
 
-FORMATS = ["onnx", "torchscript", "aoti", "all"]
+FORMATS = ["onnx", "torchscript", "aoti", "all", "triton"]
 DTYPES = ["fp32", "fp16", "bf16"]
 
 
@@ -18,19 +18,46 @@ DTYPES = ["fp32", "fp16", "bf16"]
 @user_errors
 def export(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Run directory or checkpoint file to export.")],
-    format: Annotated[str, typer.Option("--format", help="onnx, torchscript, aoti or all (comma-separated list).")] = "all",
-    out: Annotated[Path, typer.Option("--out", help="Directory for the artifacts and manifest.json.")] = Path("exported"),
+    format: Annotated[str, typer.Option("--format", help="onnx, torchscript, aoti or all (comma-separated list); or triton: a Triton Inference Server model repository.")] = "all",
+    out: Annotated[Path, typer.Option("--out", help="Directory for the artifacts and manifest.json (with --format triton: the model repository).")] = Path("exported"),
     dtype: Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16 (comma-separated list).")] = "fp32",
     opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (18 or newer); default: the exporter's.")] = None,
     device: Annotated[str, typer.Option("--device", help="Device AOTInductor compiles for: cpu or cuda.")] = "cpu",
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check parity against eager fp32 after exporting.")] = True,
+    max_batch_size: Annotated[Optional[int], typer.Option("--max-batch-size", help="--format triton: the largest batch Triton forms (max_batch_size). Default: 1024.")] = None,
+    instances: Annotated[Optional[int], typer.Option("--instances", help="--format triton: model instances per device (instance_group count). Default: 1.")] = None,
+    kind: Annotated[Optional[str], typer.Option("--kind", help="--format triton: where instances run: auto (GPU when the server has one), gpu or cpu. Default: auto.")] = None,
+    optimize: Annotated[bool, typer.Option("--optimize", help="--format triton: TensorRT and CUDA-graph settings for the ONNX model's GPU instances.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="--format triton: replace gantool's models in a non-empty repository (other models are kept).")] = False,
 ) -> None:
-    """Export the generator to TorchScript / ONNX / AOTInductor, write manifest.json, check parity."""
+    """Export the generator to TorchScript / ONNX / AOTInductor, write manifest.json, check parity.
+
+    `--format triton` writes a Triton model repository instead: generator_onnx (onnxruntime backend)
+    and generator_torchscript (pytorch backend), each with config.pbtxt and 1/model.*.
+    """
+    from gantool.errors import ConfigError
     from gantool.export import export_artifacts
     from gantool.export.torchscript import deprecation_notice
 
     formats = parse_choice_list(format, FORMATS, "format")
     dtypes = parse_choice_list(dtype, DTYPES, "dtype")
+    triton_opts = {"--max-batch-size": max_batch_size, "--instances": instances, "--kind": kind,
+                   "--optimize": optimize or None, "--force": force or None}
+    if "triton" in formats:
+        from gantool.export.triton import TritonSpec, export_triton
+
+        if len(formats) > 1 or len(dtypes) > 1:
+            raise ConfigError("--format triton writes one model repository: give it alone, with one --dtype")
+        spec = TritonSpec(max_batch_size=1024 if max_batch_size is None else max_batch_size,
+                          instances=1 if instances is None else instances, kind=kind or "auto",
+                          optimize=optimize, dtype=dtypes[0])
+        models = export_triton(checkpoint, out, spec, force=force, opset=opset, verify=verify, log=typer.echo)
+        typer.echo(f"wrote Triton model repository {out}/ ({', '.join(m['triton_model'] for m in models)}); "
+                   f"serve it with: tritonserver --model-repository {Path(out).resolve()}")
+        return
+    given = [k for k, v in triton_opts.items() if v is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)} only apply to --format triton")
     entries = export_artifacts(checkpoint, formats, out, dtypes=dtypes, opset=opset, device=device,
                                verify=verify, log=typer.echo)
     if any(e["format"] == "torchscript" for e in entries):

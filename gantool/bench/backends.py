@@ -17,6 +17,7 @@ class BackendSpec:
     name: str
     format: str | None  # "onnx" | "torchscript" | "aoti" | None (built from the checkpoint)
     cuda_only: bool = False  # runs on CUDA whatever --device says (an ORT CUDA/TensorRT EP)
+    remote: bool = False  # a server (Triton) runs it; the row's device is "remote", its source --url
 
 
 BACKENDS: dict[str, BackendSpec] = {s.name: s for s in (
@@ -30,6 +31,7 @@ BACKENDS: dict[str, BackendSpec] = {s.name: s for s in (
     BackendSpec("ort-cuda-graph", "onnx", cuda_only=True),
     BackendSpec("ort-trt", "onnx", cuda_only=True),
     BackendSpec("web", "onnx"),  # ONNX Runtime Web (wasm) in headless Chromium; only when asked for
+    BackendSpec("triton", None, remote=True),
 )}
 
 # What a user gets without --backends: everything meaningful on that device (reduce-overhead
@@ -44,7 +46,10 @@ CUDA_PROVIDERS = {"ort-cuda": "CUDAExecutionProvider", "ort-cuda-graph": "CUDAEx
 
 
 def row_device(spec: BackendSpec, device: str) -> str:
-    return "cuda" if spec.cuda_only else device
+    """The device a row names: --device's (cuda:K for a torchrun rank), CUDA for CUDA-only EPs."""
+    if spec.remote:
+        return "remote"
+    return "cuda" if spec.cuda_only and not device.startswith("cuda") else device
 
 
 def export_hint(fmt: str, dtype: str, exported: Path | None, device: str = "cpu") -> str:
@@ -107,7 +112,10 @@ def guard(backend: str, want_device: str, runner: Any) -> str | None:
 
     Never report CPU numbers under a CUDA name: the runner must really sit on the device the row
     names, and an ONNX Runtime session must have the CUDA/TensorRT provider first, not CPU.
+    A remote (Triton) row names no local device: the server's model is what it measures.
     """
+    if BACKENDS[backend].remote:
+        return None
     got = torch.device(runner.info.device).type
     want = torch.device(want_device).type
     if got != want:

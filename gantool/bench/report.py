@@ -64,7 +64,8 @@ def row_cells(r: dict[str, Any]) -> list[str]:
     status = r["status"] + (f": {r['reason']}" if r["reason"] else "")
     rt = r.get("runtime") or {}
     backend = r["backend"] + (f" ({rt['ep']}, {rt['browser'].split('.')[0]})" if rt.get("ep") and rt.get("browser") else "")
-    return [str(r.get("rank") or ""), backend, r["precision"], r["device"], str(r["batch"]),
+    device = r["device"] + (f" (rank {r['process_rank']})" if r.get("process_rank") is not None else "")
+    return [str(r.get("rank") or ""), backend, r["precision"], device, str(r["batch"]),
             fmt_rate(r["samples_per_s"]), fmt_time(r["median_ms"]), fmt_time(r["p90_ms"]),
             fmt_time(r["p99_ms"]), fmt_time(r["first_call_ms"]),
             "-" if r["gflops"] is None else f"{r['gflops']:.1f}",
@@ -119,6 +120,12 @@ def summary(report: dict[str, Any], json_path: str | None = None) -> dict[str, A
     if "train" in report:  # gantool loop / seed loop, per precision
         out["train_ratio"] = {p: round(v["ratio"], 3) if "ratio" in v else v.get("unavailable")
                               for p, v in report["train"].get("gantool", {}).items()}
+    if "distributed" in report:  # torchrun: all ranks at once against rank 0 alone
+        d = report["distributed"]
+        out["distributed"] = {"world_size": d["world_size"], "aggregate": [
+            {k: (round(a[k], 3) if isinstance(a[k], float) else a[k])
+             for k in ("backend", "precision", "batch", "samples_per_s", "scaling_efficiency")}
+            for a in d["aggregate"]]}
     if json_path:
         out["json"] = str(json_path)
     return out

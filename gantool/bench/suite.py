@@ -41,6 +41,8 @@ class BenchConfig:
     n_inputs: int = 4  # distinct prepared z's, rotated so caches don't flatter
     peak_probe: bool = True
     seed: int = 0
+    url: str | None = None  # Triton server's gRPC HOST:PORT (backend triton)
+    triton_model: str = "generator_onnx"
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -79,6 +81,8 @@ class Bench:
             # --device cuda without CUDA: every row says unavailable; nothing is timed on CPU.
             self.device = torch.device(cfg.device)
         self.dev = self.device.type
+        # Rows and runners use the indexed device when one is given (cuda:LOCAL_RANK under torchrun).
+        self.where = str(self.device) if self.device.index is not None else self.dev
         self.explicit = bool(cfg.backends)
         self.backends = cfg.backends or DEFAULT_BACKENDS.get(self.dev, DEFAULT_BACKENDS["cpu"])
         self.precisions = cfg.precisions or DEFAULT_PRECISIONS.get(self.dev, ["fp32"])
@@ -111,7 +115,7 @@ class Bench:
         key = (z.shape[0], float(z[0, 0]), float(z[-1, -1]))
         if key not in self._refs:
             if self._ref_runner is None:
-                dev = self.dev if self.dev != "cuda" or torch.cuda.is_available() else "cpu"
+                dev = self.where if self.dev != "cuda" or torch.cuda.is_available() else "cpu"
                 self._ref_runner = load_runner(self.checkpoint, "eager", device=dev, dtype="fp32")
             self._refs[key] = self._ref_runner(z)  # <= 4096 rows (parity_rows): small
         return self._refs[key]
@@ -119,7 +123,7 @@ class Bench:
     def rows_for(self, backend: str, precision: str) -> list[BenchResult]:
         """Load once, then measure each batch size; failures become rows, never exceptions."""
         spec = BACKENDS[backend]
-        dev = row_device(spec, self.dev)
+        dev = row_device(spec, self.where)
         rows = lambda status, reason, art=None: [BenchResult(backend, precision, dev, b, status, reason, art)  # noqa: E731
                                                  for b in self.cfg.batch_sizes]
         source: Path = self.checkpoint  # type: ignore[assignment]
@@ -129,14 +133,18 @@ class Bench:
                 return rows("skipped", missing_reason(spec.format, precision, self.cfg.exported, dev))
             source = art
         art_s = str(source) if spec.format else None
+        opts = {"threads": self.cfg.threads} if backend == "ort" and self.cfg.threads else {}
+        if spec.remote:
+            if not self.cfg.url:
+                return rows("unavailable", "no server given: pass --url HOST:PORT (a Triton server's gRPC port)")
+            source, opts, art_s = self.cfg.url, {"model": self.cfg.triton_model}, f"{self.cfg.url}/{self.cfg.triton_model}"
         t0 = time.perf_counter()
         try:
-            opts = {"threads": self.cfg.threads} if backend == "ort" and self.cfg.threads else {}
             runner = load_runner(source, backend, device=dev, dtype=precision, **opts)
         except DeviceError as e:
             return rows("unavailable", first_line(e), art_s)
         except GantoolError as e:  # an artifact that cannot be used with this precision/device
-            return rows("unavailable" if dev == "cuda" else ("skipped" if isinstance(e, ConfigError) else "error"),
+            return rows("unavailable" if dev.startswith("cuda") else ("skipped" if isinstance(e, ConfigError) else "error"),
                         first_line(e), art_s)
         except Exception as e:  # noqa: BLE001 - e.g. an EP without kernels for this dtype
             return rows("skipped" if not _is_oom(e) else "oom", f"cannot load: {first_line(e)}", art_s)
@@ -149,6 +157,8 @@ class Bench:
             self.progress(f"{backend} {precision} batch {b}")
             row = self.measure_row(runner, backend, precision, dev, b, art_s)
             row.load_s = round(load_s, 4)
+            if spec.remote:
+                row.server = dict(runner.info.extra)
             out.append(row)
         del runner
         gc.collect()
@@ -178,7 +188,7 @@ class Bench:
         row.min_ms, row.mean_ms = t["min"] * 1e3, t["mean"] * 1e3
         row.samples_per_s = batch / t["median"]
         row.gflops = achieved_gflops(row.samples_per_s, self.flops)
-        if self.cfg.peak_probe:
+        if self.cfg.peak_probe and not BACKENDS[backend].remote:
             self.peaks.get(dev, precision)  # probe now; rows get their % of peak at the end (run)
         if not row.parity["passed"]:
             row.status = "parity-failed"
@@ -218,7 +228,8 @@ class Bench:
         if self.cfg.peak_probe:
             self.peaks.refresh()
             for r in results:
-                peak = self.peaks.get(r.device, r.precision) if r.gflops is not None else None
+                peak = (self.peaks.get(r.device, r.precision)
+                        if r.gflops is not None and not BACKENDS[r.backend].remote else None)
                 if peak:
                     r.peak_gflops, r.pct_peak = peak.gflops, 100 * r.gflops / peak.gflops
         ranked = sorted((r for r in results if r.ranked), key=lambda r: -r.samples_per_s)

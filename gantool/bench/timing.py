@@ -42,6 +42,7 @@ class BenchResult:
     parity: dict[str, Any] | None = None
     ranked: bool = False
     runtime: dict[str, Any] | None = None  # beyond backend/device: for web the browser, ORT-Web version, EP, threads
+    server: dict[str, Any] | None = None  # remote rows: url, model, model_version, server_version
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

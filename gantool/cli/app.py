@@ -24,7 +24,10 @@ class OneLineErrors(TyperGroup):
             e.show()
             sys.exit(e.exit_code)
         except _click.exceptions.ClickException as e:
-            typer.echo(f"error: {e.format_message()}", err=True)
+            from gantool.distributed import quiet_rank_exit
+
+            if not quiet_rank_exit():  # under torchrun, rank 0 says it for every rank
+                typer.echo(f"error: {e.format_message()}", err=True)
             sys.exit(e.exit_code)
         except typer.Abort:
             typer.echo("error: aborted", err=True)

@@ -51,15 +51,20 @@ def bench(
     plot: Annotated[Optional[Path], typer.Option(help="Write a PNG of samples/s against batch size per backend.")] = None,
     train: Annotated[bool, typer.Option("--train", help="Also compare training samples/s: gantool's loop vs the seed's loop.")] = False,
     train_dataset: Annotated[str, typer.Option(help="Dataset for --train.")] = "mnist-5k",
+    url: Annotated[Optional[str], typer.Option(help="Triton server's gRPC HOST:PORT (default port 8001) for backend triton.")] = None,
+    triton_model: Annotated[str, typer.Option(help="Model the Triton server serves (from `gantool export --format triton`).")] = "generator_onnx",
 ) -> None:
     """Measure samples/s and latency (median, p90, p99) of every backend, checked against eager fp32.
 
     The last stdout line is a compact JSON summary (best backend per batch size).
+    Under torchrun each rank benches its own device (cuda:LOCAL_RANK, or one CPU thread) and
+    rank 0 prints one report with the aggregate samples/s and the scaling efficiency.
     """
     from gantool.bench import report as rep
     from gantool.bench.suite import BenchConfig, run_bench
     from gantool.bench.backends import BACKENDS
     from gantool.device import DTYPES
+    from gantool.distributed import Dist
 
     if exported is None and Path("exported/manifest.json").exists():
         exported = Path("exported")
@@ -71,7 +76,29 @@ def bench(
         precisions=parse_choice_list(precisions, list(DTYPES), "precision") if precisions else [],
         batch_sizes=parse_int_list(batch_sizes, "--batch-sizes"),
         device=device.value, warmup=warmup, min_time=min_time, min_repeats=min_repeats, threads=threads,
+        url=url, triton_model=triton_model,
     )
+    if url and not cfg.backends:
+        cfg.backends = ["triton"]
+    dist = Dist.from_env()
+    if dist.enabled:
+        if train:
+            raise GantoolError("--train is not distributed; run it without torchrun (or use `gantool train --nproc N`)")
+        from gantool.bench.gather import format_aggregate, run_distributed
+
+        update, close = _progress() if dist.is_main else ((lambda msg: None), (lambda: None))
+        try:
+            report = run_distributed(cfg, dist, progress=update)
+        finally:
+            close()
+            dist.close()
+        if report is None:  # ranks other than 0 have handed their rows to rank 0
+            return
+        _print_report(report, json_path, plot)
+        for line in format_aggregate(report):
+            typer.echo(line)
+        typer.echo(json.dumps(rep.summary(report, json_path), separators=(",", ":")))
+        return
     train_kw = None
     if train:
         train_kw = {"dataset": train_dataset, "device": device.value}
@@ -82,6 +109,16 @@ def bench(
         report = run_bench(cfg, progress=update, train=train_kw)
     finally:
         close()
+    _print_report(report, json_path, plot)
+    typer.echo(json.dumps(rep.summary(report, json_path), separators=(",", ":")))
+    if not any(r["samples_per_s"] is not None for r in report["results"]):
+        reasons = sorted({f"{r['backend']}: {r['reason']}" for r in report["results"]})
+        raise GantoolError(f"nothing could be measured ({'; '.join(reasons)[:400]})")
+
+
+def _print_report(report, json_path: Optional[Path], plot: Optional[Path]) -> None:
+    from gantool.bench import report as rep
+
     rep.print_table(report)
     rep.print_peaks(report)
     if "train" in report:
@@ -94,7 +131,3 @@ def bench(
     if plot:
         note = rep.plot(report, plot)
         typer.echo(f"note: {note}" if note else f"wrote {plot}")
-    typer.echo(json.dumps(rep.summary(report, json_path), separators=(",", ":")))
-    if not any(r["samples_per_s"] is not None for r in report["results"]):
-        reasons = sorted({f"{r['backend']}: {r['reason']}" for r in report["results"]})
-        raise GantoolError(f"nothing could be measured ({'; '.join(reasons)[:400]})")

@@ -13,7 +13,12 @@ F = TypeVar("F", bound=Callable[..., object])
 
 
 def fail(message: str, code: int = 2) -> "typer.Exit":
-    typer.echo(f"error: {message}", err=True)
+    """`error: message` on stderr and exit `code`. Under torchrun only rank 0 prints: every rank
+    checks the same input, so its line speaks for all of them."""
+    from gantool.distributed import quiet_rank_exit
+
+    if not quiet_rank_exit():
+        typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
 
 

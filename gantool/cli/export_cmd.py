@@ -11,7 +11,7 @@ from gantool.cli.app import app
 from gantool.cli.common import parse_choice_list, user_errors
 from gantool.errors import ConfigError
 
-FORMATS = ["onnx", "torchscript", "aoti", "all", "web"]
+FORMATS = ["onnx", "torchscript", "aoti", "all", "web", "triton"]
 DTYPES = ["fp32", "fp16", "bf16"]
 
 
@@ -19,33 +19,60 @@ DTYPES = ["fp32", "fp16", "bf16"]
 @user_errors
 def export(
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Run directory or checkpoint file to export (for web: optional, exports its ONNX first).")] = None,
-    format: Annotated[str, typer.Option("--format", help="onnx, torchscript, aoti or all (comma-separated list); web: a static page that runs the ONNX in a browser.")] = "all",
-    out: Annotated[Optional[Path], typer.Option("--out", help="Directory for the artifacts and manifest.json (default: exported; for web: site).")] = None,
+    format: Annotated[str, typer.Option("--format", help="onnx, torchscript, aoti or all (comma-separated list); web: a static page that runs the ONNX in a browser; triton: a Triton Inference Server model repository.")] = "all",
+    out: Annotated[Optional[Path], typer.Option("--out", help="Directory for the artifacts and manifest.json (default: exported; for web: site; for triton: the model repository).")] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16 (comma-separated list).")] = "fp32",
     opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (18 or newer); default: the exporter's.")] = None,
     device: Annotated[str, typer.Option("--device", help="Device AOTInductor compiles for: cpu or cuda.")] = "cpu",
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check parity against eager fp32 after exporting.")] = True,
     exported: Annotated[Optional[Path], typer.Option("--exported", help="web: the export folder to take generator.fp32.onnx (and fp16) from; default: exported.")] = None,
     ort_web: Annotated[Optional[Path], typer.Option("--ort-web", help="web: copy ONNX Runtime Web from this `npm install onnxruntime-web` folder (or its dist/) into the site, so it works offline; default: the page loads it from the CDN.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="web: replace a non-empty --out that holds an earlier site.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="web: seed of the page's fixed noise (gantool.noise.latent).")] = 0,
+    max_batch_size: Annotated[Optional[int], typer.Option("--max-batch-size", help="triton: the largest batch Triton forms (max_batch_size). Default: 1024.")] = None,
+    instances: Annotated[Optional[int], typer.Option("--instances", help="triton: model instances per device (instance_group count). Default: 1.")] = None,
+    kind: Annotated[Optional[str], typer.Option("--kind", help="triton: where instances run: auto (GPU when the server has one), gpu or cpu. Default: auto.")] = None,
+    optimize: Annotated[bool, typer.Option("--optimize", help="triton: TensorRT and CUDA-graph settings for the ONNX model's GPU instances.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace what --out already holds: an earlier site (web), gantool's models in a repository (triton; other models are kept).")] = False,
 ) -> None:
-    """Export the generator to TorchScript / ONNX / AOTInductor, write manifest.json, check parity; --format web builds a browser page."""
+    """Export the generator to TorchScript / ONNX / AOTInductor, write manifest.json, check parity.
+
+    `--format web` builds a static browser page; `--format triton` writes a Triton model repository
+    (generator_onnx and generator_torchscript, each with config.pbtxt and 1/model.*).
+    """
     from gantool.export import export_artifacts
     from gantool.export.torchscript import deprecation_notice
 
     formats = parse_choice_list(format, FORMATS, "format")
     dtypes = parse_choice_list(dtype, DTYPES, "dtype")
-    if "web" in formats:
+    if "web" in formats or "triton" in formats:
         if len(formats) > 1:
-            raise ConfigError("--format web builds a site on its own: export the other formats in a separate run")
+            raise ConfigError(f"--format {formats[0] if formats[0] in ('web', 'triton') else formats[-1]} is exported on "
+                              "its own: export the other formats in a separate run")
+    triton_opts = {"--max-batch-size": max_batch_size, "--instances": instances, "--kind": kind,
+                   "--optimize": optimize or None}
+    web_opts = {"--exported": exported, "--ort-web": ort_web}
+    for fmt, opts in (("web", web_opts), ("triton", triton_opts)):
+        given = [k for k, v in opts.items() if v is not None]
+        if given and fmt not in formats:
+            raise ConfigError(f"{', '.join(given)} only apply to --format {fmt}")
+    if "web" in formats:
         _export_web(out or Path("site"), checkpoint, exported, ort_web, force, seed, dtypes, verify)
         return
-    web_only = [n for n, v in (("--exported", exported), ("--ort-web", ort_web), ("--force", force or None)) if v is not None]
-    if web_only:
-        raise ConfigError(f"{', '.join(web_only)} only apply to --format web")
     if checkpoint is None:
         raise ConfigError("--checkpoint RUN is required: the run directory or checkpoint file to export")
+    if "triton" in formats:
+        from gantool.export.triton import TritonSpec, export_triton
+
+        if len(dtypes) > 1:
+            raise ConfigError("--format triton writes one model repository: give it one --dtype")
+        out = out or Path("model_repository")
+        spec = TritonSpec(max_batch_size=1024 if max_batch_size is None else max_batch_size,
+                          instances=1 if instances is None else instances, kind=kind or "auto",
+                          optimize=optimize, dtype=dtypes[0])
+        models = export_triton(checkpoint, out, spec, force=force, opset=opset, verify=verify, log=typer.echo)
+        typer.echo(f"wrote Triton model repository {out}/ ({', '.join(m['triton_model'] for m in models)}); "
+                   f"serve it with: tritonserver --model-repository {Path(out).resolve()}")
+        return
     out = out or Path("exported")
     entries = export_artifacts(checkpoint, formats, out, dtypes=dtypes, opset=opset, device=device,
                                verify=verify, log=typer.echo)

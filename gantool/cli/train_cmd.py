@@ -1,6 +1,7 @@
 """`gantool train`: parse options, call gantool.train.train, print where the run went."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -9,6 +10,19 @@ import typer
 from gantool.cli.app import app
 from gantool.cli.common import user_errors
 from gantool.errors import ConfigError
+
+
+def without_option(argv: list[str], flag: str) -> list[str]:
+    """argv without `flag VALUE` / `flag=VALUE`: the command the launched ranks run."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == flag:
+            skip = True
+        elif not a.startswith(flag + "="):
+            out.append(a)
+    return out
 
 
 def _num(text: Optional[str], kind: type, flag: str):
@@ -42,9 +56,30 @@ def train(
     progress: Annotated[bool, typer.Option(help="Show a live progress bar (only on a terminal).")] = True,
     limit: Annotated[Optional[str], typer.Option(metavar="INT", hidden=True, help="Use only the first N images (tests).")] = None,
     max_steps: Annotated[Optional[str], typer.Option(metavar="INT", hidden=True, help="Stop after N total steps with a resumable checkpoint.")] = None,
+    nproc: Annotated[Optional[str], typer.Option(metavar="INT", help="Train on N local processes with DDP: launches torchrun's launcher (= `torchrun --standalone --nproc-per-node N -m gantool train ...`). --batch-size stays the global batch.")] = None,
 ) -> None:
-    """Train the GAN; writes checkpoint.pt, metrics.jsonl, samples/*.png and loss.png into the run directory."""
+    """Train the GAN; writes checkpoint.pt, metrics.jsonl, samples/*.png and loss.png into the run directory.
+
+    Under torchrun (`torchrun --nproc-per-node N -m gantool train ...`) every rank trains its share of
+    each global batch with DistributedDataParallel; rank 0 alone logs and writes.
+    """
+    from gantool.checkpoint import CHECKPOINT_NAME
+    from gantool.distributed import Dist, launch
     from gantool.train import resolve_configs, resume_configs, train as run_train
+
+    n = _num(nproc, int, "--nproc")
+    if n is not None:
+        if n < 1:
+            raise ConfigError(f"--nproc must be >= 1 (got {n})")
+        if n > 1:
+            raise typer.Exit(launch(n, without_option(sys.argv[1:], "--nproc")))
+    dist = Dist.from_env()
+    if resume is None and dist.restart and out is not None and (out / CHECKPOINT_NAME).is_file():
+        # torchrun --max-restarts started the job again after a rank died: continue from the last
+        # checkpoint (written atomically, so it is whole) instead of refusing the used --out.
+        resume = out
+        if dist.is_main:
+            typer.echo(f"torchrun restart {dist.restart}: resuming from {out / CHECKPOINT_NAME}")
 
     overrides = dict(
         dataset=dataset, data_dir=data_dir, device=device, precision=precision,
@@ -60,6 +95,8 @@ def train(
     else:
         model_cfg, cfg = resolve_configs(recipe, **overrides)
     result = run_train(cfg, model_cfg, out=out, resume=resume, log=typer.echo, progress=progress)
+    if not dist.is_main:
+        return
     if result.last:
         typer.echo(f"step {result.step}, epoch {result.epoch}: d_loss {result.last['d_loss']:.4f} g_loss {result.last['g_loss']:.4f}")
     typer.echo(f"run written to {result.out}  (checkpoint {result.checkpoint}, samples {result.out / 'samples' / 'final.png'})")

@@ -30,7 +30,7 @@ def _import_all() -> None:
     # Each module registers its backends on import; heavy deps are imported lazily inside them.
     from gantool.runners import torch_runner  # noqa: F401
 
-    for mod in ("torchscript_runner", "onnx_runner", "aoti_runner", "web_runner"):
+    for mod in ("torchscript_runner", "onnx_runner", "aoti_runner", "web_runner", "triton_runner"):
         try:
             __import__(f"gantool.runners.{mod}")
         except ModuleNotFoundError as e:
@@ -55,6 +55,6 @@ def load_runner(
     backend = backend or backend_for_path(source)
     if backend not in _REGISTRY:
         raise ConfigError(f"unknown backend {backend!r}; choose one of: {', '.join(sorted(_REGISTRY))}")
-    if not Path(source).exists():
+    if not getattr(_REGISTRY[backend], "remote", False) and not Path(source).exists():
         raise ArtifactError(f"not found: {source}")
     return _REGISTRY[backend](source, device=device, dtype=dtype, **options)

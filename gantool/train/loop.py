@@ -11,7 +11,7 @@ import torch
 
 from gantool.checkpoint import CHECKPOINT_NAME, model_config_of, save_checkpoint
 from gantool.data import load_dataset
-from gantool.device import resolve_device
+from gantool.distributed import Dist
 from gantool.errors import CheckpointError, ConfigError, TrainingDiverged
 from gantool.config import ModelConfig, TrainConfig
 from gantool.train.options import default_out, load_resume, prepare_out, validate
@@ -27,15 +27,21 @@ def train(
     log: Callable[[str], None] = print,
     progress: bool = True,
 ) -> RunResult:
-    """Train (or resume) one run into `out`. Library entry point behind `gantool train`."""
+    """Train (or resume) one run into `out`. Library entry point behind `gantool train`.
+
+    Under torchrun every rank runs this: --batch-size is the global batch, each rank trains on its
+    share with DDP, and rank 0 alone logs and writes into `out`."""
+    dist = Dist.from_env()
+    if not dist.is_main:
+        log, progress = (lambda msg: None), False
     payload = None
     if resume is not None:
         payload = load_resume(resume)
         ckpt_model = model_config_of(payload)
         if ckpt_model != model_cfg:
             raise CheckpointError(f"cannot resume from {resume}: its architecture {ckpt_model} differs from {model_cfg}")
-    validate(model_cfg, cfg)
-    device = resolve_device(cfg.device)
+    validate(model_cfg, cfg, world=dist.world)
+    device = dist.device(cfg.device)
     data = load_dataset(cfg.dataset, cfg.data_dir)
     if data.provenance.get("fallback"):
         log(f"WARNING: {data.provenance.get('fallback_reason')}; training on the bundled mnist-5k subset instead")
@@ -45,19 +51,26 @@ def train(
     if model_cfg.d_classes and int(data.labels.max()) >= model_cfg.d_classes:
         raise ConfigError(f"{cfg.dataset} has labels up to {int(data.labels.max())} but D's class head "
                           f"has only {model_cfg.d_classes} classes (d_classes)")
-    if out is None:
-        out = _run_dir(resume) if resume is not None else default_out(cfg)
-    # Resuming may write into the resumed run's own directory; any other --out must be free.
-    same_run = resume is not None and Path(out).resolve() == _run_dir(resume).resolve()
-    out = prepare_out(Path(out), resuming=same_run)
-    trainer = Trainer(model_cfg, cfg, data, device)
-    metrics = MetricsLog(out / METRICS_NAME)
-    if payload is not None:
-        trainer.load(payload)
-        metrics.truncate_after(trainer.step)
-        log(f"resuming {resume} at step {trainer.step} (epoch {trainer.epoch}, batch {trainer.epoch_step})")
-    with _StopFlag() as stop:
-        return run_loop(trainer, out, metrics, stop, log, progress)
+    dist.init(device)
+    try:
+        if out is None:  # rank 0's clock names the run for every rank
+            out = dist.broadcast(_run_dir(resume) if resume is not None else default_out(cfg))
+        # Resuming may write into the resumed run's own directory; any other --out must be free.
+        same_run = resume is not None and Path(out).resolve() == _run_dir(resume).resolve()
+        out = Path(out)
+        dist.on_main(lambda: prepare_out(out, resuming=same_run))
+        trainer = Trainer(model_cfg, cfg, data, device, dist)
+        metrics = MetricsLog(out / METRICS_NAME) if dist.is_main else None
+        if payload is not None:
+            note = trainer.load(payload)
+            if metrics is not None:
+                metrics.truncate_after(trainer.step)
+            log(f"resuming {resume} at step {trainer.step} (epoch {trainer.epoch}, batch {trainer.epoch_step})"
+                + (f"; {note}" if note else ""))
+        with _StopFlag() as stop:
+            return run_loop(trainer, out, metrics, stop, log, progress)
+    finally:
+        dist.close()
 
 
 class _StopFlag:
@@ -80,6 +93,13 @@ class _StopFlag:
     def __exit__(self, *exc):
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
+
+    def now(self, dist: Dist, synced: bool) -> bool:
+        """Whether to stop after this step. Ranks must stop together, so under torchrun they agree
+        at log-window boundaries (`synced`), where the window's all-reduce already meets them."""
+        if not dist.enabled:
+            return self.set
+        return synced and dist.any(self.set)
 
 
 class _Window:
@@ -108,7 +128,7 @@ class _Window:
         """Host sync: check every step of the window is finite, log the window mean."""
         if self.n == 0:
             return None
-        vals = self.buf[: self.n].cpu()  # the one sync per window
+        vals = self.t.dist.mean(self.buf[: self.n]).cpu()  # the one sync per window (over ranks too)
         elapsed = time.perf_counter() - self.t0
         first_step = self.t.step - self.n + 1
         bad = (~torch.isfinite(vals[:, :2])).any(dim=1).nonzero()
@@ -118,7 +138,8 @@ class _Window:
         rec = {"step": self.t.step, "epoch": self.t.epoch + (1 if self.t.epoch_step else 0),
                "d_loss": mean[0], "g_loss": mean[1], "d_x": mean[2], "d_g_z": mean[3],
                "samples_per_s": self.n * self.t.cfg.batch_size / max(elapsed, 1e-9)}
-        metrics.append(rec)
+        if metrics is not None:  # rank 0's
+            metrics.append(rec)
         self.last, self.n, self.t0 = rec, 0, time.perf_counter()
         return rec
 
@@ -143,8 +164,12 @@ def _short(rec: dict[str, float]) -> str:  # fits an 80-column terminal beside t
             f"D(G(z)) {rec['d_g_z']:.2f} {rec['samples_per_s']:,.0f}/s")
 
 
-def run_loop(t: Trainer, out: Path, metrics: MetricsLog, stop, log: Callable[[str], None], progress: bool) -> RunResult:
+def run_loop(t: Trainer, out: Path, metrics: MetricsLog | None, stop, log: Callable[[str], None],
+             progress: bool) -> RunResult:
+    """`metrics` is None on ranks other than 0: they train and take part in every collective but
+    write nothing."""
     cfg, B = t.cfg, t.cfg.batch_size
+    main = t.dist.is_main
     n = t.images.shape[0]
     per_epoch = n // B  # the last partial batch is dropped (PacGAN packs and fixed targets need full batches)
     total = t.total_steps  # cfg.epochs * per_epoch, the span lr_decay's schedule is laid over
@@ -158,7 +183,8 @@ def run_loop(t: Trainer, out: Path, metrics: MetricsLog, stop, log: Callable[[st
     source = t.provenance.get("dataset", cfg.dataset)
     if t.provenance.get("fallback"):
         source += f" (FALLBACK: {cfg.dataset} unavailable)"
-    log(f"training {source} ({n} images, {per_epoch} steps/epoch) on {t.device} {cfg.precision}, "
+    ranks = f" x {t.dist.world} ranks ({t.dist.backend}, batch {t.local_batch} each)" if t.dist.enabled else ""
+    log(f"training {source} ({n} images, {per_epoch} steps/epoch) on {t.device}{ranks} {cfg.precision}, "
         f"recipe {cfg.recipe}, {cfg.epochs} epochs, batch {B} -> {out}")
     with _progress(progress) as bar:
         task = bar.add_task("", total=total, completed=t.step)
@@ -174,12 +200,12 @@ def run_loop(t: Trainer, out: Path, metrics: MetricsLog, stop, log: Callable[[st
                 if win.n == cfg.log_every:
                     rec = win.flush(metrics, out)
                     bar.update(task, completed=t.step, description=_short(rec))
-                if cfg.sample_every and t.step % cfg.sample_every == 0:
+                if main and cfg.sample_every and t.step % cfg.sample_every == 0:
                     since = win.pause()
                     save_grid(t.sampler, t.fixed_noise, samples / f"step-{t.step:06d}.png")
                     win.resume(since)
-                if stop.set or t.step >= total:
-                    interrupted = stop.set
+                if stop.now(t.dist, synced=win.n == 0) or t.step >= total:
+                    interrupted = t.step < total  # stopped early: by Ctrl-C (on any rank)
                     break
             bar.update(task, completed=t.step)
             since = win.pause()
@@ -189,19 +215,20 @@ def run_loop(t: Trainer, out: Path, metrics: MetricsLog, stop, log: Callable[[st
                 t.epoch_shuffle_state = t.shuffle.get_state()
             checkpoint(t, out)
             win.last_good = t.step
-            if t.epoch_step == 0 and not cfg.sample_every:
+            if main and t.epoch_step == 0 and not cfg.sample_every:
                 save_grid(t.sampler, t.fixed_noise, samples / f"step-{t.step:06d}.png")
             if bar.disable and win.last and t.epoch_step == 0:  # no live bar: one line an epoch
                 log(f"epoch {t.epoch}/{cfg.epochs} step {t.step}: {_summary(win.last)}")
-            if cfg.eval_every and t.epoch_step == 0 and t.epoch % cfg.eval_every == 0:
+            if main and cfg.eval_every and t.epoch_step == 0 and t.epoch % cfg.eval_every == 0:
                 evaluator = evaluator or _make_evaluator(t)
                 evals.append(_evaluate(t, evaluator, metrics, log))
             win.resume(since)
-    save_grid(t.sampler, t.fixed_noise, samples / "final.png")
-    records = metrics.read()
-    plot_losses(records, out / "loss.png")
-    if any("fid" in r.get("eval", {}) for r in records):
-        plot_fid(records, out / "fid.png")
+    if main:
+        save_grid(t.sampler, t.fixed_noise, samples / "final.png")
+        records = metrics.read()
+        plot_losses(records, out / "loss.png")
+        if any("fid" in r.get("eval", {}) for r in records):
+            plot_fid(records, out / "fid.png")
     if interrupted:
         log(f"interrupted at step {t.step}; checkpoint saved; continue with --resume {out}")
     return RunResult(out=out, checkpoint=out / CHECKPOINT_NAME, step=t.step, epoch=t.epoch,
@@ -233,7 +260,11 @@ def _run_dir(resume: str | Path) -> Path:
 
 
 def checkpoint(trainer: Trainer, out: Path) -> Path:
-    return save_checkpoint(out / CHECKPOINT_NAME, trainer.state())
+    """Every rank hands in its RNG state (Trainer.state gathers them); rank 0 alone writes."""
+    state = trainer.state()
+    if trainer.dist.is_main:
+        save_checkpoint(out / CHECKPOINT_NAME, state)
+    return out / CHECKPOINT_NAME
 
 
 def diverged(step: int, out: Path, last_good: int | None) -> TrainingDiverged:

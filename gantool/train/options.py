@@ -42,7 +42,9 @@ def resolve_configs(recipe: str | None = None, model: dict[str, Any] | None = No
     return model_cfg, cfg
 
 
-def validate(model: ModelConfig, cfg: TrainConfig) -> None:
+def validate(model: ModelConfig, cfg: TrainConfig, world: int = 1) -> None:
+    """One ConfigError line for the first option that makes no sense; `world`: torchrun's ranks,
+    which share the global batch in equal runs of whole PacGAN packs."""
     checks = [
         (cfg.epochs > 0, f"--epochs must be > 0 (got {cfg.epochs})"),
         (cfg.batch_size > 0, f"--batch-size must be > 0 (got {cfg.batch_size})"),
@@ -66,6 +68,9 @@ def validate(model: ModelConfig, cfg: TrainConfig) -> None:
         ((model.d_classes > 0) == (cfg.class_weight > 0),
          "class_weight > 0 needs a discriminator class head (d_classes > 0) and vice versa"),
         (cfg.batch_size % model.d_pack == 0, f"--batch-size {cfg.batch_size} is not divisible by the PacGAN pack size {model.d_pack}"),
+        (cfg.batch_size % (world * model.d_pack) == 0,
+         f"--batch-size {cfg.batch_size} is not divisible by {world} ranks x PacGAN pack {model.d_pack} "
+         f"(= {world * model.d_pack}): it is the global batch, shared equally by the ranks"),
     ]
     for ok, msg in checks:
         if not ok:

@@ -6,7 +6,7 @@ import datetime as dt
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,7 @@ from gantool.checkpoint import load_state
 from gantool.config import ModelConfig, TrainConfig
 from gantool.data import Dataset
 from gantool.device import DTYPES
+from gantool.distributed import SINGLE, Dist, rank_seed
 from gantool.errors import CheckpointError, first_line
 from gantool.model import Discriminator, Generator
 from gantool.noise import latent
@@ -39,12 +40,15 @@ class RunResult:
 class Trainer:
     """Owns G, D, their optimisers, the EMA copy of G and the RNG streams of one run."""
 
-    def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, data: Dataset, device: torch.device):
-        self.model_cfg, self.cfg, self.device = model_cfg, cfg, device
+    def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, data: Dataset, device: torch.device,
+                 dist: Dist = SINGLE):
+        self.model_cfg, self.cfg, self.device, self.dist = model_cfg, cfg, device, dist
         self.provenance = dict(data.provenance)
         torch.manual_seed(cfg.seed)
         self.G = Generator(model_cfg).to(device)
         self.D = Discriminator(model_cfg).to(device)
+        if dist.enabled:  # the same init on every rank; then each rank its own noise and dropout stream
+            torch.manual_seed(rank_seed(cfg.seed, dist.rank))
         self.G_ema = copy.deepcopy(self.G).requires_grad_(False) if cfg.ema_decay > 0 else None
         # Fused Adam on CUDA/CPU (one kernel per step); foreach elsewhere. The objective is unchanged.
         fused = device.type in ("cuda", "cpu")
@@ -54,10 +58,15 @@ class Trainer:
         self.amp_dtype = DTYPES[cfg.precision]
         self.use_amp = cfg.precision != "fp32"
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type in ("cuda", "cpu"))
-        self.g_fn = torch.compile(self.G) if cfg.compile else self.G
-        self.d_fn = torch.compile(self.D) if cfg.compile else self.D
-        self.d_cls_fn = (torch.compile(self.D.forward_with_classes) if cfg.compile
-                         else self.D.forward_with_classes) if model_cfg.d_classes else None
+        # Under torchrun G and D are DistributedDataParallel (gradients averaged over ranks); G's step
+        # runs D as a plain module (_frozen): D is not trained there, so it has nothing to sync.
+        fn = torch.compile if cfg.compile else (lambda f: f)
+        self.g_fn = fn(dist.wrap(self.G, device))
+        self.d_frozen = fn(self.D)
+        self.d_fn = fn(dist.wrap(self.D, device)) if dist.enabled else self.d_frozen
+        self.d_cls_frozen = fn(self.D.forward_with_classes) if model_cfg.d_classes else None
+        self.d_cls_fn = (fn(dist.wrap(WithClasses(self.D), device)) if dist.enabled else self.d_cls_frozen
+                         ) if model_cfg.d_classes else None
         # Progress-grid z: the same rows `gantool sample --seed <seed>` draws (gantool.noise), from a
         # generator of its own, so it never perturbs the training RNG.
         self.fixed_noise = latent(N_FIXED_NOISE, cfg.seed, model_cfg.latent_dim, device)
@@ -66,26 +75,29 @@ class Trainer:
         self.labels = (data.labels[: cfg.limit] if cfg.limit else data.labels).to(device)
         self.step = self.epoch = self.epoch_step = 0
         self.total_steps = cfg.epochs * (self.images.shape[0] // cfg.batch_size)
+        self.local_batch = cfg.batch_size // dist.world  # --batch-size is the global batch
         self.epoch_shuffle_state = self.shuffle.get_state()
         # Minibatch-std mixes statistics across the batch: real and fake must then go through D
         # apart; otherwise one D forward on cat(real, fake) gives the same per-sample objective.
         self.concat_d = not model_cfg.d_minibatch_std
-        n_out = cfg.batch_size // model_cfg.d_pack
+        n_out = self.local_batch // model_cfg.d_pack
         self.real_target = torch.full((n_out, 1), 1.0 - cfg.label_smoothing, device=device)
         self.ones = torch.ones(n_out, 1, device=device)
         self.zeros = torch.zeros(n_out, 1, device=device)
 
     # --- one optimisation step ----------------------------------------------------------------
-    def train_step(self, real: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def train_step(self, real: torch.Tensor, labels: torch.Tensor | None = None,
+                   z: torch.Tensor | None = None) -> torch.Tensor:
         """One D step and one G step on a real batch (B, 1, 28, 28) (and its labels, used only by
-        D's class head). Returns (4,) on device: d_loss, g_loss, mean D(x), mean D(G(z)), with no
-        host sync."""
+        D's class head), with noise z (B, latent) from this rank's stream unless given.
+        Returns (4,) on device: d_loss, g_loss, mean D(x), mean D(G(z)), with no host sync."""
         B = real.shape[0]
         if self.d_cls_fn is not None and labels is None:
             raise ValueError("D has a class head (d_classes > 0): train_step needs the batch's labels")
         if self.cfg.lr_decay:
             self._decay_lr()
-        z = torch.randn(B, self.model_cfg.latent_dim, device=self.device)
+        if z is None:
+            z = torch.randn(B, self.model_cfg.latent_dim, device=self.device)
         amp = torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp)
         # D: maximise log D(x) + log(1 - D(G(z))) -- BCE(D(x), 1-s) + BCE(D(G(z)), 0).
         if self.cfg.r1_gamma:  # R1 needs D's gradient with respect to the real images
@@ -111,13 +123,10 @@ class Trainer:
         # D's weights are frozen so the backward computes only what G needs.
         self.D.requires_grad_(False)
         with amp:
-            logits, classes = self._d(fake)
-            k = self.top_k_count(logits.shape[0])
-            if k < logits.shape[0]:  # learn only from the fakes D rates most real
-                logits = logits.topk(k, dim=0).values
-            g_loss = F.binary_cross_entropy_with_logits(logits, self.ones[:k])
+            logits, classes = self._d(fake, frozen=True)
+            g_loss = self._g_adversarial(logits)
             if classes is not None:
-                g_loss = g_loss + self.cfg.class_weight * nameability_loss(classes.float())
+                g_loss = g_loss + self.cfg.class_weight * nameability_loss(classes.float(), self.dist.global_mean)
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler.scale(g_loss).backward()
         self.scaler.step(self.opt_g)
@@ -131,8 +140,27 @@ class Trainer:
                                 torch.sigmoid(real_logits.float()).mean(), torch.sigmoid(fake_logits.float()).mean()])
 
     def train_on(self, idx: torch.Tensor) -> torch.Tensor:
-        """train_step on the dataset rows `idx` (on device): the one gather of a batch and its labels."""
+        """train_step on the dataset rows `idx` (on device): the one gather of a batch and its labels.
+        `idx` is the global batch; under torchrun rank r takes its r-th slice, disjoint from the others'."""
+        if self.dist.enabled:
+            idx = idx[self.dist.rank * self.local_batch:(self.dist.rank + 1) * self.local_batch]
         return self.train_step(self.images.index_select(0, idx), self.labels.index_select(0, idx))
+
+    def _g_adversarial(self, logits: torch.Tensor) -> torch.Tensor:
+        """G's BCE(D(G(z)), 1) over the fakes it learns from (top-k): on every rank the value, and
+        after DDP's average the gradient, of what one process computes on the whole global batch."""
+        n, world, rank = logits.shape[0], self.dist.world, self.dist.rank
+        k = self.top_k_count(n * world)
+        if k == n * world:
+            return F.binary_cross_entropy_with_logits(logits, self.ones)
+        if world == 1:  # learn only from the fakes D rates most real
+            return F.binary_cross_entropy_with_logits(logits.topk(k, dim=0).values, self.ones[:k])
+        # The global top k (ties broken in batch order, as one process's topk would), then world x
+        # this rank's share of the sum / k, which DDP's mean over ranks turns into the global mean.
+        top = self.dist.gather(logits.float()).flatten().topk(k).indices
+        mine = top[(top >= rank * n) & (top < (rank + 1) * n)] - rank * n
+        picked = logits.index_select(0, mine)
+        return world * F.binary_cross_entropy_with_logits(picked, torch.ones_like(picked), reduction="sum") / k
 
     def top_k_count(self, n: int) -> int:
         """How many of the n fake D outputs G learns from this epoch (top-k training)."""
@@ -152,12 +180,12 @@ class Trainer:
             for group in opt.param_groups:
                 group["lr"] = lr * scale
 
-    def _d(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _d(self, x: torch.Tensor, frozen: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """D on a batch: real/fake logits (B/pack, 1) and, with a class head, class logits
-        (B, classes), else None."""
+        (B, classes), else None. `frozen`: in G's step, where D is not trained."""
         if self.d_cls_fn is not None:
-            return self.d_cls_fn(x)
-        return self.d_fn(x), None
+            return (self.d_cls_frozen if frozen else self.d_cls_fn)(x)
+        return (self.d_frozen if frozen else self.d_fn)(x), None
 
     @property
     def sampler(self) -> torch.nn.Module:
@@ -165,9 +193,15 @@ class Trainer:
 
     # --- checkpoint state ---------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
+        """The checkpoint payload. Under torchrun a collective: every rank's noise/dropout RNG
+        state goes in (rng["ranks"], in rank order), so a resume with the same world size is exact."""
         rng: dict[str, Any] = {"torch": torch.get_rng_state(), "shuffle": self.epoch_shuffle_state}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
+        if self.dist.enabled:
+            cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+            own = {"torch": rng["torch"], "cuda": cuda}
+            rng["ranks"] = self.dist.gather_objects(own)
         return {
             "model_config": self.model_cfg.to_dict(),
             "train_config": self.cfg.to_dict(),
@@ -183,11 +217,14 @@ class Trainer:
             "data": self.provenance,
             "versions": {"gantool": __version__, "torch": str(torch.__version__), "python": sys.version.split()[0]},
             "rng": rng,
+            "world_size": self.dist.world,
             "fixed_noise": self.fixed_noise.cpu(),
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
 
-    def load(self, payload: dict[str, Any]) -> None:
+    def load(self, payload: dict[str, Any]) -> str:
+        """Continue from a checkpoint; returns a note when the RNG streams could not be restored
+        exactly (another world size: each rank then derives a fresh stream from seed, rank, step)."""
         for key in ("discriminator", "opt_g", "opt_d", "rng"):
             if payload.get(key) is None:
                 raise CheckpointError(f"cannot resume: the checkpoint has no {key!r} (not a training checkpoint)")
@@ -201,15 +238,28 @@ class Trainer:
             if payload.get("scaler"):
                 self.scaler.load_state_dict(payload["scaler"])
             rng = payload["rng"]
-            torch.set_rng_state(rng["torch"])
-            if "cuda" in rng and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(rng["cuda"])
+            saved_world = int(payload.get("world_size", 1))
+            note = ""
+            if saved_world != self.dist.world:
+                torch.manual_seed(rank_seed(self.cfg.seed, self.dist.rank, int(payload["step"])))
+                note = (f"the run had {saved_world} rank(s), now {self.dist.world}: same global batch and data "
+                        "order, fresh noise/dropout streams (not bit-exact)")
+            elif self.dist.enabled:
+                own = rng["ranks"][self.dist.rank]
+                torch.set_rng_state(own["torch"])
+                if own.get("cuda") is not None and self.device.type == "cuda":
+                    torch.cuda.set_rng_state(own["cuda"], self.device)
+            else:
+                torch.set_rng_state(rng["torch"])
+                if "cuda" in rng and torch.cuda.is_available():
+                    torch.cuda.set_rng_state_all(rng["cuda"])
             self.shuffle.set_state(rng["shuffle"])
         except (ValueError, KeyError, RuntimeError, TypeError) as e:
             raise CheckpointError(f"cannot resume: optimiser/RNG state does not fit ({first_line(e)})") from None
         self.epoch_shuffle_state = self.shuffle.get_state()
         self.fixed_noise = payload["fixed_noise"].to(self.device)
         self.step, self.epoch, self.epoch_step = int(payload["step"]), int(payload["epoch"]), int(payload.get("epoch_step", 0))
+        return note
 
 
 def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
@@ -219,13 +269,26 @@ def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return grad.float().pow(2).reshape(grad.shape[0], -1).sum(1).mean()
 
 
-def nameability_loss(class_logits: torch.Tensor) -> torch.Tensor:
+def nameability_loss(class_logits: torch.Tensor,
+                     batch_mean: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> torch.Tensor:
     """G's term for D's class head (CatGAN's generator objective, with a head trained on labels):
     the mean entropy of each sample's class distribution (low: D can name the digit) minus the
-    entropy of the batch's average distribution (high: all classes appear). Both in nats."""
+    entropy of the batch's average distribution (high: all classes appear). Both in nats.
+    `batch_mean` turns this rank's average distribution into the global batch's (Dist.global_mean)."""
     logp = F.log_softmax(class_logits, dim=1)
     p = logp.exp()
     per_sample = -(p * logp).sum(dim=1).mean()
-    mean_p = p.mean(dim=0)
+    mean_p = batch_mean(p.mean(dim=0))
     marginal = -(mean_p * mean_p.clamp_min(1e-12).log()).sum()
     return per_sample - marginal
+
+
+class WithClasses(torch.nn.Module):
+    """D.forward_with_classes as a module's forward, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, d: Discriminator):
+        super().__init__()
+        self.d = d
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.d.forward_with_classes(x)

@@ -1,0 +1,261 @@
+"""A Triton Inference Server model repository: generator_onnx (onnxruntime) and generator_torchscript (pytorch)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from gantool.errors import ConfigError, OutputError
+
+# Triton model name -> (gantool export format, Triton backend, platform, file name inside 1/).
+MODELS = {
+    "generator_onnx": ("onnx", "onnxruntime", None, "model.onnx"),
+    "generator_torchscript": ("torchscript", "pytorch", "pytorch_libtorch", "model.pt"),
+}
+TRITON_DTYPES = {"fp32": "TYPE_FP32", "fp16": "TYPE_FP16", "bf16": "TYPE_BF16"}
+KINDS = {"auto": "KIND_AUTO", "gpu": "KIND_GPU", "cpu": "KIND_CPU"}
+VERSION = "1"
+QUEUE_DELAY_US = 100  # how long the dynamic batcher may hold a request to fill a preferred batch
+
+
+@dataclass(frozen=True)
+class TritonSpec:
+    """What the repository's configs say beside the I/O contract (validated before anything is written)."""
+
+    max_batch_size: int = 1024
+    instances: int = 1
+    kind: str = "auto"
+    optimize: bool = False
+    dtype: str = "fp32"
+
+    def validate(self) -> None:
+        if self.max_batch_size < 1:
+            raise ConfigError(f"--max-batch-size must be >= 1 (got {self.max_batch_size}); Triton reads 0 as "
+                              "'no batch dimension', which does not fit the generator's z (N, latent) input")
+        if self.instances < 1:
+            raise ConfigError(f"--instances must be >= 1 (got {self.instances})")
+        if self.kind not in KINDS:
+            raise ConfigError(f"unknown --kind {self.kind!r}; choose one of: {', '.join(KINDS)}")
+        if self.dtype not in ("fp32", "fp16"):
+            raise ConfigError(f"--format triton: dtype {self.dtype} is not served (ONNX Runtime's CPU provider "
+                              "has no bf16 Gemm); use fp32 or fp16")
+
+    @property
+    def preferred_batch_sizes(self) -> list[int]:
+        """Powers of 4 from 16 up to max_batch_size, and max_batch_size itself: the sizes the
+        bench shows the generator reaching its throughput plateau at."""
+        sizes = [s for s in (16, 64, 256, 1024, 4096) if s < self.max_batch_size]
+        return sizes + [self.max_batch_size]
+
+
+def config_pbtxt(name: str, spec: TritonSpec, latent_dim: int, img_shape: tuple[int, ...],
+                 input_name: str = "z", output_name: str = "images") -> str:
+    """config.pbtxt (protobuf text format of inference.ModelConfig) for one model of the repository.
+
+    The batch dimension is Triton's (max_batch_size), so dims leave it out: z [latent], images [C, H, W].
+    """
+    fmt, backend, platform, filename = MODELS[name]
+    dt = TRITON_DTYPES[spec.dtype]
+    lines = [f'name: "{name}"', f'backend: "{backend}"']
+    if platform:
+        lines.append(f'platform: "{platform}"')
+    lines += [
+        f"max_batch_size: {spec.max_batch_size}",
+        f'default_model_filename: "{filename}"',
+        "version_policy: { latest: { num_versions: 1 } }",
+        f'input [ {{ name: "{input_name}" data_type: {dt} dims: [ {latent_dim} ] }} ]',
+        f'output [ {{ name: "{output_name}" data_type: {dt} dims: [ {", ".join(map(str, img_shape))} ] }} ]',
+        "dynamic_batching {",
+        f"  preferred_batch_size: [ {', '.join(map(str, spec.preferred_batch_sizes))} ]",
+        f"  max_queue_delay_microseconds: {QUEUE_DELAY_US}",
+        "}",
+        f"instance_group [ {{ count: {spec.instances} kind: {KINDS[spec.kind]} }} ]",
+    ]
+    if fmt == "torchscript":
+        # Inference mode (no autograd bookkeeping) is what gantool's own runners time.
+        lines.append('parameters: { key: "INFERENCE_MODE" value: { string_value: "true" } }')
+    if fmt == "onnx" and spec.optimize:
+        lines += _ort_gpu_accelerators(name, spec, input_name, latent_dim)
+    return "\n".join(lines) + "\n"
+
+
+def _ort_gpu_accelerators(name: str, spec: TritonSpec, input_name: str, latent_dim: int) -> list[str]:
+    """--optimize: TensorRT as the ONNX Runtime execution accelerator on GPU instances (engines for
+    batch 1..max_batch_size built once and cached), with TensorRT's CUDA graphs, and the CUDA EP
+    (TensorRT's fallback) also asked for CUDA graphs. Both settings are read by the onnxruntime
+    backend only for GPU instances; CPU instances ignore them."""
+    def shape(n: int) -> str:
+        return f"{input_name}:{n}x{latent_dim}"
+
+    opt = max(s for s in spec.preferred_batch_sizes)
+    trt = {
+        "precision_mode": "FP16" if spec.dtype == "fp16" else "FP32",
+        "max_workspace_size_bytes": str(1 << 30),
+        "trt_engine_cache_enable": "1",
+        "trt_engine_cache_path": f"/tmp/triton_trt_cache/{name}",
+        "trt_timing_cache_enable": "1",
+        "trt_profile_min_shapes": shape(1),
+        "trt_profile_opt_shapes": shape(opt),
+        "trt_profile_max_shapes": shape(spec.max_batch_size),
+        "trt_cuda_graph_enable": "1",
+    }
+    cuda = {"enable_cuda_graph": "1"}
+
+    def accel(acc_name: str, params: dict[str, str]) -> str:
+        body = " ".join(f'parameters {{ key: "{k}" value: "{v}" }}' for k, v in params.items())
+        return f'    {{ name: "{acc_name}" {body} }}'
+
+    return ["optimization { execution_accelerators {",
+            "  gpu_execution_accelerator: [",
+            accel("tensorrt", trt) + ",",
+            accel("cuda", cuda),
+            "  ]",
+            "} }"]
+
+
+def check_repository(out: Path, force: bool) -> None:
+    """Refuse to write into a non-empty folder unless --force (then only gantool's models are replaced)."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise OutputError(f"--out {out} is not empty; pass --force to replace its {' and '.join(MODELS)} models "
+                          "(other models in it are kept)")
+
+
+def export_triton(checkpoint: str | Path, out: str | Path, spec: TritonSpec, *, force: bool = False,
+                  opset: int | None = None, verify: bool = True,
+                  log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Write `out`/generator_onnx and `out`/generator_torchscript (config.pbtxt, 1/model.*, gantool.json).
+
+    The artifacts come from the same exporters (and parity check) as `gantool export`; each model
+    folder is built beside `out` and renamed into place, so a failure leaves `out` as it was.
+    Returns one manifest entry per model, with its Triton model name and folder.
+    """
+    from gantool.export import export_artifacts
+
+    say = log or (lambda msg: None)
+    spec.validate()
+    out = Path(out)
+    check_repository(out, force)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        # Beside `out`, not inside: Triton would try to load any folder of the repository as a model.
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.gantool-", dir=out.resolve().parent))
+    except OSError as e:
+        raise OutputError(f"cannot write to --out {out}: {e.strerror or e}") from None
+    try:
+        entries = export_artifacts(checkpoint, [m[0] for m in MODELS.values()], stage / "artifacts",
+                                   dtypes=[spec.dtype], opset=opset, verify=verify, log=say)
+        by_format = {e["format"]: e for e in entries}
+        written = []
+        for name, (fmt, backend, _, filename) in MODELS.items():
+            entry = dict(by_format[fmt])
+            folder = stage / name
+            (folder / VERSION).mkdir(parents=True)
+            os.replace(stage / "artifacts" / entry["file"], folder / VERSION / filename)
+            (folder / "config.pbtxt").write_text(config_pbtxt(name, spec, entry["latent_dim"],
+                                                              tuple(entry["outputs"][0]["shape"][1:])))
+            entry.update(file=f"{VERSION}/{filename}", triton_model=name, triton_backend=backend,
+                         max_batch_size=spec.max_batch_size, instances=spec.instances, kind=spec.kind,
+                         optimize=spec.optimize)
+            (folder / "gantool.json").write_text(json.dumps(entry, indent=2) + "\n")
+            written.append((name, entry))
+        for name, _ in written:
+            _swap_in(stage / name, out / name, stage / f"{name}.old")
+            say(f"wrote {out / name}/ (config.pbtxt, {VERSION}/{MODELS[name][3]})")
+        return [dict(e, folder=str(out / name)) for name, e in written]
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _swap_in(new: Path, dest: Path, aside: Path) -> None:
+    """Rename `new` to `dest`; an old `dest` is moved to `aside` first (removed with the stage)."""
+    old = None
+    if dest.exists():
+        old = aside
+        os.replace(dest, old)
+    try:
+        os.replace(new, dest)
+    except OSError:
+        if old is not None:
+            os.replace(old, dest)
+        raise
+
+
+def read_config(path: str | Path):
+    """Parse a config.pbtxt with Triton's own ModelConfig schema (needs tritonclient[grpc])."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    return text_format.Parse(Path(path).read_text(), model_config_pb2.ModelConfig())
+
+
+def check_model(folder: str | Path) -> list[str]:
+    """What is wrong with one model folder of the repository: its config.pbtxt read with Triton's
+    own schema, against the real signature of its 1/model.* (names, dims, dtype). [] = consistent."""
+    folder = Path(folder)
+    cfg = read_config(folder / "config.pbtxt")
+    if cfg.name not in MODELS:
+        return [f"{folder}: unknown model {cfg.name!r}"]
+    fmt, backend, _, filename = MODELS[cfg.name]
+    path = folder / VERSION / (cfg.default_model_filename or filename)
+    if not path.is_file():
+        return [f"{folder}: no {path.relative_to(folder)}"]
+    problems = []
+    if cfg.backend != backend:
+        problems.append(f"backend {cfg.backend!r}, expected {backend!r}")
+    if cfg.max_batch_size < 1:
+        problems.append(f"max_batch_size {cfg.max_batch_size}: the batch dimension must be Triton's")
+    bad_pref = [s for s in cfg.dynamic_batching.preferred_batch_size if not 1 <= s <= cfg.max_batch_size]
+    if bad_pref:
+        problems.append(f"preferred batch sizes {bad_pref} outside 1..{cfg.max_batch_size}")
+    sig = _onnx_signature(path) if fmt == "onnx" else _torchscript_signature(path)
+    for kind, declared, (name, dims, dtype) in (("input", cfg.input, sig[0]), ("output", cfg.output, sig[1])):
+        if len(declared) != 1:
+            problems.append(f"{len(declared)} {kind}s declared, the model has 1")
+            continue
+        d = declared[0]
+        want_type = TRITON_DTYPES[dtype]
+        got_type = type(d).DESCRIPTOR.fields_by_name["data_type"].enum_type.values_by_number[d.data_type].name
+        if name is not None and d.name != name:
+            problems.append(f"{kind} named {d.name!r}, the model's is {name!r}")
+        if list(d.dims) != list(dims):
+            problems.append(f"{kind} {d.name} dims {list(d.dims)}, the model's are {list(dims)} (batch excluded)")
+        if got_type != want_type:
+            problems.append(f"{kind} {d.name} is {got_type}, the model's is {want_type}")
+    return [f"{folder.name}: {p}" for p in problems]
+
+
+def _onnx_signature(path: Path):
+    """((input name, dims without batch, dtype), (output ...)) read from the ONNX graph."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    types = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16", onnx.TensorProto.BFLOAT16: "bf16"}
+
+    def one(v):
+        t = v.type.tensor_type
+        return v.name, [d.dim_value for d in t.shape.dim[1:]], types.get(t.elem_type, str(t.elem_type))
+
+    return one(graph.input[0]), one(graph.output[0])
+
+
+def _torchscript_signature(path: Path):
+    """The forward argument name, and dims/dtype of a batch-2 call (TorchScript keeps no output names)."""
+    import torch
+
+    from gantool.export.torchscript import quiet_jit
+
+    with quiet_jit():
+        m = torch.jit.load(str(path), map_location="cpu")
+    arg = m.forward.schema.arguments[1]
+    dtype = next(m.parameters()).dtype
+    names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+    latent = next(m.parameters()).shape[1]  # the first Linear's weight: (hidden, latent)
+    with torch.inference_mode():
+        y = m(torch.zeros(2, latent, dtype=dtype))
+    return (arg.name, [latent], names[dtype]), (None, list(y.shape[1:]), names[y.dtype])

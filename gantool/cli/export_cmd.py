@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from gantool.cli.app import app
-from gantool.cli.common import parse_choice_list, user_errors
+from gantool.cli.common import check_writable, parse_choice_list, user_errors
 
 FORMATS = ["onnx", "torchscript", "aoti", "all"]
 DTYPES = ["fp32", "fp16", "bf16"]
@@ -22,17 +22,19 @@ def export(
     out: Annotated[Path, typer.Option("--out", help="Directory for the artifacts and manifest.json.")] = Path("exported"),
     dtype: Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16 (comma-separated list).")] = "fp32",
     opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (18 or newer); default: the exporter's.")] = None,
-    device: Annotated[str, typer.Option("--device", help="Device AOTInductor compiles for: cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA when present) | cpu | cuda: the device AOTInductor compiles for.")] = "auto",
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check parity against eager fp32 after exporting.")] = True,
+    force: Annotated[bool, typer.Option("--force", help="Replace (delete) artifacts in --out that another checkpoint exported.")] = False,
 ) -> None:
     """Export the generator to TorchScript / ONNX / AOTInductor, write manifest.json, check parity."""
     from gantool.export import export_artifacts
     from gantool.export.torchscript import deprecation_notice
 
+    check_writable((out, "--out"), directory=True)
     formats = parse_choice_list(format, FORMATS, "format")
     dtypes = parse_choice_list(dtype, DTYPES, "dtype")
     entries = export_artifacts(checkpoint, formats, out, dtypes=dtypes, opset=opset, device=device,
-                               verify=verify, log=typer.echo)
+                               verify=verify, force=force, log=typer.echo)
     if any(e["format"] == "torchscript" for e in entries):
         typer.echo(deprecation_notice())
     total = sum(e["export_seconds"] for e in entries)
@@ -47,12 +49,13 @@ def verify(
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Reference checkpoint; default: the manifest's source.")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the parity report as JSON here.")] = None,
     image: Annotated[Optional[Path], typer.Option("--image", help="Write a PNG: each artifact beside eager, with |difference|.")] = None,
-    distribution: Annotated[int, typer.Option("--distribution", metavar="N", help="Also compare the digits each artifact draws on N fixed z against eager (classifier FID delta, class histogram); 0 = off.")] = 0,
+    distribution: Annotated[int, typer.Option("--distribution", help="Also compare the digits each artifact draws on this many fixed z against eager (classifier FID delta, class histogram); 0 = off.")] = 0,
 ) -> None:
     """Check every exported artifact against PyTorch eager fp32; exit 1 when any fails."""
     from gantool.checkpoint import atomic_write_text
     from gantool.verify.artifacts import verify_exported
 
+    check_writable((json_path, "--json"), (image, "--image"))  # before minutes of parity work, not after
     report = verify_exported(exported, checkpoint)
     for line in report.lines():
         typer.echo(line)
@@ -90,10 +93,11 @@ def sample(
     n: Annotated[int, typer.Option("--n", help="Number of images.")] = 64,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the latent vectors.")] = 0,
     backend: Annotated[Optional[str], typer.Option("--backend", help="Runner backend; default: from the file type.")] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA when present) | cpu | cuda: device of the runner.")] = "auto",
 ) -> None:
     """Draw a grid of n samples through the same loading code as verify and bench."""
     from gantool.sample import sample_grid
 
+    check_writable((out, "--out"))
     path = sample_grid(source, out, n=n, seed=seed, backend=backend, device=device)
     typer.echo(f"wrote {n} samples from {source} to {path}")

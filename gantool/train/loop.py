@@ -199,7 +199,7 @@ def run_loop(t: Trainer, out: Path, metrics: MetricsLog, stop, log: Callable[[st
             win.resume(since)
     save_grid(t.sampler, t.fixed_noise, samples / "final.png")
     records = metrics.read()
-    plot_losses(records, out / "loss.png")
+    plot_losses(records, out / "loss.png", cfg)
     if any("fid" in r.get("eval", {}) for r in records):
         plot_fid(records, out / "fid.png")
     if interrupted:

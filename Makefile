@@ -1,27 +1,35 @@
 # Two entry points on a fresh machine:
 #   make demo   - create .venv, install, run the main job end to end on the bundled data
+#                 (again: reuses a finished run, resumes a half-finished one; FRESH=1 starts over)
 #   make test   - create .venv, install, run the test suite
+# CPU=1 (for a new .venv) installs the CPU-only route: torch from PyTorch's CPU index and
+# onnxruntime instead of onnxruntime-gpu, about 1.1 GB instead of 6.5 GB.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+ORT_EXTRA := $(if $(filter 1 yes true,$(CPU)),cpu,gpu)
 
 .PHONY: demo test bench bench-ci clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+ifeq ($(ORT_EXTRA),cpu)
+	# CPU-only wheels from PyTorch's own index; never a silent fallback to the CUDA build.
+	$(BIN)/pip install -q --index-url $(TORCH_CPU_INDEX) "torch==2.14.1" "torchvision==0.29.1" || \
+		$(BIN)/pip install -q --index-url $(TORCH_CPU_INDEX) torch torchvision
+else
 	# torch/torchvision pinned to the builds this kind of machine carries on disk.
 	$(BIN)/pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(BIN)/pip install -q torch torchvision
-	$(BIN)/pip install -q -e ".[dev]"
+endif
+	$(BIN)/pip install -q -e ".[dev,$(ORT_EXTRA)]"
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/gantool train --out runs/demo
-	$(BIN)/gantool export --checkpoint runs/demo --format all --out exported
-	$(BIN)/gantool verify --exported exported --json runs/demo/verify.json
-	$(BIN)/gantool eval --checkpoint runs/demo --json runs/demo/eval.json
-	$(BIN)/gantool bench --exported exported --checkpoint runs/demo --batch-sizes 1,64,4096 --json runs/demo/bench.json --plot runs/demo/bench.png
+	# train (or reuse / resume), export, verify, eval, bench -> runs/demo/REPORT.md (gantool demo -h)
+	$(BIN)/python -m gantool demo --out runs/demo $(if $(filter 1 yes true,$(FRESH)),--fresh)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

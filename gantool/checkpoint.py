@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import stat
 import tempfile
 import zipfile
 from pathlib import Path
@@ -20,6 +21,42 @@ CHECKPOINT_NAME = "checkpoint.pt"
 REQUIRED_KEYS = ("format", "version", "model_config", "generator")
 
 
+def _new_file_mode(path: Path) -> int:
+    """The mode a plain open(path, "w") leaves: an existing file keeps its own, a new one gets 0o666 & ~umask."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        pass
+    mask = os.umask(0)  # the only portable way to read the umask: set it, then put it back at once
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def check_writable(path: str | Path, what: str, directory: bool = False) -> Path:
+    """Fail before any work when `path` cannot be written: an existing directory where a file is
+    meant (or a file where a directory is), a parent that is a file, or a folder we may not write.
+
+    Probes the nearest existing folder with a temp file and creates nothing else.
+    """
+    p = Path(path)
+    if directory and p.exists() and not p.is_dir():
+        raise OutputError(f"{what} {p} exists and is not a directory")
+    if not directory and p.is_dir():
+        raise OutputError(f"{what} {p} is a directory; give a file path (e.g. {p / 'NAME'})")
+    folder = p if directory else p.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(f"cannot write to {what} {p}: {folder} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".gantool-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(f"cannot write to {what} {p}: {folder}: {e.strerror or e}") from None
+    return p
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call write(tmp) on a temp file beside `path`, fsync, then rename over `path`.
 
@@ -34,7 +71,9 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        mode = _new_file_mode(path)
         write(tmp_path)
+        os.chmod(tmp_path, mode)  # mkstemp made it 0600; a plain open() would honour the umask
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)

@@ -88,3 +88,18 @@ def supports_dtype(device: torch.device, dtype: torch.dtype) -> bool:
     if device.type == "cpu":
         return dtype == torch.bfloat16 or dtype == torch.float16
     return dtype == torch.float16
+
+
+# /proc/cpuinfo flag -> the name gantool reports (amx: the tile unit, present with amx_bf16/amx_int8)
+ISA_FLAGS = {"avx2": "avx2", "avx512f": "avx512f", "avx512_vnni": "avx512_vnni", "avx512_bf16": "avx512_bf16",
+             "amx": "amx_tile"}
+
+
+def cpu_isa() -> dict[str, bool | None]:
+    """The CPU's vector / matrix extensions that decide int8 and bf16 speed (None: cannot tell here)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), None)
+    except OSError:
+        flags = None
+    return {name: (None if flags is None else flag in flags) for name, flag in ISA_FLAGS.items()}

@@ -141,3 +141,35 @@ def test_bad_options(checkpoint_path, tmp_path):
 def test_verify_without_manifest(tmp_path):
     assert_one_line_error(run("verify", "--exported", tmp_path), "no manifest.json")
     assert_one_line_error(run("verify", "--exported", tmp_path / "nope"), "not a directory")
+
+
+def test_export_skips_and_names_impossible_combinations(checkpoint_path, tmp_path):
+    out = tmp_path / "exp"
+    r = run("export", "--checkpoint", checkpoint_path, "--format", "torchscript,onnx", "--dtype", "bf16,fp16",
+            "--out", out, "--no-verify")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert "skipping onnx bf16: ONNX Runtime's CPU provider has no bf16 Gemm" in r.stdout
+    doc = json.loads((out / "manifest.json").read_text())
+    assert sorted(e["file"] for e in doc["artifacts"]) == ["generator.bf16.ts", "generator.fp16.onnx", "generator.fp16.ts"]
+    # Nothing of the request possible: one line, non-zero, nothing written.
+    r = run("export", "--checkpoint", checkpoint_path, "--format", "onnx", "--dtype", "bf16", "--out", tmp_path / "none")
+    assert_one_line_error(r, "nothing requested can be exported", "onnx bf16")
+    assert not (tmp_path / "none").exists()
+
+
+def test_export_of_another_checkpoint_into_the_same_folder_needs_force(checkpoint_path, tmp_path):
+    from conftest import make_checkpoint
+
+    out = tmp_path / "exp"
+    assert run("export", "--checkpoint", checkpoint_path, "--format", "torchscript", "--out", out, "--no-verify").exit_code == 0
+    first = (out / "generator.fp32.ts").read_bytes()
+    other = make_checkpoint(tmp_path / "other" / "checkpoint.pt", seed=5)
+    r = run("export", "--checkpoint", other, "--format", "onnx", "--out", out, "--no-verify")
+    assert_one_line_error(r, "another checkpoint", "generator.fp32.ts", "--force")
+    assert r.stdout == "" and (out / "generator.fp32.ts").read_bytes() == first  # refused before any work
+    assert not (out / "generator.fp32.onnx").exists()
+    r = run("export", "--checkpoint", other, "--format", "onnx", "--out", out, "--no-verify", "--force")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert "deleted generator.fp32.ts" in r.stdout and not (out / "generator.fp32.ts").exists()
+    doc = json.loads((out / "manifest.json").read_text())
+    assert [e["file"] for e in doc["artifacts"]] == ["generator.fp32.onnx"]

@@ -152,3 +152,23 @@ def test_nan_loss_exit_code_step_and_last_good_checkpoint(tmp_path, monkeypatch)
     assert_one_line_error(result, "NaN/Inf at step 6", "step 4", code=3)
     good = load_checkpoint(out)
     assert good["step"] == 4 and all(torch.isfinite(v).all() for v in good["discriminator"].values())
+
+
+def test_a_run_short_of_digits_prints_one_hint(cli_run):
+    from gantool.config import DIGITS_AFTER_STEPS
+
+    _, result = cli_run
+    hints = [ln for ln in result.stdout.splitlines() if ln.startswith("hint:")]
+    assert len(hints) == 1 and "ended at step 4" in hints[0] and f"{DIGITS_AFTER_STEPS:,} steps" in hints[0]
+    assert "hint:" not in result.stderr
+
+
+def test_loss_plot_labels_name_what_is_summed():
+    from gantool.train.log import loss_labels
+    from gantool.train.options import resolve_configs
+
+    d, g = loss_labels(resolve_configs("seed")[1])
+    assert (d, g) == ("D: BCE(real, 1) + BCE(fake, 0)", "G: BCE(D(G(z)), 1)")
+    d, g = loss_labels(resolve_configs()[1])  # the default recipe: label smoothing and the class term
+    assert "BCE(real, 0.9)" in d and "CE(class head, labels)" in d
+    assert "entropy" in g and "can go < 0" in g

@@ -58,7 +58,11 @@ def test_reexport_replaces_and_other_checkpoint_resets(checkpoint_path, tmp_path
     export_artifacts(checkpoint_path, ["torchscript"], out, dtypes=["bf16"], verify=False)
     assert len(read_manifest(out)["artifacts"]) == 2  # keyed by format + dtype + device
     other = make_checkpoint(tmp_path / "other.pt", seed=3)
-    export_artifacts(other, ["torchscript"], out, verify=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(OutputError, match=r"holds 2 artifact\(s\) exported from another checkpoint.*generator.bf16.ts.*--force"):
+        export_artifacts(other, ["torchscript"], out, verify=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # refused: nothing touched
+    export_artifacts(other, ["torchscript"], out, verify=False, force=True)
     doc = read_manifest(out)
     assert [e["file"] for e in doc["artifacts"]] == ["generator.fp32.ts"]
     assert not (out / "generator.bf16.ts").exists() and doc["source_sha256"] == sha256_file(other)

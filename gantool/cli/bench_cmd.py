@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from gantool.cli.app import app
-from gantool.cli.common import parse_choice_list, parse_int_list, user_errors
+from gantool.cli.common import check_writable, parse_choice_list, parse_int_list, user_errors
 from gantool.errors import GantoolError
 
 
@@ -70,6 +70,7 @@ def bench(
         exported = Path("exported")
     if exported is not None and not exported.exists():
         raise GantoolError(f"--exported {exported} does not exist (run `gantool export --checkpoint RUN --out {exported}`)")
+    check_writable((json_path, "--json"), (plot, "--plot"))  # before the timing, not after it
     cfg = BenchConfig(
         checkpoint=checkpoint, exported=exported,
         backends=parse_choice_list(backends, list(BACKENDS), "backend") if backends else [],

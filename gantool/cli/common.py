@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import functools
+import logging
 import sys
+from pathlib import Path
 from typing import Callable, TypeVar
 
 import typer
@@ -39,6 +41,15 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def check_writable(*paths: tuple[Path | None, str], directory: bool = False) -> None:
+    """Each (path, flag) given must be writable (gantool.checkpoint.check_writable); call before any work."""
+    from gantool.checkpoint import check_writable as check
+
+    for path, flag in paths:
+        if path is not None:
+            check(path, flag, directory=directory)
+
+
 def parse_int_list(text: str, what: str) -> list[int]:
     """'1,64,4096' -> [1, 64, 4096]; anything non-numeric or <= 0 is a one-line error."""
     out = []
@@ -66,3 +77,17 @@ def parse_choice_list(text: str, choices: list[str], what: str) -> list[str]:
     if not out:
         raise GantoolError(f"{what}: give at least one value")
     return out
+
+
+class _NoCudaRuntimeNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No CUDA runtime is found")
+
+
+def quiet_no_cuda_runtime_notice() -> None:
+    """torch's CUDA wheels log "No CUDA runtime is found, using CUDA_HOME=..." whenever torch.compile,
+    Inductor or AOTI load their C++ helpers on a machine without a GPU: noise on every CPU run (the
+    device gantool uses is reported elsewhere). Drops that one message, nothing else."""
+    log = logging.getLogger("torch.utils.cpp_extension")
+    if not any(isinstance(f, _NoCudaRuntimeNotice) for f in log.filters):
+        log.addFilter(_NoCudaRuntimeNotice())

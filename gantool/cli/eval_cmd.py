@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from gantool.cli.app import app
-from gantool.cli.common import user_errors
+from gantool.cli.common import check_writable, user_errors
 from gantool.errors import ConfigError
 
 
@@ -39,7 +39,7 @@ def eval_(
     dataset: Annotated[Optional[str], typer.Option(help="Dataset whose classifier and held-out images to use. "
                                                    "Default: the checkpoint's, else mnist-5k.")] = None,
     data_dir: Annotated[Path, typer.Option(help="Where the dataset lives (as for train).")] = Path("data"),
-    device: Annotated[str, typer.Option(help="Device for the runner: auto, cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help="auto (CUDA when present) | cpu | cuda: device of the runner.")] = "auto",
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the scores as JSON here.")] = None,
 ) -> None:
     """Score samples with a classifier trained on the dataset: FID on its features, recognisability, coverage.
@@ -51,6 +51,7 @@ def eval_(
     from gantool.quality.metrics import dataset_of, evaluate_runner
     from gantool.runners import load_runner
 
+    check_writable((json_path, "--json"))
     if (checkpoint is None) == (artifact is None):
         raise ConfigError("give exactly one of --checkpoint RUN or --artifact FILE")
     if n <= 0:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from gantool.cli.app import app
-from gantool.cli.common import parse_choice_list, user_errors
+from gantool.cli.common import check_writable, parse_choice_list, user_errors
 from gantool.errors import ConfigError
 
 FORMATS = ["onnx", "torchscript", "aoti", "all", "web", "triton"]
@@ -23,7 +23,7 @@ def export(
     out: Annotated[Optional[Path], typer.Option("--out", help="Directory for the artifacts and manifest.json (default: exported; for web: site; for triton: the model repository).")] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16 (comma-separated list).")] = "fp32",
     opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (18 or newer); default: the exporter's.")] = None,
-    device: Annotated[str, typer.Option("--device", help="Device AOTInductor compiles for: cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA when present) | cpu | cuda: the device AOTInductor compiles for.")] = "auto",
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check parity against eager fp32 after exporting.")] = True,
     exported: Annotated[Optional[Path], typer.Option("--exported", help="web: the export folder to take generator.fp32.onnx (and fp16) from; default: exported.")] = None,
     ort_web: Annotated[Optional[Path], typer.Option("--ort-web", help="web: copy ONNX Runtime Web from this `npm install onnxruntime-web` folder (or its dist/) into the site, so it works offline; default: the page loads it from the CDN.")] = None,
@@ -32,7 +32,7 @@ def export(
     instances: Annotated[Optional[int], typer.Option("--instances", help="triton: model instances per device (instance_group count). Default: 1.")] = None,
     kind: Annotated[Optional[str], typer.Option("--kind", help="triton: where instances run: auto (GPU when the server has one), gpu or cpu. Default: auto.")] = None,
     optimize: Annotated[bool, typer.Option("--optimize", help="triton: TensorRT and CUDA-graph settings for the ONNX model's GPU instances.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace what --out already holds: an earlier site (web), gantool's models in a repository (triton; other models are kept).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace what --out already holds: artifacts another checkpoint exported (they are deleted), an earlier site (web), gantool's models in a repository (triton; other models are kept).")] = False,
 ) -> None:
     """Export the generator to TorchScript / ONNX / AOTInductor, write manifest.json, check parity.
 
@@ -42,6 +42,7 @@ def export(
     from gantool.export import export_artifacts
     from gantool.export.torchscript import deprecation_notice
 
+    check_writable((out, "--out"), directory=True)
     formats = parse_choice_list(format, FORMATS, "format")
     dtypes = parse_choice_list(dtype, DTYPES, "dtype")
     if "web" in formats or "triton" in formats:
@@ -75,7 +76,7 @@ def export(
         return
     out = out or Path("exported")
     entries = export_artifacts(checkpoint, formats, out, dtypes=dtypes, opset=opset, device=device,
-                               verify=verify, log=typer.echo)
+                               verify=verify, force=force, log=typer.echo)
     if any(e["format"] == "torchscript" for e in entries):
         typer.echo(deprecation_notice())
     total = sum(e["export_seconds"] for e in entries)
@@ -101,12 +102,13 @@ def verify(
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Reference checkpoint; default: the manifest's source.")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the parity report as JSON here.")] = None,
     image: Annotated[Optional[Path], typer.Option("--image", help="Write a PNG: each artifact beside eager, with |difference|.")] = None,
-    distribution: Annotated[int, typer.Option("--distribution", metavar="N", help="Also compare the digits each artifact draws on N fixed z against eager (classifier FID delta, class histogram); 0 = off.")] = 0,
+    distribution: Annotated[int, typer.Option("--distribution", help="Also compare the digits each artifact draws on this many fixed z against eager (classifier FID delta, class histogram); 0 = off.")] = 0,
 ) -> None:
     """Check every exported artifact against PyTorch eager fp32; exit 1 when any fails."""
     from gantool.checkpoint import atomic_write_text
     from gantool.verify.artifacts import verify_exported
 
+    check_writable((json_path, "--json"), (image, "--image"))  # before minutes of parity work, not after
     report = verify_exported(exported, checkpoint)
     for line in report.lines():
         typer.echo(line)
@@ -144,10 +146,11 @@ def sample(
     n: Annotated[int, typer.Option("--n", help="Number of images.")] = 64,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the latent vectors.")] = 0,
     backend: Annotated[Optional[str], typer.Option("--backend", help="Runner backend; default: from the file type.")] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA when present) | cpu | cuda: device of the runner.")] = "auto",
 ) -> None:
     """Draw a grid of n samples through the same loading code as verify and bench."""
     from gantool.sample import sample_grid
 
+    check_writable((out, "--out"))
     path = sample_grid(source, out, n=n, seed=seed, backend=backend, device=device)
     typer.echo(f"wrote {n} samples from {source} to {path}")

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from gantool.cli.app import app
-from gantool.cli.common import user_errors
+from gantool.cli.common import check_writable, user_errors
+from gantool.config import DIGITS_AFTER_STEPS
 from gantool.errors import ConfigError
 
 
@@ -40,23 +41,23 @@ def _num(text: Optional[str], kind: type, flag: str):
 def train(
     dataset: Annotated[Optional[str], typer.Option(help="mnist | mnist-5k (bundled, offline) | fashion-mnist. Default: mnist-5k.")] = None,
     data_dir: Annotated[Optional[str], typer.Option(help="Where full MNIST / Fashion-MNIST live or are downloaded. Default: data.")] = None,
-    epochs: Annotated[Optional[str], typer.Option(metavar="INT", help="Epochs to train (a resumed run continues up to this total). Default: the recipe's.")] = None,
-    batch_size: Annotated[Optional[str], typer.Option(metavar="INT", help="Batch size. Default: the recipe's (tuned 50, seed 100).")] = None,
-    lr: Annotated[Optional[str], typer.Option(metavar="FLOAT", help="Adam learning rate of G (and of D unless the recipe sets d_lr). Default: the recipe's, seed 2e-4.")] = None,
+    epochs: Annotated[Optional[str], typer.Option(metavar="<int>", help="Epochs to train (a resumed run continues up to this total). Default: the recipe's.")] = None,
+    batch_size: Annotated[Optional[str], typer.Option(metavar="<int>", help="Batch size. Default: the recipe's (tuned 50, seed 100).")] = None,
+    lr: Annotated[Optional[str], typer.Option(metavar="<float>", help="Adam learning rate of G (and of D unless the recipe sets d_lr). Default: the recipe's, seed 2e-4.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto (cuda, then mps, then cpu) | cpu | cuda. Default: auto.")] = None,
-    seed: Annotated[Optional[str], typer.Option(metavar="INT", help="Seed for init, noise, dropout and data order (runs are reproducible on CPU). Default: 0.")] = None,
+    seed: Annotated[Optional[str], typer.Option(metavar="<int>", help="Seed for init, noise, dropout and data order (runs are reproducible on CPU). Default: 0.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run directory. Default: runs/<dataset>-<recipe>-<time>, or the resumed run's.")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue a run exactly: its directory or a checkpoint file.")] = None,
     precision: Annotated[Optional[str], typer.Option(help="fp32 | bf16 | fp16 autocast (fp16 uses a GradScaler). Default: fp32.")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile G and D (first steps are slow while it compiles).")] = False,
     recipe: Annotated[Optional[str], typer.Option(help="Training recipe from gantool.config.RECIPES (`seed` = the original article). Default: gantool's default recipe.")] = None,
-    eval_every: Annotated[Optional[str], typer.Option(metavar="INT", help="Score samples (FID, recognisability, coverage) every N epochs; 0 = off.")] = None,
-    log_every: Annotated[Optional[str], typer.Option(metavar="INT", help="Steps between metrics lines (the only host syncs). Default: 100.")] = None,
-    sample_every: Annotated[Optional[str], typer.Option(metavar="INT", help="Steps between sample grids; 0 = one per epoch. Default: 0.")] = None,
+    eval_every: Annotated[Optional[str], typer.Option(metavar="<int>", help="Score samples (FID, recognisability, coverage) every N epochs; 0 = off.")] = None,
+    log_every: Annotated[Optional[str], typer.Option(metavar="<int>", help="Steps between metrics lines (the only host syncs). Default: 100.")] = None,
+    sample_every: Annotated[Optional[str], typer.Option(metavar="<int>", help="Steps between sample grids; 0 = one per epoch. Default: 0.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a live progress bar (only on a terminal).")] = True,
-    limit: Annotated[Optional[str], typer.Option(metavar="INT", hidden=True, help="Use only the first N images (tests).")] = None,
-    max_steps: Annotated[Optional[str], typer.Option(metavar="INT", hidden=True, help="Stop after N total steps with a resumable checkpoint.")] = None,
-    nproc: Annotated[Optional[str], typer.Option(metavar="INT", help="Train on N local processes with DDP: launches torchrun's launcher (= `torchrun --standalone --nproc-per-node N -m gantool train ...`). --batch-size stays the global batch.")] = None,
+    limit: Annotated[Optional[str], typer.Option(metavar="<int>", hidden=True, help="Use only the first N images (tests).")] = None,
+    max_steps: Annotated[Optional[str], typer.Option(metavar="<int>", hidden=True, help="Stop after N total steps with a resumable checkpoint.")] = None,
+    nproc: Annotated[Optional[str], typer.Option(metavar="<int>", help="Train on N local processes with DDP: launches torchrun's launcher (= `torchrun --standalone --nproc-per-node N -m gantool train ...`). --batch-size stays the global batch.")] = None,
 ) -> None:
     """Train the GAN; writes checkpoint.pt, metrics.jsonl, samples/*.png and loss.png into the run directory.
 
@@ -81,6 +82,7 @@ def train(
         if dist.is_main:
             typer.echo(f"torchrun restart {dist.restart}: resuming from {out / CHECKPOINT_NAME}")
 
+    check_writable((out, "--out"), directory=True)
     overrides = dict(
         dataset=dataset, data_dir=data_dir, device=device, precision=precision,
         compile=True if compile else None,
@@ -102,3 +104,6 @@ def train(
     typer.echo(f"run written to {result.out}  (checkpoint {result.checkpoint}, samples {result.out / 'samples' / 'final.png'})")
     if result.interrupted:
         raise typer.Exit(130)
+    if result.step < DIGITS_AFTER_STEPS:
+        typer.echo(f"hint: this run ended at step {result.step:,}; digits usually form after about "
+                   f"{DIGITS_AFTER_STEPS:,} steps (docs/training.md), so its samples are probably still blobs")

@@ -9,7 +9,6 @@ validating lives in gantool.verify.
 from __future__ import annotations
 
 import importlib
-import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -53,8 +52,8 @@ def plan(formats: list[str], dtypes: list[str], device: torch.device,
          opset: int | None) -> tuple[list[tuple[Format, str]], list[str]]:
     """Validate the request up front (nothing is written on a bad one); expand "all".
 
-    Returns (jobs, skipped reasons): with "all", combinations a format cannot hold are skipped;
-    asked for by name, they are an error.
+    Returns (jobs, skipped reasons): combinations a format cannot hold are skipped and named;
+    only a request of which nothing can be exported is an error.
     """
     names = list(FORMAT_NAMES) if "all" in formats else list(dict.fromkeys(formats))
     fmts = [get_format(n) for n in names]
@@ -75,8 +74,8 @@ def plan(formats: list[str], dtypes: list[str], device: torch.device,
                 refused.append(f"{f.name} {d}: {why}")
             else:
                 jobs.append((f, d))
-    if refused and ("all" not in formats or not jobs):
-        raise ConfigError("; ".join(refused))
+    if not jobs:
+        raise ConfigError("nothing requested can be exported: " + "; ".join(refused))
     return jobs, refused
 
 
@@ -89,11 +88,13 @@ def export_artifacts(
     device: str = "cpu",
     verify: bool = True,
     log: Callable[[str], None] | None = None,
+    force: bool = False,
 ) -> list[dict[str, Any]]:
     """Write each (format, dtype) artifact atomically, record it in the manifest, then check parity.
 
     Returns the manifest entries written. Raises a ParityError (after recording the result) when
-    `verify` finds an artifact that does not compute what the checkpoint computes.
+    `verify` finds an artifact that does not compute what the checkpoint computes. Artifacts of
+    another checkpoint already in `out_dir` are refused (OutputError) unless `force`.
     """
     from gantool.checkpoint import load_generator, resolve_checkpoint_path, sha256_file
     from gantool.device import parse_dtype, resolve_device
@@ -115,6 +116,11 @@ def export_artifacts(
         # One manifest describes one generator: another checkpoint's artifacts leave the manifest
         # now and their files go once the new export has succeeded (a failure loses nothing).
         stale = [e["file"] for e in doc["artifacts"]]
+        if not force:
+            raise OutputError(
+                f"{out} holds {len(stale)} artifact(s) exported from another checkpoint "
+                f"({doc.get('source_checkpoint', '?')}): {', '.join(stale)}; exporting {ckpt} here would "
+                f"delete them; use --force to replace them, or another --out")
         doc["artifacts"] = []
     doc.update(source_checkpoint=str(spec.source_checkpoint), source_sha256=spec.source_sha256,
                latent_dim=spec.latent_dim, img_shape=list(spec.img_shape), value_range=list(spec.value_range))
@@ -150,7 +156,8 @@ def export_artifacts(
     for f in replaced:
         (out / f).unlink(missing_ok=True)
     if stale:
-        say(f"replaced {len(stale)} artifact(s) exported from another checkpoint")
+        say(f"--force: replaced {len(stale)} artifact(s) exported from another checkpoint"
+            + (f" (deleted {', '.join(replaced)})" if replaced else ""))
 
     if verify and written:
         from gantool.verify.artifacts import verify_exported
@@ -181,7 +188,6 @@ def _write_atomically(fmt: Format, module: torch.nn.Module, spec: ExportSpec, pa
 
     def write(tmp: Path) -> None:
         extra.update(fmt.export(module, spec, tmp, dtype=dtype, device=device, opset=opset))
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; an artifact is meant to be copied and shared
 
     try:
         with torch.no_grad():

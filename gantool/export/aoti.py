@@ -50,7 +50,10 @@ def export_aoti(module: torch.nn.Module, spec: ExportSpec, path: Path, *, dtype:
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=".aoti-") as tmp:
             pkg = torch._inductor.aoti_compile_and_package(
                 program, package_path=os.path.join(tmp, "generator.pt2"),
-                inductor_configs={"aot_inductor.metadata": meta},
+                # No cache: Inductor's cache key leaves out aot_inductor.metadata, so a package
+                # compiled earlier for the same weights would come back with another checkpoint's
+                # provenance (or none) embedded, and verify would rightly reject it.
+                inductor_configs={"aot_inductor.metadata": meta, "force_disable_caches": True},
             )
             os.replace(pkg, path)
     return {"opset": None}

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +58,7 @@ def write_manifest(out_dir: str | Path, doc: dict[str, Any]) -> Path:
     doc["artifacts"] = sorted(doc["artifacts"], key=entry_key)
     text = json.dumps(doc, indent=2) + "\n"
 
-    def write(tmp: Path) -> None:
-        tmp.write_text(text)
-        os.chmod(tmp, 0o644)
-
-    return atomic_write(manifest_path(out_dir), write)
+    return atomic_write(manifest_path(out_dir), lambda tmp: tmp.write_text(text))
 
 
 def upsert(doc: dict[str, Any], entry: dict[str, Any]) -> None:

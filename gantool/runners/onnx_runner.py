@@ -26,8 +26,18 @@ _ELEM = {
 }
 
 
+def onnxruntime():
+    """The onnxruntime module, or one line on how to install it (it comes from gantool's [gpu] or [cpu] extra)."""
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise DeviceError(f"ONNX Runtime is not installed ({first_line(e)}): pip install onnxruntime "
+                          "(CPU only, or the gantool[cpu] extra) or onnxruntime-gpu (gantool[gpu])") from None
+    return ort
+
+
 def _session(path: str | Path, providers: list[Any], threads: int | None = None):
-    import onnxruntime as ort
+    ort = onnxruntime()
 
     so = ort.SessionOptions()
     so.log_severity_level = 3  # provider-load chatter is summarised in our own one-line reason
@@ -93,7 +103,7 @@ class OrtRunner(Runner):
 
 def _provider_load_reason(provider: str) -> str:
     """Why a provider fell back to CPU: the loader's own message for its shared library."""
-    import onnxruntime as ort
+    ort = onnxruntime()
 
     lib = {"CUDAExecutionProvider": "libonnxruntime_providers_cuda.so",
            "TensorrtExecutionProvider": "libonnxruntime_providers_tensorrt.so"}[provider]
@@ -129,7 +139,7 @@ class OrtCudaRunner(Runner):
 
     def __init__(self, path: str | Path, device: str = "cuda", dtype: str | None = "auto",
                  cuda_graph: bool = False, tensorrt: bool = False):
-        import onnxruntime as ort
+        ort = onnxruntime()
 
         backend = "ort-trt" if tensorrt else ("ort-cuda-graph" if cuda_graph else "ort-cuda")
         provider = "TensorrtExecutionProvider" if tensorrt else "CUDAExecutionProvider"
@@ -186,7 +196,7 @@ class OrtCudaRunner(Runner):
         return bound
 
     def run(self, x: _Bound) -> torch.Tensor:
-        import onnxruntime as ort
+        ort = onnxruntime()
 
         if not self.cuda_graph:
             self.session.run_with_iobinding(x.binding)

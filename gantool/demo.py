@@ -1,0 +1,311 @@
+"""`gantool demo`: train (new, resumed or reused), export, verify, eval and bench one run; write REPORT.md/.json."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from gantool.config import DIGITS_AFTER_STEPS
+from gantool.errors import GantoolError, OutputError
+
+STAGES = ("train", "export", "verify", "eval", "bench")
+REPORT_SCHEMA = "gantool.demo/1"
+
+
+@dataclass
+class Stage:
+    """One step of the demo: the command it ran, how it ended, how long it took, what it produced."""
+
+    name: str
+    status: str = "not run"  # ok | reused | failed | skipped | not run
+    seconds: float | None = None
+    command: str = ""
+    summary: str = ""
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DemoOptions:
+    out: Path = Path("runs/demo")
+    fresh: bool = False
+    stages: tuple[str, ...] = STAGES
+    train_args: tuple[str, ...] = ()  # extra train flags for a new run (tests: --epochs 1 --limit 200)
+    formats: str = "all"
+    n: int = 10_000
+    batch_sizes: str = "1,64,4096"
+    bench_args: tuple[str, ...] = ()
+
+
+def train_state(out: Path) -> tuple[str, dict[str, Any]]:
+    """("new" | "resume" | "finished", facts) for the run directory `out`."""
+    from gantool.checkpoint import CHECKPOINT_NAME, load_checkpoint
+
+    ckpt = out / CHECKPOINT_NAME
+    if not ckpt.exists():
+        return "new", {}
+    try:
+        payload = load_checkpoint(ckpt)
+    except GantoolError as e:
+        raise GantoolError(f"{e}; start over with `make demo FRESH=1` (keeps the old run aside)") from None
+    tc = payload.get("train_config") or {}
+    facts = {"step": int(payload.get("step", 0)), "epoch": int(payload.get("epoch", 0)),
+             "epochs": int(tc.get("epochs", 0)), "recipe": tc.get("recipe"), "dataset": tc.get("dataset")}
+    return ("finished" if facts["epochs"] and facts["epoch"] >= facts["epochs"] else "resume"), facts
+
+
+def move_aside(out: Path) -> Path | None:
+    """--fresh: rename the previous run (and everything a user put in it) to out.prev-<time>; delete nothing."""
+    if not out.exists():
+        return None
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    dest = out.with_name(f"{out.name}.prev-{stamp}")
+    try:
+        out.rename(dest)
+    except OSError as e:
+        raise OutputError(f"cannot move the previous run {out} aside: {e.strerror or e}") from None
+    return dest
+
+
+def _previous_train(out: Path) -> dict[str, Any]:
+    """The train stage of an earlier REPORT.json in `out`, carried forward when its run is reused."""
+    try:
+        old = json.loads((out / "REPORT.json").read_text())
+        st = next(s for s in old["stages"] if s["name"] == "train")
+        if st["status"] == "reused":
+            return {"seconds": st.get("result", {}).get("trained_seconds")}
+        return {"seconds": st.get("seconds")} if st["status"] == "ok" else {}
+    except (OSError, ValueError, KeyError, StopIteration, TypeError, AttributeError):
+        return {}
+
+
+def _gantool(*args: str) -> list[str]:
+    """The same interpreter and gantool as this process (a clone's tree, not another install)."""
+    return [sys.executable, "-m", "gantool", *args]
+
+
+def plan_stages(opt: DemoOptions, state: str) -> list[tuple[Stage, list[str] | None]]:
+    """Each stage with the gantool command it runs (None = nothing to run)."""
+    out, ex = opt.out, opt.out / "exported"
+    train = {"new": ["train", "--out", str(out), *opt.train_args],
+             "resume": ["train", "--resume", str(out)], "finished": None}[state]
+    cmds = {
+        "train": train,
+        # The demo's own folder: --force replaces artifacts of an earlier checkpoint of this run.
+        "export": ["export", "--checkpoint", str(out), "--format", opt.formats, "--out", str(ex), "--force"],
+        "verify": ["verify", "--exported", str(ex), "--json", str(out / "verify.json"),
+                   "--image", str(out / "verify.png")],
+        "eval": ["eval", "--checkpoint", str(out), "--n", str(opt.n), "--json", str(out / "eval.json")],
+        "bench": ["bench", "--exported", str(ex), "--checkpoint", str(out), "--batch-sizes", opt.batch_sizes,
+                  "--json", str(out / "bench.json"), "--plot", str(out / "bench.png"), *opt.bench_args],
+    }
+    return [(Stage(name), cmds[name]) for name in STAGES]
+
+
+def _fresh(path: Path, since: float) -> Path:
+    """A stage's result file, refusing one left over from an earlier demo."""
+    if not path.exists() or path.stat().st_mtime < since - 1:
+        raise GantoolError(f"{path} was not written by this stage")
+    return path
+
+
+def _read_json(path: Path, since: float) -> dict[str, Any]:
+    return json.loads(_fresh(path, since).read_text())
+
+
+def read_train(out: Path, since: float) -> tuple[dict[str, Any], str]:
+    from gantool.train.log import METRICS_NAME, MetricsLog
+
+    _, facts = train_state(out)
+    losses = [r for r in MetricsLog(out / METRICS_NAME).read() if "d_loss" in r]
+    res = {**facts, "final_png": "samples/final.png"}
+    text = f"{facts['recipe']} recipe on {facts['dataset']}: epoch {facts['epoch']}/{facts['epochs']}, step {facts['step']:,}"
+    if losses:
+        last, speeds = losses[-1], sorted(r["samples_per_s"] for r in losses)
+        res.update(d_loss=last["d_loss"], g_loss=last["g_loss"], samples_per_s_median=speeds[len(speeds) // 2])
+        text += f"; last d_loss {last['d_loss']:.3f}, g_loss {last['g_loss']:.3f}; {res['samples_per_s_median']:,.0f} samples/s (median)"
+    if facts["step"] < DIGITS_AFTER_STEPS:
+        text += f"; under {DIGITS_AFTER_STEPS:,} steps: probably no digits yet"
+    return res, text
+
+
+def read_export(out: Path, since: float) -> tuple[dict[str, Any], str]:
+    doc = _read_json(out / "exported" / "manifest.json", since)
+    arts = [{k: e.get(k) for k in ("file", "format", "dtype", "device", "bytes", "export_seconds")}
+            for e in doc["artifacts"]]
+    text = ", ".join(f"{a['format']} {a['dtype']} {a['bytes'] / 1e6:.1f} MB in {a['export_seconds']:.1f} s" for a in arts)
+    return {"artifacts": arts}, text
+
+
+def read_verify(out: Path, since: float) -> tuple[dict[str, Any], str]:
+    doc = _read_json(out / "verify.json", since)
+    rows = [{k: r.get(k) for k in ("name", "dtype", "passed", "skipped", "max_abs")} for r in doc["results"]]
+    ok = [r for r in rows if r["passed"]]
+    text = f"{len(ok)} of {len(rows)} artifact(s) match eager fp32: " + ", ".join(
+        f"{r['name']} max |err| {r['max_abs']:.1e}" if r["passed"] else f"{r['name']} {'skipped' if r['skipped'] else 'FAILED'}"
+        for r in rows)
+    return {"passed": doc.get("passed"), "results": rows}, text
+
+
+def read_eval(out: Path, since: float) -> tuple[dict[str, Any], str]:
+    s = _read_json(out / "eval.json", since)
+    keys = ("n", "fid", "fid_floor", "fid_over_floor", "recognisability", "class_entropy", "min_class_share", "targets_met")
+    res = {k: s.get(k) for k in keys}
+    text = (f"{s['n']:,} samples: FID {s['fid']:.1f} (real-vs-real floor {s['fid_floor']:.1f}, {s['fid_over_floor']:.1f}x), "
+            f"recognisability {s['recognisability']:.1%}, class entropy {s['class_entropy']:.3f}")
+    return res, text
+
+
+def read_bench(out: Path, since: float) -> tuple[dict[str, Any], str]:
+    doc = _read_json(out / "bench.json", since)
+    rows = [{k: r.get(k) for k in ("backend", "precision", "batch", "samples_per_s", "median_ms", "ranked", "reason")}
+            for r in doc["results"]]
+    best: dict[int, dict[str, Any]] = {}
+    for r in rows:
+        if r["samples_per_s"] and (r["batch"] not in best or r["samples_per_s"] > best[r["batch"]]["samples_per_s"]):
+            best[r["batch"]] = r
+    env = doc.get("environment", {})
+    text = f"{env.get('device', '?')}: best " + ", ".join(
+        f"batch {b} {r['backend']} {r['precision']} {r['samples_per_s']:,.0f}/s" for b, r in sorted(best.items()))
+    return {"device": env.get("device"), "rows": rows}, text
+
+
+READERS: dict[str, Callable[[Path, float], tuple[dict[str, Any], str]]] = {
+    "train": read_train, "export": read_export, "verify": read_verify, "eval": read_eval, "bench": read_bench}
+
+
+def machine() -> dict[str, Any]:
+    """The machine the numbers come from: CPU model and ISA, threads, GPU, versions (bench's environment())."""
+    import torch
+
+    from gantool.bench.suite import environment
+    from gantool.device import cpu_isa, resolve_device
+
+    env = environment(resolve_device("auto"))
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return {"cpu": env["cpu"], "cpu_count": env.get("cpu_count"), "threads": env["threads"], "isa": cpu_isa(),
+            "gpus": gpus, "platform": env.get("platform"), "versions": env["versions"],
+            "onnxruntime_providers": env.get("onnxruntime_providers", [])}
+
+
+def run_demo(opt: DemoOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the stages in order as `python -m gantool ...` subprocesses; the report is rewritten after each."""
+    import shlex
+
+    from gantool.checkpoint import check_writable
+
+    if opt.fresh:
+        moved = move_aside(opt.out)
+        if moved:
+            log(f"demo: FRESH: the previous run is kept, renamed to {moved} (delete it when you no longer need it)")
+    check_writable(opt.out, "--out", directory=True)
+    state, facts = train_state(opt.out)
+    previous = _previous_train(opt.out) if state == "finished" else {}
+    report: dict[str, Any] = {"schema": REPORT_SCHEMA, "out": str(opt.out),
+                              "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                              "machine": machine(), "stages": []}
+    plan = plan_stages(opt, state)
+    stages = [s for s, _ in plan]
+    t_all, failed = time.perf_counter(), None
+    asked = [name for name in STAGES if name in opt.stages]
+    for stage, cmd in plan:
+        if stage.name not in opt.stages:
+            stage.status, stage.summary, cmd = "skipped", "not asked for (--stages)", None
+            if stage.name != "train" or state == "new":
+                continue  # a skipped train stage still describes the run the later stages used
+        elif failed is not None:
+            stage.summary = f"not run: {failed.name} failed"
+        elif cmd is None:
+            stage.status = "reused"
+            stage.summary = "finished run reused (`make demo FRESH=1` trains a new one)"
+            if previous.get("seconds"):
+                stage.result["trained_seconds"] = previous["seconds"]
+                stage.summary += f", trained in {_dur(previous['seconds'])} by an earlier demo"
+        else:
+            stage.command = "gantool " + " ".join(shlex.quote(a) for a in cmd)
+            log(f"demo: [{asked.index(stage.name) + 1}/{len(asked)}] {stage.name}: {stage.command}")
+            since, t0 = time.time(), time.perf_counter()
+            rc = subprocess.call(_gantool(*cmd))
+            stage.seconds = round(time.perf_counter() - t0, 1)
+            stage.status = "ok" if rc == 0 else "failed"
+            if rc:
+                stage.summary, failed = f"exit {rc} (its error is above, in the demo's output)", stage
+            if stage.name == "train" and state == "resume":
+                stage.summary = f"resumed from step {facts['step']:,}"
+        if stage.status in ("ok", "reused", "skipped"):
+            try:
+                res, text = READERS[stage.name](opt.out, since if cmd else 0.0)
+                stage.result = {**stage.result, **res}
+                stage.summary = f"{stage.summary}; {text}" if stage.summary else text
+            except Exception as e:  # noqa: BLE001 - a missing result is reported, the demo goes on
+                from gantool.errors import first_line
+
+                stage.summary = f"{stage.summary} (no result: {first_line(e)})".strip()
+        report["stages"] = [s.__dict__ for s in stages]
+        report["total_seconds"] = round(time.perf_counter() - t_all, 1)
+        write_report(opt.out, report)
+    report["failed"] = failed.name if failed else None
+    write_report(opt.out, report)
+    return report
+
+
+def _dur(s: float | None) -> str:
+    if s is None:
+        return "-"
+    m, sec = divmod(int(round(s)), 60)
+    return f"{m} min {sec:02d} s" if m else f"{s:.1f} s"
+
+
+def _isa(isa: dict[str, bool | None]) -> str:
+    have = [k for k, v in isa.items() if v]
+    lacking = [k for k, v in isa.items() if v is False]
+    return (", ".join(have) or "none of " + "/".join(isa)) + (f" (no {', '.join(lacking)})" if lacking else "")
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    v = m["versions"]
+    gpu = ", ".join(m["gpus"]) if m["gpus"] else "none"
+    lines = [
+        "# gantool demo report", "",
+        f"Written by `make demo` (`gantool demo`) at {report['created']} into `{report['out']}/`; "
+        f"wall time {_dur(report.get('total_seconds'))} in all.", "",
+        f"- **CPU:** {m['cpu']}, {m['cpu_count']} logical cores, torch threads {m['threads']}; ISA: {_isa(m['isa'])}",
+        f"- **GPU:** {gpu}",
+        f"- **Versions:** " + ", ".join(f"{k} {val}" for k, val in v.items()),
+        f"- **ONNX Runtime providers in the wheel:** {', '.join(m['onnxruntime_providers']) or 'none'}",
+        f"- **Platform:** {m['platform']}", "",
+        "| stage | status | wall time | result |", "| --- | --- | --- | --- |",
+    ]
+    for s in report["stages"]:
+        lines.append(f"| {s['name']} | {s['status']} | {_dur(s['seconds'])} | {s['summary'].replace('|', '/')} |")
+    bench = next((s for s in report["stages"] if s["name"] == "bench" and s["result"].get("rows")), None)
+    if bench:
+        rows = bench["result"]["rows"]
+        batches = sorted({r["batch"] for r in rows})
+        lines += ["", f"Bench, samples/s on {bench['result']['device']} (median over repeats; - = not measured):", "",
+                  "| backend | dtype | " + " | ".join(f"batch {b}" for b in batches) + " |",
+                  "| --- | --- |" + " ---: |" * len(batches)]
+        for key in dict.fromkeys((r["backend"], r["precision"]) for r in rows):
+            cells = {r["batch"]: r["samples_per_s"] for r in rows if (r["backend"], r["precision"]) == key}
+            lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(
+                f"{cells[b]:,.0f}" if cells.get(b) else "-" for b in batches) + " |")
+    out = Path(report["out"])
+    pics = [("samples", "samples/final.png"), ("losses", "loss.png"), ("parity", "verify.png"), ("bench", "bench.png")]
+    have = [f"[{label}]({p})" for label, p in pics if (out / p).exists()]
+    if have:
+        lines += ["", "Images: " + ", ".join(have)]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out: Path, report: dict[str, Any]) -> None:
+    from gantool.checkpoint import atomic_write_text
+
+    atomic_write_text(out / "REPORT.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / "REPORT.md", to_markdown(report))

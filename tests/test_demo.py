@@ -1,0 +1,94 @@
+"""`gantool demo` (what `make demo` runs): idempotent stages, resume, FRESH, and REPORT.md/.json."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gantool.checkpoint import load_checkpoint
+
+TINY = ["--epochs", "1", "--limit", "200"]  # 4 steps of batch 50: seconds, not minutes
+
+
+def demo(out: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "gantool", "demo", "--out", str(out), *args],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=cwd)
+
+
+def report(out: Path) -> dict:
+    return json.loads((out / "REPORT.json").read_text())
+
+
+def stage(out: Path, name: str) -> dict:
+    return next(s for s in report(out)["stages"] if s["name"] == name)
+
+
+def test_demo_reuses_a_finished_run_and_resumes_a_half_finished_one(tmp_path):
+    out = tmp_path / "demo"
+    r = demo(out, "--stages", "train", *TINY)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert stage(out, "train")["status"] == "ok"
+    ckpt = out / "checkpoint.pt"
+    first = ckpt.stat().st_mtime_ns
+    (out / "my-notes.txt").write_text("mine")
+
+    r = demo(out, "--stages", "train")  # the second `make demo`: no "already holds a run" error
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = stage(out, "train")
+    assert s["status"] == "reused" and "FRESH=1" in s["summary"] and ckpt.stat().st_mtime_ns == first
+
+    # A half-finished run (as after Ctrl-C) is continued, not restarted or refused.
+    half = tmp_path / "half"
+    t = subprocess.run([sys.executable, "-m", "gantool", "train", "--out", str(half), "--no-progress",
+                        "--epochs", "2", "--limit", "200", "--max-steps", "2"], capture_output=True, text=True)
+    assert t.returncode == 0, t.stderr
+    assert load_checkpoint(half)["step"] == 2
+    r = demo(half, "--stages", "train")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resumed from step 2" in stage(half, "train")["summary"]
+    assert load_checkpoint(half)["step"] == 8  # 2 epochs x 4 steps
+
+    # FRESH starts over and deletes nothing: the old run, notes included, is renamed aside.
+    r = demo(out, "--fresh", "--stages", "train", *TINY)
+    assert r.returncode == 0, r.stderr[-2000:]
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("demo.prev-")]
+    assert len(kept) == 1 and (kept[0] / "my-notes.txt").read_text() == "mine"
+    assert (kept[0] / "checkpoint.pt").exists() and stage(out, "train")["status"] == "ok"
+    assert "kept" in r.stdout + r.stderr
+
+
+def test_demo_end_to_end_writes_the_report(tmp_path, quality_reference):
+    out = tmp_path / "demo"
+    r = demo(out, *TINY, "--formats", "onnx,torchscript", "--n", "100",
+             "--batch-sizes", "2", "--quick")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    doc = report(out)
+    assert [s["name"] for s in doc["stages"]] == ["train", "export", "verify", "eval", "bench"]
+    assert all(s["status"] == "ok" and s["seconds"] > 0 for s in doc["stages"]), doc["stages"]
+    m = doc["machine"]
+    assert m["cpu"] and m["threads"] >= 1 and set(m["isa"]) == {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx"}
+    assert {"torch", "onnxruntime", "onnx", "python", "gantool"} <= set(m["versions"])
+    by = {s["name"]: s for s in doc["stages"]}
+    assert {a["file"] for a in by["export"]["result"]["artifacts"]} == {"generator.fp32.onnx", "generator.fp32.ts"}
+    assert by["verify"]["result"]["passed"] is True
+    assert 0 <= by["eval"]["result"]["recognisability"] <= 1 and by["eval"]["result"]["n"] == 100
+    assert {r["backend"] for r in by["bench"]["result"]["rows"]} >= {"eager", "ort"}
+    md = (out / "REPORT.md").read_text()
+    for needle in ("# gantool demo report", "| train | ok |", "| bench | ok |", m["cpu"], "probably no digits yet",
+                   "batch 2", "[samples](samples/final.png)"):
+        assert needle in md, needle
+
+
+def test_demo_stops_at_a_failing_stage_and_says_so(tmp_path):
+    out = tmp_path / "demo"
+    r = demo(out, "--stages", "train,export", "--epochs", "0")
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines()[-1].startswith("error: demo stopped at train")
+    s = report(out)["stages"]
+    assert s[0]["status"] == "failed" and s[1]["status"] == "not run"
+    assert "Traceback" not in r.stderr

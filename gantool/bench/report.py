@@ -57,12 +57,27 @@ def collapse(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def dtype_label(r: dict[str, Any]) -> str:
+    """The dtype cell: "bf16 emulated" so a slow emulated row is not read as the model's cost;
+    "int8 static" / "int8 dynamic" from the file's quantization; the OpenVINO hint when it is not f32."""
+    rt = r.get("runtime") or {}
+    label = r["precision"]
+    if r.get("precision_support") == "emulated":
+        label += " emulated"
+    if rt.get("quantization"):
+        label += f" {rt['quantization']}"
+    hint = rt.get("inference_precision_hint")
+    if hint and hint != "f32":
+        label += f" (ov {hint})"
+    return label
+
+
 def row_cells(r: dict[str, Any]) -> list[str]:
     p = r.get("parity") or {}
     parity = "-" if not p else ("ok" if p.get("passed") else "FAIL") + (
         f" {p['max_abs_err']:.1e}" if p.get("max_abs_err") is not None else "")
     status = r["status"] + (f": {r['reason']}" if r["reason"] else "")
-    return [str(r.get("rank") or ""), r["backend"], r["precision"], r["device"], str(r["batch"]),
+    return [str(r.get("rank") or ""), r["backend"], dtype_label(r), r["device"], str(r["batch"]),
             fmt_rate(r["samples_per_s"]), fmt_time(r["median_ms"]), fmt_time(r["p90_ms"]),
             fmt_time(r["p99_ms"]), fmt_time(r["first_call_ms"]),
             "-" if r["gflops"] is None else f"{r['gflops']:.1f}",
@@ -71,7 +86,8 @@ def row_cells(r: dict[str, Any]) -> list[str]:
 
 def title(report: dict[str, Any]) -> str:
     env = report["environment"]
-    return (f"gantool bench on {env['device']} ({env['device_name']}), {env['threads']} threads, "
+    isa = ",".join(k for k, v in (env.get("cpu_isa") or {}).items() if v) or "no avx2"
+    return (f"gantool bench on {env['device']} ({env['device_name']}; {isa}), {env['threads']} threads, "
             f"torch {env['versions']['torch']}, {report['model']['flops_per_sample'] / 1e6:.2f} MFLOP/sample")
 
 

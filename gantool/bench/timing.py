@@ -41,6 +41,8 @@ class BenchResult:
     pct_peak: float | None = None
     parity: dict[str, Any] | None = None
     ranked: bool = False
+    precision_support: str | None = None  # bf16 / fp16: "native" or "emulated" from the device's flags
+    runtime: dict[str, Any] | None = None  # e.g. OpenVINO's inference_precision_hint, an int8 file's method
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -11,7 +11,7 @@ from gantool.cli.app import app
 from gantool.cli.common import parse_choice_list, user_errors
 
 FORMATS = ["onnx", "torchscript", "aoti", "all"]
-DTYPES = ["fp32", "fp16", "bf16"]
+DTYPES = ["fp32", "fp16", "bf16", "int8"]
 
 
 @app.command()
@@ -20,10 +20,12 @@ def export(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Run directory or checkpoint file to export.")],
     format: Annotated[str, typer.Option("--format", help="onnx, torchscript, aoti or all (comma-separated list).")] = "all",
     out: Annotated[Path, typer.Option("--out", help="Directory for the artifacts and manifest.json.")] = Path("exported"),
-    dtype: Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16 (comma-separated list).")] = "fp32",
+    dtype: Annotated[str, typer.Option("--dtype", "--precision", help="fp32, fp16, bf16 or int8 (comma-separated list; int8: ONNX only, quantized by ONNX Runtime). --precision is the same option.")] = "fp32",
     opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (18 or newer); default: the exporter's.")] = None,
     device: Annotated[str, typer.Option("--device", help="Device AOTInductor compiles for: cpu or cuda.")] = "cpu",
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check parity against eager fp32 after exporting.")] = True,
+    quantization: Annotated[Optional[str], typer.Option("--quantization", help="int8 only: static (QDQ, activation ranges calibrated on seeded z; the default) or dynamic (ranges measured at run time).")] = None,
+    calibration_samples: Annotated[Optional[int], typer.Option("--calibration-samples", metavar="N", help="int8 static only: calibration z to set activation ranges (default 1024).")] = None,
 ) -> None:
     """Export the generator to TorchScript / ONNX / AOTInductor, write manifest.json, check parity."""
     from gantool.export import export_artifacts
@@ -31,8 +33,13 @@ def export(
 
     formats = parse_choice_list(format, FORMATS, "format")
     dtypes = parse_choice_list(dtype, DTYPES, "dtype")
+    quant = None
+    if quantization is not None or calibration_samples is not None:
+        from gantool.export.quantize import Quantization
+
+        quant = Quantization(quantization or "static", calibration_samples)
     entries = export_artifacts(checkpoint, formats, out, dtypes=dtypes, opset=opset, device=device,
-                               verify=verify, log=typer.echo)
+                               verify=verify, log=typer.echo, quantization=quant)
     if any(e["format"] == "torchscript" for e in entries):
         typer.echo(deprecation_notice())
     total = sum(e["export_seconds"] for e in entries)

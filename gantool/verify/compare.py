@@ -35,6 +35,7 @@ TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(atol=1e-5, rtol=1e-4),
     "fp16": Tolerance(atol=5e-3, rtol=1e-2),
     "bf16": Tolerance(atol=4e-2, rtol=2e-2),
+    "int8": Tolerance(atol=1e-1, rtol=0.0),
 }
 REL_FLOOR = 1e-3  # relative error divides by max(|ref|, REL_FLOOR) so near-zero pixels do not explode it
 BATCH_SIZES = (1, 7, 1024)  # one, an odd size, a large one

@@ -148,3 +148,20 @@ def test_sample_and_eval_take_an_int8_artifact(int8_dirs, quality_reference, tmp
     assert (scores["backend"], scores["dtype"], scores["n"]) == ("ort", "int8", 200)
     assert set(scores["environment"]["cpu_isa"]) >= {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx"}
     assert "machine" in r.stdout
+
+
+def test_tolerances_follow_the_dtype_rounding_and_int8_judges_the_bulk():
+    import torch
+
+    from gantool.verify.compare import ROUNDING_MULTIPLE, TOLERANCES, compare
+
+    assert TOLERANCES["fp16"].atol == ROUNDING_MULTIPLE * 2.0 ** -11
+    assert TOLERANCES["bf16"].atol == ROUNDING_MULTIPLE * 2.0 ** -8
+    ref = torch.zeros(10, 1, 28, 28)
+    tol = TOLERANCES["int8"]
+    flipped = ref.clone()
+    flipped[0, 0, 0, :3] = 1.0  # three pixels flip across tanh's steep part: int8 may do that
+    assert compare(ref, flipped, tol)[0].passed
+    shifted = ref + 0.05  # every pixel off by 0.05: far inside atol, but the bulk has moved
+    res, failures = compare(ref, shifted, tol)
+    assert not res.passed and "mean abs error" in str(failures[0])

@@ -12,9 +12,16 @@ DTYPES: dict[str, torch.dtype] = {
     "fp16": torch.float16,
     "bf16": torch.bfloat16,
 }
+# What an artifact or bench row may be: the torch dtypes plus int8, which only exists as an ONNX
+# file quantized by ONNX Runtime (weights and activations int8, I/O float32).
+PRECISIONS = (*DTYPES, "int8")
+INT8_ONLY_ONNX = ("int8 runs only from a quantized ONNX artifact (`gantool export --format onnx --dtype int8`, "
+                  "backends ort and openvino)")
 
 
 def parse_dtype(name: str) -> torch.dtype:
+    if name == "int8":
+        raise ConfigError(f"{INT8_ONLY_ONNX}; PyTorch backends run {', '.join(DTYPES)}")
     try:
         return DTYPES[name]
     except KeyError:
@@ -90,16 +97,36 @@ def supports_dtype(device: torch.device, dtype: torch.dtype) -> bool:
     return dtype == torch.float16
 
 
-# /proc/cpuinfo flag -> the name gantool reports (amx: the tile unit, present with amx_bf16/amx_int8)
-ISA_FLAGS = {"avx2": "avx2", "avx512f": "avx512f", "avx512_vnni": "avx512_vnni", "avx512_bf16": "avx512_bf16",
-             "amx": "amx_tile"}
+# gantool's name -> the /proc/cpuinfo flags that mean it (x86 names; AMX counts as its tile unit).
+ISA_FLAGS = {"avx2": ("avx2",), "avx512f": ("avx512f",), "avx512_vnni": ("avx512_vnni",),
+             "avx_vnni": ("avx_vnni",), "avx512_bf16": ("avx512_bf16",), "amx": ("amx_tile",)}
 
 
-def cpu_isa() -> dict[str, bool | None]:
-    """The CPU's vector / matrix extensions that decide int8 and bf16 speed (None: cannot tell here)."""
+def cpu_flags() -> set[str]:
     try:
         with open("/proc/cpuinfo") as f:
-            flags = next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), None)
+            for line in f:
+                if line.startswith(("flags", "Features")):  # x86 / aarch64
+                    return set(line.split(":", 1)[1].split())
     except OSError:
-        flags = None
-    return {name: (None if flags is None else flag in flags) for name, flag in ISA_FLAGS.items()}
+        pass
+    return set()
+
+
+def cpu_isa(flags: set[str] | None = None) -> dict[str, bool]:
+    """The CPU extensions that decide int8 and bf16 speed: avx2, avx512f, avx512_vnni, avx_vnni,
+    avx512_bf16, amx. All False where /proc/cpuinfo is unreadable (not Linux)."""
+    flags = cpu_flags() if flags is None else flags
+    return {name: any(f in flags for f in names) for name, names in ISA_FLAGS.items()}
+
+
+def bf16_support(device: torch.device | str, flags: set[str] | None = None) -> str:
+    """"native" where the hardware multiplies bf16 (avx512_bf16 / AMX on x86, bf16 on Arm, CUDA
+    sm_80+), else "emulated" (converted to fp32 around every op: slower than fp32, not faster)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "native" if torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8 else "emulated"
+    if device.type != "cpu":
+        return "emulated"
+    flags = cpu_flags() if flags is None else flags
+    return "native" if flags & {"avx512_bf16", "amx_bf16", "bf16"} else "emulated"

@@ -121,8 +121,8 @@ def test_bad_options(checkpoint_path, tmp_path):
     out = tmp_path / "out"
     assert_one_line_error(run("export", "--checkpoint", checkpoint_path, "--format", "tflite", "--out", out),
                           "unknown format tflite")
-    assert_one_line_error(run("export", "--checkpoint", checkpoint_path, "--dtype", "int8", "--out", out),
-                          "unknown dtype int8")
+    assert_one_line_error(run("export", "--checkpoint", checkpoint_path, "--dtype", "fp8", "--out", out),
+                          "unknown dtype fp8")
     assert_one_line_error(run("export", "--checkpoint", checkpoint_path, "--format", "onnx", "--dtype", "bf16",
                               "--out", out), "no bf16 Gemm")
     if not torch.cuda.is_available():

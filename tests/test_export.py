@@ -90,8 +90,10 @@ def test_refusals_write_nothing(checkpoint_path, tmp_path):
         export_artifacts(checkpoint_path, ["onnx"], out, dtypes=["bf16"])
     with pytest.raises(ConfigError, match="unknown export format 'tflite'"):
         export_artifacts(checkpoint_path, ["tflite"], out)
-    with pytest.raises(ConfigError, match="unknown dtype 'int8'"):
-        export_artifacts(checkpoint_path, ["onnx"], out, dtypes=["int8"])
+    with pytest.raises(ConfigError, match="unknown dtype 'fp8'"):
+        export_artifacts(checkpoint_path, ["onnx"], out, dtypes=["fp8"])
+    with pytest.raises(ConfigError, match="torchscript int8: .*only --format onnx"):
+        export_artifacts(checkpoint_path, ["torchscript"], out, dtypes=["int8"])
     with pytest.raises(ConfigError, match="opsets 18"):
         export_artifacts(checkpoint_path, ["onnx"], out, opset=9)
     blocker = tmp_path / "file"

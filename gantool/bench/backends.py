@@ -27,6 +27,7 @@ BACKENDS: dict[str, BackendSpec] = {s.name: s for s in (
     BackendSpec("torchscript", "torchscript"),
     BackendSpec("aoti", "aoti"),
     BackendSpec("ort", "onnx"),
+    BackendSpec("openvino", "onnx"),  # optional extra: gantool[openvino]
     BackendSpec("ort-cuda", "onnx", cuda_only=True),
     BackendSpec("ort-cuda-graph", "onnx", cuda_only=True),
     BackendSpec("ort-trt", "onnx", cuda_only=True),
@@ -37,12 +38,41 @@ BACKENDS: dict[str, BackendSpec] = {s.name: s for s in (
 # What a user gets without --backends: everything meaningful on that device (reduce-overhead
 # only differs from plain compile through CUDA graphs; TensorRT only where asked for).
 DEFAULT_BACKENDS = {
-    "cpu": ["eager", "compile", "torchscript", "ort", "aoti"],
+    "cpu": ["eager", "compile", "torchscript", "ort", "aoti"],  # + openvino where it is installed
     "cuda": ["eager", "compile", "compile-reduce-overhead", "torchscript", "aoti", "ort-cuda", "ort-cuda-graph"],
 }
-DEFAULT_PRECISIONS = {"cpu": ["fp32", "bf16"], "cuda": ["fp32", "bf16", "fp16"]}
+# int8 rows come from a quantized ONNX file, so only these backends have them.
+INT8_BACKENDS = ("ort", "openvino")
 CUDA_PROVIDERS = {"ort-cuda": "CUDAExecutionProvider", "ort-cuda-graph": "CUDAExecutionProvider",
                   "ort-trt": "TensorrtExecutionProvider"}
+
+
+def default_precisions(device: str, entries: list[dict[str, Any]]) -> list[str]:
+    """What bench measures without --precisions: only what the device runs natively (an emulated
+    bf16 row measures the emulation, not the model), plus int8 where an int8 ONNX file exists."""
+    from gantool.device import bf16_support
+
+    out = ["fp32"]
+    if device == "cuda":
+        out.append("fp16")
+    if bf16_support(device) == "native":
+        out.append("bf16")
+    if device == "cpu" and any(e["format"] == "onnx" and e["dtype"] == "int8" for e in entries):
+        out.append("int8")
+    return out
+
+
+def precision_support(device: str, precision: str) -> str | None:
+    """"native" or "emulated" for the reduced float precisions, from the device's flags; None otherwise."""
+    from gantool.device import bf16_support, cpu_flags
+
+    if precision == "bf16":
+        return bf16_support(device)
+    if precision == "fp16":
+        if device == "cuda":
+            return "native"
+        return "native" if device == "cpu" and cpu_flags() & {"avx512_fp16", "amx_fp16", "fphp"} else "emulated"
+    return None
 
 
 def row_device(spec: BackendSpec, device: str) -> str:
@@ -65,9 +95,9 @@ def export_hint(fmt: str, dtype: str, exported: Path | None, device: str = "cpu"
 
 def missing_reason(fmt: str, dtype: str, exported: Path | None, device: str) -> str:
     """Why a (format, dtype) row has no artifact: the format cannot hold it, or it was not exported."""
-    from gantool.export import get_format
+    from gantool.export import get_format, unsupported
 
-    why = get_format(fmt).unsupported(dtype, torch.device(device))
+    why = unsupported(get_format(fmt), dtype, torch.device(device))
     if why:
         return f"{fmt} {dtype}: {why}"
     return f"no {dtype} {fmt} artifact for {device} in {exported or 'exported'}: {export_hint(fmt, dtype, exported, device)}"

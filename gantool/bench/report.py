@@ -57,6 +57,21 @@ def collapse(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def dtype_label(r: dict[str, Any]) -> str:
+    """The dtype cell: "bf16 emulated" so a slow emulated row is not read as the model's cost;
+    "int8 static" / "int8 dynamic" from the file's quantization; the OpenVINO hint when it is not f32."""
+    rt = r.get("runtime") or {}
+    label = r["precision"]
+    if r.get("precision_support") == "emulated":
+        label += " emulated"
+    if rt.get("quantization"):
+        label += f" {rt['quantization']}"
+    hint = rt.get("inference_precision_hint")
+    if hint and hint != "f32":
+        label += f" (ov {hint})"
+    return label
+
+
 def row_cells(r: dict[str, Any]) -> list[str]:
     p = r.get("parity") or {}
     parity = "-" if not p else ("ok" if p.get("passed") else "FAIL") + (
@@ -65,7 +80,7 @@ def row_cells(r: dict[str, Any]) -> list[str]:
     rt = r.get("runtime") or {}
     backend = r["backend"] + (f" ({rt['ep']}, {rt['browser'].split('.')[0]})" if rt.get("ep") and rt.get("browser") else "")
     device = r["device"] + (f" (rank {r['process_rank']})" if r.get("process_rank") is not None else "")
-    return [str(r.get("rank") or ""), backend, r["precision"], device, str(r["batch"]),
+    return [str(r.get("rank") or ""), backend, dtype_label(r), device, str(r["batch"]),
             fmt_rate(r["samples_per_s"]), fmt_time(r["median_ms"]), fmt_time(r["p90_ms"]),
             fmt_time(r["p99_ms"]), fmt_time(r["first_call_ms"]),
             "-" if r["gflops"] is None else f"{r['gflops']:.1f}",
@@ -74,7 +89,8 @@ def row_cells(r: dict[str, Any]) -> list[str]:
 
 def title(report: dict[str, Any]) -> str:
     env = report["environment"]
-    return (f"gantool bench on {env['device']} ({env['device_name']}), {env['threads']} threads, "
+    isa = ",".join(k for k, v in (env.get("cpu_isa") or {}).items() if v) or "no avx2"
+    return (f"gantool bench on {env['device']} ({env['device_name']}; {isa}), {env['threads']} threads, "
             f"torch {env['versions']['torch']}, {report['model']['flops_per_sample'] / 1e6:.2f} MFLOP/sample")
 
 

@@ -14,11 +14,12 @@ import numpy as np
 import torch
 
 from gantool import __version__
-from gantool.bench.backends import (BACKENDS, DEFAULT_BACKENDS, DEFAULT_PRECISIONS, check_requested,
-                                    find_artifact, guard, missing_reason, read_artifacts, row_device)
+from gantool.bench.backends import (BACKENDS, DEFAULT_BACKENDS, INT8_BACKENDS, check_requested, default_precisions,
+                                    find_artifact, guard, missing_reason, precision_support, read_artifacts,
+                                    row_device)
 from gantool.bench.roofline import PeakCache, achieved_gflops, flops_per_sample
 from gantool.bench.timing import BenchResult, compare, make_inputs, measure, parity_rows, _is_oom
-from gantool.device import DTYPES, cpu_name, device_name, resolve_device
+from gantool.device import INT8_ONLY_ONNX, PRECISIONS, cpu_isa, cpu_name, device_name, resolve_device
 from gantool.errors import ConfigError, DeviceError, GantoolError, first_line
 from gantool.runners import Runner, load_runner
 
@@ -49,13 +50,13 @@ def environment(device: torch.device) -> dict[str, Any]:
     """What a number depends on: machine, threads and library versions."""
     versions: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
                                 "numpy": np.__version__, "gantool": __version__}
-    for mod in ("onnxruntime", "onnx"):
+    for mod in ("onnxruntime", "onnx", "openvino"):
         try:
             m = __import__(mod)
             versions[mod] = m.__version__
         except Exception as e:  # noqa: BLE001 - a missing/broken optional lib is recorded, not fatal
             versions[mod] = f"unavailable: {first_line(e)}"
-    env = {"device": str(device), "device_name": device_name(device), "cpu": cpu_name(),
+    env = {"device": str(device), "device_name": device_name(device), "cpu": cpu_name(), "cpu_isa": cpu_isa(),
            "cpu_count": __import__("os").cpu_count(), "threads": torch.get_num_threads(),
            "platform": platform.platform(), "versions": versions,
            "float32_matmul_precision": torch.get_float32_matmul_precision(),
@@ -67,6 +68,25 @@ def environment(device: torch.device) -> dict[str, Any]:
         env["cuda"] = {"torch_cuda": torch.version.cuda, "device_count": torch.cuda.device_count(),
                        "name": torch.cuda.get_device_name(), "capability": list(torch.cuda.get_device_capability())}
     return env
+
+
+# What a runner reports about how it ran that a reader needs beside the number (OpenVINO's precision hint...).
+RUNTIME_KEYS = ("inference_precision_hint", "openvino", "quantization")
+
+
+def default_backends(device: str) -> list[str]:
+    """Every backend meaningful on the device; OpenVINO (an optional extra) only where it is installed."""
+    import importlib.util
+
+    out = list(DEFAULT_BACKENDS.get(device, DEFAULT_BACKENDS["cpu"]))
+    if device == "cpu" and importlib.util.find_spec("openvino") is not None:
+        out.insert(out.index("ort") + 1, "openvino")
+    return out
+
+
+def peak_dtype(precision: str) -> str:
+    """An int8 row's % of peak is against the fp32 GEMM peak: above 100% is past the fp32 roofline."""
+    return "fp32" if precision == "int8" else precision
 
 
 class Bench:
@@ -84,17 +104,19 @@ class Bench:
         # Rows and runners use the indexed device when one is given (cuda:LOCAL_RANK under torchrun).
         self.where = str(self.device) if self.device.index is not None else self.dev
         self.explicit = bool(cfg.backends)
-        self.backends = cfg.backends or DEFAULT_BACKENDS.get(self.dev, DEFAULT_BACKENDS["cpu"])
-        self.precisions = cfg.precisions or DEFAULT_PRECISIONS.get(self.dev, ["fp32"])
+        self.backends = cfg.backends or default_backends(self.dev)
         for b in self.backends:
             if b not in BACKENDS:
                 raise ConfigError(f"unknown backend {b!r}; choose from: {', '.join(BACKENDS)}")
-        for p in self.precisions:
-            if p not in DTYPES:
-                raise ConfigError(f"unknown precision {p!r}; choose from: {', '.join(DTYPES)}")
+        for p in cfg.precisions:
+            if p not in PRECISIONS:
+                raise ConfigError(f"unknown precision {p!r}; choose from: {', '.join(PRECISIONS)}")
         if any(b <= 0 for b in cfg.batch_sizes) or not cfg.batch_sizes:
             raise ConfigError(f"batch sizes must be > 0, got {cfg.batch_sizes}")
         self.entries, self.manifest = read_artifacts(cfg.exported)
+        self.precisions = cfg.precisions or default_precisions(self.dev, self.entries)
+        if cfg.precisions == ["int8"] and not set(self.backends) & set(INT8_BACKENDS):
+            raise ConfigError(f"--precisions int8 with backends {', '.join(self.backends)}: {INT8_ONLY_ONNX}")
         self.checkpoint = cfg.checkpoint or self._manifest_checkpoint()
         check_requested(self.backends, self.explicit, self.entries, cfg.exported, self.checkpoint)
         if self.checkpoint is None:
@@ -124,8 +146,9 @@ class Bench:
         """Load once, then measure each batch size; failures become rows, never exceptions."""
         spec = BACKENDS[backend]
         dev = row_device(spec, self.where)
-        rows = lambda status, reason, art=None: [BenchResult(backend, precision, dev, b, status, reason, art)  # noqa: E731
-                                                 for b in self.cfg.batch_sizes]
+        support = precision_support(dev, precision)
+        rows = lambda status, reason, art=None: [BenchResult(backend, precision, dev, b, status, reason, art,  # noqa: E731
+                                                             precision_support=support) for b in self.cfg.batch_sizes]
         source: Path = self.checkpoint  # type: ignore[assignment]
         if spec.format is not None:
             art = find_artifact(self.entries, self.cfg.exported, spec.format, precision, dev) if self.entries else None
@@ -133,7 +156,7 @@ class Bench:
                 return rows("skipped", missing_reason(spec.format, precision, self.cfg.exported, dev))
             source = art
         art_s = str(source) if spec.format else None
-        opts = {"threads": self.cfg.threads} if backend == "ort" and self.cfg.threads else {}
+        opts = {"threads": self.cfg.threads} if backend in ("ort", "openvino") and self.cfg.threads else {}
         if spec.remote:
             if not self.cfg.url:
                 return rows("unavailable", "no server given: pass --url HOST:PORT (a Triton server's gRPC port)")
@@ -157,6 +180,8 @@ class Bench:
             self.progress(f"{backend} {precision} batch {b}")
             row = self.measure_row(runner, backend, precision, dev, b, art_s)
             row.load_s = round(load_s, 4)
+            row.precision_support = support
+            row.runtime = {k: v for k, v in runner.info.extra.items() if k in RUNTIME_KEYS} or None
             if spec.remote:
                 row.server = dict(runner.info.extra)
             out.append(row)
@@ -189,7 +214,7 @@ class Bench:
         row.samples_per_s = batch / t["median"]
         row.gflops = achieved_gflops(row.samples_per_s, self.flops)
         if self.cfg.peak_probe and not BACKENDS[backend].remote:
-            self.peaks.get(dev, precision)  # probe now; rows get their % of peak at the end (run)
+            self.peaks.get(dev, peak_dtype(precision))  # probe now; rows get their % of peak at the end (run)
         if not row.parity["passed"]:
             row.status = "parity-failed"
             row.reason = row.parity.get("error") or (
@@ -216,6 +241,8 @@ class Bench:
             results: list[BenchResult] = []
             for backend in self.backends:
                 for precision in self.precisions:
+                    if precision == "int8" and backend not in INT8_BACKENDS and not self.cfg.precisions:
+                        continue  # the default int8 rows are the ONNX backends' only
                     self.progress(f"{backend} {precision}: loading")
                     results += self.rows_for(backend, precision)
             if self.dev == "cuda" and not torch.cuda.is_available():
@@ -228,7 +255,7 @@ class Bench:
         if self.cfg.peak_probe:
             self.peaks.refresh()
             for r in results:
-                peak = (self.peaks.get(r.device, r.precision)
+                peak = (self.peaks.get(r.device, peak_dtype(r.precision))
                         if r.gflops is not None and not BACKENDS[r.backend].remote else None)
                 if peak:
                     r.peak_gflops, r.pct_peak = peak.gflops, 100 * r.gflops / peak.gflops

@@ -41,7 +41,10 @@ class BenchResult:
     pct_peak: float | None = None
     parity: dict[str, Any] | None = None
     ranked: bool = False
-    runtime: dict[str, Any] | None = None  # beyond backend/device: for web the browser, ORT-Web version, EP, threads
+    precision_support: str | None = None  # bf16 / fp16: "native" or "emulated" from the device's flags
+    # What ran the row beyond backend/device: web's browser, ORT-Web version, EP and threads;
+    # OpenVINO's inference_precision_hint; an int8 file's quantization method.
+    runtime: dict[str, Any] | None = None
     server: dict[str, Any] | None = None  # remote rows: url, model, model_version, server_version
 
     def to_dict(self) -> dict[str, Any]:

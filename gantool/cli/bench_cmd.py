@@ -39,8 +39,8 @@ def _progress():
 def bench(
     exported: Annotated[Optional[Path], typer.Option(help="Directory of exported artifacts (with manifest.json). Default: ./exported when it exists.")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option(help="Run dir or checkpoint.pt: eager/compile backends and the parity reference. Default: the manifest's source checkpoint.")] = None,
-    backends: Annotated[Optional[str], typer.Option(help="Comma list: eager, compile, compile-reduce-overhead, torchscript, aoti, ort, ort-cuda, ort-cuda-graph, ort-trt, web (ONNX Runtime Web in headless Chromium; needs scripts/web_deps.sh). Default: all that make sense on the device (web only when named).")] = None,
-    precisions: Annotated[Optional[str], typer.Option(help="Comma list of fp32, bf16, fp16. Default: fp32,bf16 on CPU; fp32,bf16,fp16 on CUDA.")] = None,
+    backends: Annotated[Optional[str], typer.Option(help="Comma list: eager, compile, compile-reduce-overhead, torchscript, aoti, ort, openvino, ort-cuda, ort-cuda-graph, ort-trt, web (ONNX Runtime Web in headless Chromium; needs scripts/web_deps.sh), triton (needs --url). Default: all that make sense on the device (web and triton only when named).")] = None,
+    precisions: Annotated[Optional[str], typer.Option(help="Comma list of fp32, bf16, fp16, int8 (int8: ort/openvino on an int8 ONNX file). Default: what the device runs natively (fp32; bf16 where the CPU has avx512_bf16/AMX; fp16 and bf16 on CUDA sm_80+), plus int8 where an int8 file is exported.")] = None,
     batch_sizes: Annotated[str, typer.Option(help="Comma list of batch sizes (> 0).")] = "1,64,1024,4096",
     device: Annotated[BenchDevice, typer.Option(help="auto picks CUDA when present. ORT CUDA/TensorRT backends always run on CUDA.")] = BenchDevice.auto,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed calls after the first call, per row.")] = 5,
@@ -63,7 +63,7 @@ def bench(
     from gantool.bench import report as rep
     from gantool.bench.suite import BenchConfig, run_bench
     from gantool.bench.backends import BACKENDS
-    from gantool.device import DTYPES
+    from gantool.device import PRECISIONS
     from gantool.distributed import Dist
 
     if exported is None and Path("exported/manifest.json").exists():
@@ -74,7 +74,7 @@ def bench(
     cfg = BenchConfig(
         checkpoint=checkpoint, exported=exported,
         backends=parse_choice_list(backends, list(BACKENDS), "backend") if backends else [],
-        precisions=parse_choice_list(precisions, list(DTYPES), "precision") if precisions else [],
+        precisions=parse_choice_list(precisions, list(PRECISIONS), "precision") if precisions else [],
         batch_sizes=parse_int_list(batch_sizes, "--batch-sizes"),
         device=device.value, warmup=warmup, min_time=min_time, min_repeats=min_repeats, threads=threads,
         url=url, triton_model=triton_model,
@@ -104,7 +104,7 @@ def bench(
     if train:
         train_kw = {"dataset": train_dataset, "device": device.value}
         if cfg.precisions:
-            train_kw["precisions"] = tuple(cfg.precisions)
+            train_kw["precisions"] = tuple(p for p in cfg.precisions if p != "int8") or ("fp32",)
     update, close = _progress()
     try:
         report = run_bench(cfg, progress=update, train=train_kw)

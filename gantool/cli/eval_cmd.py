@@ -41,6 +41,7 @@ def eval_(
     data_dir: Annotated[Path, typer.Option(help="Where the dataset lives (as for train).")] = Path("data"),
     device: Annotated[str, typer.Option(help="auto (CUDA when present) | cpu | cuda: device of the runner.")] = "auto",
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the scores as JSON here.")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="Runner backend for --artifact (e.g. ort, openvino); default: from the file type.")] = None,
 ) -> None:
     """Score samples with a classifier trained on the dataset: FID on its features, recognisability, coverage.
 
@@ -60,10 +61,15 @@ def eval_(
         runner = load_runner(checkpoint, "eager", device=device)
         dataset = dataset or dataset_of(checkpoint)
     else:
-        runner = load_runner(artifact, device=device)
+        runner = load_runner(artifact, backend, device=device, dtype="auto")  # an artifact runs in its own dtype
     scores = evaluate_runner(runner, dataset or "mnist-5k", data_dir, n=n, seed=seed)
+    from gantool.bench.suite import environment
+
+    scores["environment"] = env = environment(runner.device)
     typer.echo(format_scores(scores))
+    isa = ",".join(k for k, v in env["cpu_isa"].items() if v) or "none of avx2/avx512/amx"
+    typer.echo(f"  machine          {env['device_name']} ({isa}), {env['threads']} threads, torch {env['versions']['torch']}")
     if json_path:
         atomic_write_text(json_path, json.dumps(scores, indent=2) + "\n")
         typer.echo(f"wrote {json_path}")
-    typer.echo(json.dumps({k: v for k, v in scores.items() if k not in ("targets",)}, separators=(",", ":")))
+    typer.echo(json.dumps({k: v for k, v in scores.items() if k not in ("targets", "environment")}, separators=(",", ":")))

@@ -12,7 +12,7 @@ from gantool.cli.common import check_writable, parse_choice_list, user_errors
 from gantool.errors import ConfigError
 
 FORMATS = ["onnx", "torchscript", "aoti", "all", "web", "triton"]
-DTYPES = ["fp32", "fp16", "bf16"]
+DTYPES = ["fp32", "fp16", "bf16", "int8"]
 
 
 @app.command()
@@ -21,7 +21,7 @@ def export(
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Run directory or checkpoint file to export (for web: optional, exports its ONNX first).")] = None,
     format: Annotated[str, typer.Option("--format", help="onnx, torchscript, aoti or all (comma-separated list); web: a static page that runs the ONNX in a browser; triton: a Triton Inference Server model repository.")] = "all",
     out: Annotated[Optional[Path], typer.Option("--out", help="Directory for the artifacts and manifest.json (default: exported; for web: site; for triton: the model repository).")] = None,
-    dtype: Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16 (comma-separated list).")] = "fp32",
+    dtype: Annotated[str, typer.Option("--dtype", "--precision", help="fp32, fp16, bf16 or int8 (comma-separated list; int8: ONNX only, quantized by ONNX Runtime). --precision is the same option.")] = "fp32",
     opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (18 or newer); default: the exporter's.")] = None,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when present) | cpu | cuda: the device AOTInductor compiles for.")] = "auto",
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check parity against eager fp32 after exporting.")] = True,
@@ -33,6 +33,8 @@ def export(
     kind: Annotated[Optional[str], typer.Option("--kind", help="triton: where instances run: auto (GPU when the server has one), gpu or cpu. Default: auto.")] = None,
     optimize: Annotated[bool, typer.Option("--optimize", help="triton: TensorRT and CUDA-graph settings for the ONNX model's GPU instances.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace what --out already holds: artifacts another checkpoint exported (they are deleted), an earlier site (web), gantool's models in a repository (triton; other models are kept).")] = False,
+    quantization: Annotated[Optional[str], typer.Option("--quantization", help="int8 only: static (QDQ, activation ranges calibrated on seeded z; the default) or dynamic (ranges measured at run time).")] = None,
+    calibration_samples: Annotated[Optional[int], typer.Option("--calibration-samples", metavar="N", help="int8 static only: calibration z to set activation ranges (default 1024).")] = None,
 ) -> None:
     """Export the generator to TorchScript / ONNX / AOTInductor, write manifest.json, check parity.
 
@@ -75,8 +77,13 @@ def export(
                    f"serve it with: tritonserver --model-repository {Path(out).resolve()}")
         return
     out = out or Path("exported")
+    quant = None
+    if quantization is not None or calibration_samples is not None:
+        from gantool.export.quantize import Quantization
+
+        quant = Quantization(quantization or "static", calibration_samples)
     entries = export_artifacts(checkpoint, formats, out, dtypes=dtypes, opset=opset, device=device,
-                               verify=verify, force=force, log=typer.echo)
+                               verify=verify, force=force, log=typer.echo, quantization=quant)
     if any(e["format"] == "torchscript" for e in entries):
         typer.echo(deprecation_notice())
     total = sum(e["export_seconds"] for e in entries)

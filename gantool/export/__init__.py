@@ -21,13 +21,20 @@ from gantool.config import ModelConfig
 from gantool.export.spec import ExportSpec, Format
 
 FORMAT_NAMES = ("onnx", "torchscript", "aoti")
-DTYPE_NAMES = ("fp32", "fp16", "bf16")
+DTYPE_NAMES = ("fp32", "fp16", "bf16", "int8")  # int8: ONNX only, quantized by ONNX Runtime
 
 
 def get_format(name: str) -> Format:
     if name not in FORMAT_NAMES:
         raise ConfigError(f"unknown export format {name!r}; choose one of: {', '.join(FORMAT_NAMES)}, all")
     return importlib.import_module(f"gantool.export.{name}").FORMAT
+
+
+def unsupported(fmt: Format, dtype: str, device: torch.device) -> str | None:
+    """Why `fmt` cannot hold `dtype` on `device` (None when it can)."""
+    if dtype == "int8" and fmt.name != "onnx":
+        return "int8 is made by ONNX Runtime's quantizer from the ONNX export; only --format onnx holds it"
+    return fmt.unsupported(dtype, device)
 
 
 def artifact_name(fmt: Format, dtype: str, device: str) -> str:
@@ -69,7 +76,7 @@ def plan(formats: list[str], dtypes: list[str], device: torch.device,
     jobs, refused = [], []
     for f in fmts:
         for d in dict.fromkeys(dtypes):
-            why = f.unsupported(d, device)
+            why = unsupported(f, d, device)
             if why:
                 refused.append(f"{f.name} {d}: {why}")
             else:
@@ -89,9 +96,11 @@ def export_artifacts(
     verify: bool = True,
     log: Callable[[str], None] | None = None,
     force: bool = False,
+    quantization: Any = None,
 ) -> list[dict[str, Any]]:
     """Write each (format, dtype) artifact atomically, record it in the manifest, then check parity.
 
+    `quantization` (gantool.export.quantize.Quantization) says how int8 is made; default static QDQ.
     Returns the manifest entries written. Raises a ParityError (after recording the result) when
     `verify` finds an artifact that does not compute what the checkpoint computes. Artifacts of
     another checkpoint already in `out_dir` are refused (OutputError) unless `force`.
@@ -103,6 +112,8 @@ def export_artifacts(
     say = log or (lambda msg: None)
     dev = resolve_device(device)
     jobs, skipped = plan(formats, dtypes, dev, opset)
+    if quantization is not None and not any(d == "int8" for _, d in jobs):
+        raise ConfigError("--quantization and --calibration-samples apply to --dtype int8 (ONNX) only")
     for why in skipped:
         say(f"skipping {why}")
     out = Path(out_dir)
@@ -129,17 +140,19 @@ def export_artifacts(
     for fmt, dtype in jobs:
         where = dev if fmt.device_specific else torch.device("cpu")
         entry_device = where.type if fmt.device_specific else "any"
-        module = _copy_to(g, cfg, where, parse_dtype(dtype))
+        module = _copy_to(g, cfg, where, parse_dtype("fp32" if dtype == "int8" else dtype))  # int8: quantized from fp32
         path = out / artifact_name(fmt, dtype, entry_device)
         say(f"exporting {fmt.name} {dtype} -> {path}")
         t0 = time.perf_counter()
-        extra = _write_atomically(fmt, module, spec, path, dtype, where, opset)
+        extra = _write_atomically(fmt, module, spec, path, dtype, where, opset,
+                                  {"quantization": quantization} if dtype == "int8" else {})
+        io_dtype = "fp32" if dtype == "int8" else dtype  # an int8 file takes and returns float32
         seconds = time.perf_counter() - t0
         entry = {
             "format": fmt.name, "file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size,
             "dtype": dtype, "device": entry_device, "backend": fmt.backend, "opset": extra.pop("opset", None),
-            "inputs": [{"name": spec.input_name, "shape": spec.input_shape, "dtype": dtype}],
-            "outputs": [{"name": spec.output_name, "shape": spec.output_shape, "dtype": dtype}],
+            "inputs": [{"name": spec.input_name, "shape": spec.input_shape, "dtype": io_dtype}],
+            "outputs": [{"name": spec.output_name, "shape": spec.output_shape, "dtype": io_dtype}],
             "latent_dim": spec.latent_dim, "value_range": list(spec.value_range),
             "source_checkpoint": str(spec.source_checkpoint), "source_sha256": spec.source_sha256,
             "export_seconds": round(seconds, 3),
@@ -180,14 +193,14 @@ def _copy_to(g: torch.nn.Module, cfg: ModelConfig, device: torch.device, dtype: 
 
 
 def _write_atomically(fmt: Format, module: torch.nn.Module, spec: ExportSpec, path: Path, dtype: str,
-                      device: torch.device, opset: int | None) -> dict[str, Any]:
+                      device: torch.device, opset: int | None, options: dict[str, Any]) -> dict[str, Any]:
     from gantool.checkpoint import atomic_write
     from gantool.errors import ExportError, GantoolError
 
     extra: dict[str, Any] = {}
 
     def write(tmp: Path) -> None:
-        extra.update(fmt.export(module, spec, tmp, dtype=dtype, device=device, opset=opset))
+        extra.update(fmt.export(module, spec, tmp, dtype=dtype, device=device, opset=opset, **options))
 
     try:
         with torch.no_grad():

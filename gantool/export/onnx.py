@@ -19,8 +19,11 @@ def _unsupported(dtype: str, device: torch.device) -> str | None:
 
 
 def export_onnx(module: torch.nn.Module, spec: ExportSpec, path: Path, *, dtype: str,
-                device: torch.device, opset: int | None) -> dict[str, Any]:
+                device: torch.device, opset: int | None, quantization: Any = None) -> dict[str, Any]:
     import onnx
+
+    if dtype == "int8":
+        return _export_int8(module, spec, path, device=device, opset=opset, quantization=quantization)
 
     x = spec.example_input(next(module.parameters()).dtype, device)
     batch = torch.export.Dim(spec.batch_dim, min=1)
@@ -33,15 +36,60 @@ def export_onnx(module: torch.nn.Module, spec: ExportSpec, path: Path, *, dtype:
             dynamic_shapes={"z": {0: batch}},  # keyed by forward()'s argument name
         )
     model = program.model_proto
-    for key, value in spec.metadata(dtype, "onnx").items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    model.doc_string = f"gantool generator: {spec.input_name} (N, {spec.latent_dim}) -> {spec.output_name} (N, {', '.join(map(str, spec.img_shape))}) in [-1, 1]"
+    drop_initializer_value_info(model)
+    _describe(model, spec, spec.metadata(dtype, "onnx"))
     onnx.checker.check_model(model, full_check=True)
     # One file: the weights (~6 MB) stay inside the .onnx instead of a .data side file.
     onnx.save_model(model, str(path), save_as_external_data=False)
     opset_used = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     return {"opset": opset_used, "versions": {"onnx": onnx.__version__}}
+
+
+def drop_initializer_value_info(model: Any) -> None:
+    """The exporter also lists every weight in graph.value_info; tools that rewrite weights (ONNX
+    Runtime's quantizer transposes them) then fail strict shape inference on the stale entries.
+    An initializer's shape is already in the initializer itself."""
+    weights = {t.name for t in model.graph.initializer}
+    keep = [v for v in model.graph.value_info if v.name not in weights]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(keep)
+
+
+def _describe(model: Any, spec: ExportSpec, metadata: dict[str, str]) -> None:
+    """gantool's metadata_props (replacing any earlier gantool.* entries) and the doc string."""
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key not in metadata]
+    del model.metadata_props[:]
+    for key, value in [*kept, *metadata.items()]:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.doc_string = (f"gantool generator: {spec.input_name} (N, {spec.latent_dim}) -> {spec.output_name} "
+                        f"(N, {', '.join(map(str, spec.img_shape))}) in [-1, 1]")
+
+
+def _export_int8(module: torch.nn.Module, spec: ExportSpec, path: Path, *, device: torch.device,
+                 opset: int | None, quantization: Any) -> dict[str, Any]:
+    """The fp32 export, then ONNX Runtime's quantizer on it; the int8 file keeps float32 I/O."""
+    import json
+    import tempfile
+
+    import onnx
+
+    from gantool.export.quantize import Quantization, quantize_onnx
+
+    q = quantization or Quantization()
+    with tempfile.TemporaryDirectory(prefix="gantool-int8-") as tmp:
+        fp32 = Path(tmp) / "generator.fp32.onnx"
+        extra = export_onnx(module, spec, fp32, dtype="fp32", device=device, opset=opset)
+        quantize_onnx(fp32, Path(tmp) / "int8.onnx", q, spec.latent_dim, spec.input_name)
+        model = onnx.load(str(Path(tmp) / "int8.onnx"))
+    record = q.record()
+    meta = spec.metadata("int8", "onnx")
+    meta["gantool.quantization"] = json.dumps(record, separators=(",", ":"))
+    drop_initializer_value_info(model)
+    _describe(model, spec, meta)
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save_model(model, str(path), save_as_external_data=False)
+    return {**extra, "quantization": record}
 
 
 FORMAT = Format(name="onnx", suffix=".onnx", backend="ort", device_specific=False,

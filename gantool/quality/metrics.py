@@ -25,6 +25,9 @@ TARGETS = {"recognisability": 0.85, "class_entropy": 0.97, "fid_over_floor": 10.
 PARITY_MAX_HIST_TV = 0.02       # total-variation distance between predicted-class histograms
 PARITY_MIN_AGREEMENT = 0.98     # share of z whose predicted class is the same
 PARITY_MAX_FID_DELTA = 0.25     # |FID(cand) - FID(ref)| as a fraction of the real-vs-real floor
+# int8 changes every value by up to a quantization step, so it is judged on what a user sees (issue 13):
+INT8_MAX_FID_RATIO = 1.15       # FID(int8) <= 1.15 x FID(fp32)
+INT8_MAX_RECOGNISABILITY_DROP = 0.01  # recognisability within 1 point of fp32
 
 
 def _fid_metric(classifier: Classifier, real: torch.Tensor, device: torch.device):
@@ -161,11 +164,21 @@ def distribution_parity(reference, candidate, n: int = 2000, seed: int = 0, data
         failures.append(f"only {agreement:.1%} of z give the same digit (< {PARITY_MIN_AGREEMENT:.0%})")
     if delta > PARITY_MAX_FID_DELTA * sa["fid_floor"]:
         failures.append(f"FID moved by {delta:.3g} (> {PARITY_MAX_FID_DELTA} x floor {sa['fid_floor']:.3g})")
+    ratio = sb["fid"] / sa["fid"] if sa["fid"] > 0 else math.inf
+    drop = sa["recognisability"] - sb["recognisability"]
+    if candidate.info.dtype == "int8":
+        if ratio > INT8_MAX_FID_RATIO:
+            failures.append(f"FID {ratio:.3f}x the reference's (> {INT8_MAX_FID_RATIO}x)")
+        if drop > INT8_MAX_RECOGNISABILITY_DROP:
+            failures.append(f"recognisability {sb['recognisability']:.1%} vs {sa['recognisability']:.1%} "
+                            f"(drops more than {INT8_MAX_RECOGNISABILITY_DROP:.0%})")
     return {
         "reference": reference.name, "candidate": candidate.name, "n": n, "seed": seed,
         "fid_reference": sa["fid"], "fid_candidate": sb["fid"], "fid_delta": delta, "fid_floor": sa["fid_floor"],
         "hist_reference": sa["class_histogram"], "hist_candidate": sb["class_histogram"], "hist_tv": tv,
-        "label_agreement": agreement, "passed": not failures, "failures": failures,
+        "label_agreement": agreement, "fid_ratio": ratio, "recognisability_reference": sa["recognisability"],
+        "recognisability_candidate": sb["recognisability"], "min_class_share_candidate": sb["min_class_share"],
+        "passed": not failures, "failures": failures,
     }
 
 

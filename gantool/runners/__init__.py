@@ -21,6 +21,9 @@ from gantool.runners.base import _REGISTRY, ModuleRunner, Runner, RunnerInfo, re
 __all__ = ["ModuleRunner", "Runner", "RunnerInfo", "backend_for_path", "backends", "load_runner", "register"]
 
 
+TORCH_BACKENDS = ("eager", "compile", "compile-reduce-overhead", "torchscript", "aoti")
+
+
 def backends() -> list[str]:
     _import_all()
     return sorted(_REGISTRY)
@@ -30,7 +33,7 @@ def _import_all() -> None:
     # Each module registers its backends on import; heavy deps are imported lazily inside them.
     from gantool.runners import torch_runner  # noqa: F401
 
-    for mod in ("torchscript_runner", "onnx_runner", "aoti_runner", "web_runner", "triton_runner"):
+    for mod in ("torchscript_runner", "onnx_runner", "aoti_runner", "openvino_runner", "web_runner", "triton_runner"):
         try:
             __import__(f"gantool.runners.{mod}")
         except ModuleNotFoundError as e:
@@ -57,4 +60,8 @@ def load_runner(
         raise ConfigError(f"unknown backend {backend!r}; choose one of: {', '.join(sorted(_REGISTRY))}")
     if not getattr(_REGISTRY[backend], "remote", False) and not Path(source).exists():
         raise ArtifactError(f"not found: {source}")
+    if backend_for_path(source) == "ort" and backend in TORCH_BACKENDS:
+        runs = "PyTorch checkpoints" if backend.startswith(("eager", "compile")) else f"{backend} artifacts"
+        raise ConfigError(f"{source} is an ONNX artifact and backend {backend} runs {runs}; "
+                          "open ONNX files (fp32, fp16, int8) with ort or openvino")
     return _REGISTRY[backend](source, device=device, dtype=dtype, **options)

@@ -72,7 +72,28 @@ def _describe(session, path: str | Path) -> tuple[str, str, str, int, tuple[int,
         shape = tuple(int(v) for v in (meta.get("gantool.image_shape") or "1,28,28").split(","))
     except (ValueError, TypeError, IndexError):
         raise ArtifactError(f"{path}: cannot tell the latent size from input shape {inp[0].shape}") from None
-    return inp[0].name, out[0].name, _ELEM[inp[0].type][0], latent, shape  # type: ignore[return-value]
+    return inp[0].name, out[0].name, artifact_dtype(_ELEM[inp[0].type][0], meta), latent, shape  # type: ignore[return-value]
+
+
+def artifact_dtype(io_dtype: str, metadata: dict[str, str]) -> str:
+    """An int8 file (quantized by `gantool export --dtype int8`) takes and returns float32; its
+    metadata says int8. Anything else is the dtype of its I/O."""
+    return "int8" if io_dtype == "fp32" and metadata.get("gantool.dtype") == "int8" else io_dtype
+
+
+def quantization_of(metadata: dict[str, str]) -> dict[str, Any]:
+    """{"quantization": "static" | "dynamic"} for an int8 file gantool made, else {}."""
+    import json
+
+    try:
+        return {"quantization": json.loads(metadata["gantool.quantization"])["method"]}
+    except (KeyError, ValueError, TypeError):
+        return {}
+
+
+def io_types(dtype: str) -> tuple[Any, torch.dtype]:
+    """(numpy, torch) element type of an artifact's z and images: float16 for fp16, else float32."""
+    return (np.float16, torch.float16) if dtype == "fp16" else (np.float32, torch.float32)
 
 
 class OrtRunner(Runner):
@@ -84,9 +105,10 @@ class OrtRunner(Runner):
         self.session = _session(path, ["CPUExecutionProvider"], threads)
         self.in_name, self.out_name, art, latent, shape = _describe(self.session, path)
         name = resolve_artifact_dtype(dtype, art, path)
-        self.np_dtype = np.float16 if name == "fp16" else np.float32
+        self.np_dtype, _ = io_types(name)
         self.info = RunnerInfo("ort", "cpu", name, latent, shape, str(path),
-                               {"providers": self.session.get_providers(), "threads": threads or 0})
+                               {"providers": self.session.get_providers(), "threads": threads or 0,
+                                **quantization_of(self.session.get_modelmeta().custom_metadata_map)})
 
     def prepare(self, z: torch.Tensor) -> np.ndarray:
         return np.ascontiguousarray(z.detach().cpu().numpy().astype(self.np_dtype, copy=False))
@@ -168,7 +190,7 @@ class OrtCudaRunner(Runner):
             raise DeviceError(f"{backend} unavailable: session providers are {got}; {_provider_load_reason(provider)}")
         self.in_name, self.out_name, art, latent, shape = _describe(self.session, path)
         name = resolve_artifact_dtype(dtype, art, path)
-        _, self.np_dtype, self.torch_dtype = next(v for v in _ELEM.values() if v[0] == name)
+        self.np_dtype, self.torch_dtype = io_types(name)
         self.cuda_graph = cuda_graph
         self._static: dict[int, _Bound] = {}  # batch size -> captured buffers (graph mode)
         self._run_options: dict[int, Any] = {}

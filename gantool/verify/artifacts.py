@@ -14,7 +14,10 @@ from gantool.runners import Runner, load_runner
 from gantool.verify.compare import (BATCH_SIZES, REL_FLOOR, TOLERANCES, ChecksumError, LoadError, MetadataError,
                                     ParityError, ParityResult, ShapeError, verify_runner)
 
-_ONNX_ELEM = {"fp32": 1, "fp16": 10, "bf16": 16}  # onnx.TensorProto FLOAT / FLOAT16 / BFLOAT16
+# onnx.TensorProto FLOAT / FLOAT16 / BFLOAT16 of z; an int8 file takes float32 z
+_ONNX_ELEM = {"fp32": 1, "fp16": 10, "bf16": 16, "int8": 1}
+# An int8 file holds its weights as int8 initializers feeding one of these (QDQ or dynamic).
+_INT8_OPS = {"DequantizeLinear", "MatMulInteger", "QLinearMatMul", "QGemm"}
 
 
 def check_entry(out: Path, entry: dict[str, Any], reference: Runner, ckpt_sha: str,
@@ -118,11 +121,21 @@ def _onnx_graph(path: Path, dtype: str, latent: int, img: list[int]) -> list[Par
         if len(dims) != 1 + len(want) or not isinstance(dims[0], str) or dims[1:] != want:
             failures.append(ShapeError(
                 f"{name}: {what} has shape {dims}; the contract says [N, {', '.join(map(str, want))}] with N dynamic"))
+    if dtype == "int8" and not _holds_int8_weights(g):
+        failures.append(MetadataError(f"{name}: the manifest says int8, but the graph holds no int8 weights "
+                                      f"feeding {'/'.join(sorted(_INT8_OPS))}"))
     elem = g.input[0].type.tensor_type.elem_type
     if elem != _ONNX_ELEM.get(dtype):
         failures.append(MetadataError(f"{name}: input element type {onnx.TensorProto.DataType.Name(elem)} "
                                       f"does not match the manifest dtype {dtype}"))
     return failures
+
+
+def _holds_int8_weights(g: Any) -> bool:
+    import onnx
+
+    int8 = {t.name for t in g.initializer if t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) and len(t.dims) == 2}
+    return any(n.op_type in _INT8_OPS and set(n.input) & int8 for n in g.node)
 
 
 @dataclass

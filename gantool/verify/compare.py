@@ -21,20 +21,31 @@ from gantool import noise
 
 @dataclass(frozen=True)
 class Tolerance:
-    """Pass when every |out - ref| <= atol + rtol * |ref| (numpy.allclose semantics)."""
+    """Pass when every |out - ref| <= atol + rtol * |ref| (numpy.allclose semantics) and, where set,
+    the 99.9th percentile and the mean of |out - ref| stay under p999_abs and mean_abs."""
 
     atol: float
     rtol: float
+    p999_abs: float | None = None
+    mean_abs: float | None = None
 
 
-# Per artifact dtype, against eager fp32. fp32 only reorders the same float math. fp16 keeps 11
-# mantissa bits and bf16 8 through four layers; on a briefly trained (1,350-step) MNIST generator
-# they showed max abs errors of 5.4e-4 (fp16) and 4.7e-3 (bf16) in [-1, 1] images
-# (docs/export.md), so these allow ~9x.
+# Per artifact dtype, against eager fp32 (how they were derived: docs/export.md, "Tolerances").
+# fp32 only reorders the same float math. fp16 and bf16: atol = ROUNDING_MULTIPLE x the dtype's
+# unit roundoff u (2^-11, 2^-8). A generator turns rounding at every layer into an output error of
+# A x u; on the tuned demo G (2,453 steps, 8,192 z) A was 18-20 for both dtypes on every backend
+# (fp16 8.9e-3 / 9.6e-3, bf16 6.9e-2), and the issue reports 26 (fp16 1.29e-2) on a longer-trained
+# one, so 64 leaves 2.5-3.5x. int8 rounds each tensor to 255 levels of its range: a pixel on tanh's
+# steep part can flip (max 1.07 measured), so it is judged on the bulk (p99.9, mean) and on
+# distribution parity (verify's FID ratio, class histogram, recognisability).
+ROUNDING_MULTIPLE = 64
+UNIT_ROUNDOFF = {"fp16": 2.0 ** -11, "bf16": 2.0 ** -8}
 TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(atol=1e-5, rtol=1e-4),
-    "fp16": Tolerance(atol=5e-3, rtol=1e-2),
-    "bf16": Tolerance(atol=4e-2, rtol=2e-2),
+    "fp16": Tolerance(atol=ROUNDING_MULTIPLE * UNIT_ROUNDOFF["fp16"], rtol=0.0),  # 0.03125
+    "bf16": Tolerance(atol=ROUNDING_MULTIPLE * UNIT_ROUNDOFF["bf16"], rtol=0.0),  # 0.25
+    # measured on the demo G at 8,192 z: static max 1.07 / p99.9 0.33 / mean 4.9e-3, dynamic 0.97 / 0.25 / 2.7e-3
+    "int8": Tolerance(atol=1.5, rtol=0.0, p999_abs=0.5, mean_abs=0.02),
 }
 REL_FLOOR = 1e-3  # relative error divides by max(|ref|, REL_FLOOR) so near-zero pixels do not explode it
 BATCH_SIZES = (1, 7, 1024)  # one, an odd size, a large one
@@ -157,6 +168,12 @@ def compare(ref: torch.Tensor, out: torch.Tensor, tol: Tolerance) -> tuple[Batch
     max_abs, max_rel = float(diff.max()), float(rel.max())
     p999 = float(np.quantile(diff.flatten().numpy(), 0.999))
     within = bool((diff <= tol.atol + tol.rtol * ref.double().abs()).all())
+    mean = float(diff.mean())
+    bulk = []
+    if tol.p999_abs is not None and p999 > tol.p999_abs:
+        bulk.append(f"p99.9 abs error {p999:.3e} > {tol.p999_abs:g}")
+    if tol.mean_abs is not None and mean > tol.mean_abs:
+        bulk.append(f"mean abs error {mean:.3e} > {tol.mean_abs:g}")
     failures: list[ParityError] = []
     if nonfinite:
         failures.append(NonFiniteError(f"batch {n}: {nonfinite} NaN/Inf values in the output", max_abs, max_rel))
@@ -164,6 +181,8 @@ def compare(ref: torch.Tensor, out: torch.Tensor, tol: Tolerance) -> tuple[Batch
         failures.append(ToleranceError(
             f"batch {n}: max abs error {max_abs:.3e} (max rel {max_rel:.3e}) exceeds atol {tol.atol:g} + "
             f"rtol {tol.rtol:g}*|ref|", max_abs, max_rel))
+    if bulk:
+        failures.append(ToleranceError(f"batch {n}: {'; '.join(bulk)} (max abs {max_abs:.3e})", max_abs, max_rel))
     ok = not failures
     return BatchResult(n, max_abs, max_rel, p999, nonfinite, ok), failures
 

@@ -1,0 +1,96 @@
+"""int8 ONNX through ONNX Runtime's quantizer: static QDQ calibrated on gantool's seeded z, or dynamic."""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from gantool.errors import ConfigError
+
+METHODS = ("static", "dynamic")
+DEFAULT_CALIBRATION_SAMPLES = 1024
+# Not 0: verify, eval and bench draw their z from seed 0, and latent(n)'s first rows are latent(k)'s,
+# so a seed-0 calibration set would be part of what the int8 file is then judged on.
+CALIBRATION_SEED = 20_000
+CALIBRATION_BATCH = 256
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """How an int8 artifact is made; its record() goes into the manifest entry and the file's metadata."""
+
+    method: str = "static"
+    calibration_samples: int | None = None  # static only; None = DEFAULT_CALIBRATION_SAMPLES
+    calibration_seed: int = CALIBRATION_SEED
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown --quantization {self.method!r}; choose static or dynamic")
+        n = self.calibration_samples
+        if n is not None and n <= 0:
+            raise ConfigError(f"--calibration-samples {n}: must be > 0 (static int8 sets its activation "
+                              "ranges from that many calibration z)")
+        if n is not None and self.method == "dynamic":
+            raise ConfigError("--calibration-samples applies to --quantization static; dynamic int8 measures "
+                              "activation ranges on each batch at run time and uses no calibration data")
+
+    @property
+    def samples(self) -> int:
+        return 0 if self.method == "dynamic" else (self.calibration_samples or DEFAULT_CALIBRATION_SAMPLES)
+
+    def record(self) -> dict[str, Any]:
+        import onnxruntime as ort
+
+        if self.method == "static":
+            how = {"format": "QDQ", "weights": "int8 symmetric, per output channel",
+                   "activations": "int8 per tensor, ranges from calibration (MinMax)",
+                   "calibration_samples": self.samples, "calibration_seed": self.calibration_seed,
+                   "calibration_z": "gantool.noise.latent(calibration_samples, calibration_seed)"}
+        else:
+            how = {"format": "QOperator (DynamicQuantizeLinear + MatMulInteger)",
+                   "weights": "int8 symmetric, per output channel",
+                   "activations": "uint8 per tensor, range measured on each batch at run time",
+                   "calibration_samples": 0, "calibration_seed": None}
+        return {"method": self.method, **how, "tool": f"onnxruntime.quantization {ort.__version__}"}
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The quantizer warns 'consider pre-processing' through the root logger; gantool's graph needs none."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logging.disable(previous)
+
+
+def quantize_onnx(fp32_path: Path, out_path: Path, q: Quantization, latent_dim: int, input_name: str = "z") -> None:
+    """Write the int8 version of the fp32 ONNX file at fp32_path to out_path (weights inside the file)."""
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_dynamic, quantize_static)
+
+    if q.method == "dynamic":
+        with _quiet():
+            quantize_dynamic(str(fp32_path), str(out_path), per_channel=True, weight_type=QuantType.QInt8)
+        return
+
+    from gantool.noise import latent
+
+    z = latent(q.samples, q.calibration_seed, latent_dim).numpy()
+
+    class Calibration(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{input_name: z[i:i + CALIBRATION_BATCH]} for i in range(0, len(z), CALIBRATION_BATCH)])
+
+        def get_next(self) -> dict[str, Any] | None:
+            return next(self.batches, None)
+
+    with _quiet():
+        quantize_static(str(fp32_path), str(out_path), Calibration(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax, use_external_data_format=False)

@@ -1,0 +1,105 @@
+"""OpenVINO ("openvino"): the same exported ONNX files (fp32, int8) compiled by OpenVINO for its CPU plugin.
+
+Optional: `pip install 'gantool[openvino]'`. Without it, loading raises DeviceError("openvino
+unavailable: ... (pip install ...)"), which bench turns into an `unavailable` row.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gantool.errors import ArtifactError, ConfigError, DeviceError, first_line
+from gantool.runners.base import Runner, RunnerInfo, register
+
+INSTALL_HINT = "pip install 'gantool[openvino]'"
+# On CPUs with native bf16 (avx512_bf16, AMX) OpenVINO's own default hint runs f32 models in bf16.
+# gantool pins f32, so an fp32 row is fp32 on every machine and an int8 file's float parts stay
+# f32; the compiled model's value is what gets recorded.
+DEFAULT_HINT = "f32"
+_OV_DTYPES = {"f32": "fp32", "f16": "fp16"}
+
+
+def import_openvino() -> Any:
+    """The openvino module, or DeviceError with the pip command when it is not installed."""
+    try:
+        import openvino
+    except ImportError as e:
+        raise DeviceError(f"openvino unavailable: {first_line(e)}; {INSTALL_HINT}") from None
+    return openvino
+
+
+def _metadata(path: str | Path) -> dict[str, str]:
+    """gantool.* metadata_props of the ONNX file (OpenVINO's model does not carry them)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - DecodeError, OSError, ...: not an ONNX file
+        raise ArtifactError(f"{path} is not a readable ONNX model: {first_line(e, 200)}") from None
+    return {p.key: p.value for p in model.metadata_props}
+
+
+class OpenVinoRunner(Runner):
+    """An ONNX artifact compiled by OpenVINO for the CPU; numpy in, numpy out."""
+
+    def __init__(self, path: str | Path, device: str = "cpu", dtype: str | None = "auto",
+                 threads: int | None = None, precision_hint: str = DEFAULT_HINT):
+        from gantool.runners.onnx_runner import artifact_dtype, io_types, quantization_of
+        from gantool.runners.torchscript_runner import resolve_artifact_dtype
+
+        if device not in ("cpu", None, "auto"):
+            raise ConfigError(f"backend 'openvino' runs OpenVINO's CPU plugin, not {device}")
+        if Path(path).suffix.lower() != ".onnx":
+            raise ConfigError(f"backend 'openvino' runs exported ONNX files; {path} is not one")
+        ov = import_openvino()
+        meta = _metadata(path)
+        core = ov.Core()
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision_hint, "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        try:
+            model = core.read_model(str(path))
+            self.compiled = core.compile_model(model, "CPU", config)
+        except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError for any unusable file
+            raise ArtifactError(f"{path}: OpenVINO cannot read or compile it: {first_line(e, 200)}") from None
+        inp, out = self.compiled.inputs, self.compiled.outputs
+        if len(inp) != 1 or len(out) != 1:
+            raise ArtifactError(f"{path}: a generator has one input and one output, got {len(inp)} and {len(out)}")
+        io = _OV_DTYPES.get(inp[0].get_element_type().get_type_name())
+        if io is None:
+            raise ArtifactError(f"{path}: input element type {inp[0].get_element_type()} is not fp32 or fp16")
+        try:
+            latent = int(meta.get("gantool.latent_dim") or inp[0].get_partial_shape()[1].get_length())
+            shape = tuple(int(v) for v in (meta.get("gantool.image_shape") or "1,28,28").split(","))
+        except (ValueError, TypeError, IndexError, RuntimeError):
+            raise ArtifactError(f"{path}: cannot tell the latent size from input shape {inp[0].get_partial_shape()}") from None
+        name = resolve_artifact_dtype(dtype, artifact_dtype(io, meta), path)
+        self.np_dtype, _ = io_types(name)
+        self.request = self.compiled.create_infer_request()
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.info = RunnerInfo("openvino", "cpu", name, latent, shape, str(path), {
+            "openvino": ov.get_version(), "inference_precision_hint": getattr(hint, "get_type_name", lambda: str(hint))(),
+            "threads": threads or 0, "metadata": meta, **quantization_of(meta),
+        })
+
+    def prepare(self, z: torch.Tensor) -> np.ndarray:
+        return np.ascontiguousarray(z.detach().cpu().numpy().astype(self.np_dtype, copy=False))
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        # share_outputs=False (the default) copies the result out of the request's buffer, so the
+        # next call cannot overwrite it: the same cost as ONNX Runtime allocating its output.
+        return self.request.infer({0: x}, share_inputs=True)[0]
+
+    def to_cpu(self, y: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(y, dtype=np.float32))
+
+    def sync(self) -> None:
+        pass  # infer() is synchronous
+
+
+@register("openvino")
+def _openvino(src: Any, device: str = "cpu", dtype: str | None = "auto", **kw: Any) -> Runner:
+    return OpenVinoRunner(src, device, dtype, **kw)

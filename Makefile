@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 ORT_EXTRA := $(if $(filter 1 yes true,$(CPU)),cpu,gpu)
 
-.PHONY: demo test bench bench-ci clean
+.PHONY: demo test bench bench-ci bench-baseline clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -34,14 +34,32 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
-bench-ci: $(STAMP)
+# The ratio gate's short suite (docs/bench.md): an untrained checkpoint (speed does not depend on
+# the weights), ONNX + TorchScript, three backends at two batches, and the train-loop ratio.
+GATE := benchmarks/out/gate
+GATE_BENCH = $(BIN)/python -m gantool bench --checkpoint $(GATE)/run --exported $(GATE)/exported \
+	--backends eager,torchscript,ort --precisions fp32 --batch-sizes 64,1024 --device cpu --train \
+	--max-time 5 --plot benchmarks/out/gate.png
+
+$(GATE)/exported/manifest.json: $(STAMP)
+	mkdir -p $(GATE)/run
+	$(BIN)/python -c "from gantool.checkpoint import save_untrained_checkpoint as s; s('$(GATE)/run/checkpoint.pt', 1234, 'ci gate, untrained')"
+	$(BIN)/python -m gantool export --checkpoint $(GATE)/run --format onnx,torchscript --out $(GATE)/exported --no-verify
+
+bench-ci: $(STAMP) $(GATE)/exported/manifest.json
 	# A short pytest-benchmark session (< 3 min on 2 cores): prints the summary table, writes the
-	# JSON report, then compares it with the committed baseline (docs/bench.md: refreshing it).
+	# JSON report and compares it with its committed baseline (printed, for the record) ...
 	mkdir -p benchmarks/out
 	$(BIN)/python -m pytest -q benchmarks --benchmark-only --benchmark-min-rounds=3 --benchmark-max-time=0.5 --benchmark-sort=name \
 		--benchmark-json=benchmarks/out/benchmark.json --benchmark-columns=median,iqr,ops,rounds
 	cd benchmarks && ../$(BIN)/pytest-benchmark compare baseline/cpu-2core.json out/benchmark.json \
 		--columns=median,ops --group-by=name --sort=name
+	# ... then the gate that fails CI: samples/s ratios against the committed baseline.
+	$(GATE_BENCH) --json benchmarks/out/bench.json --compare benchmarks/baseline/bench-cpu-2core.json --max-regression 30%
+
+bench-baseline: $(STAMP) $(GATE)/exported/manifest.json
+	# Refresh the gate's baseline on this machine (say in the commit how busy it was).
+	$(GATE_BENCH) --json benchmarks/baseline/bench-cpu-2core.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .benchmarks benchmarks/out

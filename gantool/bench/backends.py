@@ -1,6 +1,7 @@
 """Which backends bench knows, where each one's artifact comes from, and the CUDA guard."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,9 @@ DEFAULT_BACKENDS = {
     "cpu": ["eager", "compile", "torchscript", "ort", "aoti"],  # + openvino where it is installed
     "cuda": ["eager", "compile", "compile-reduce-overhead", "torchscript", "aoti", "ort-cuda", "ort-cuda-graph"],
 }
-# int8 rows come from a quantized ONNX file, so only these backends have them.
+# int8 rows come from a quantized ONNX file, so only these backends have them. A bench precision is a
+# stored dtype, or "tf32": the fp32 weights with TF32 tensor-core matmuls (CUDA, compute capability
+# >= 8.0); fp32 rows are IEEE fp32 on every backend (gantool.device.PRECISIONS lists them all).
 INT8_BACKENDS = ("ort", "openvino")
 CUDA_PROVIDERS = {"ort-cuda": "CUDAExecutionProvider", "ort-cuda-graph": "CUDAExecutionProvider",
                   "ort-trt": "TensorrtExecutionProvider"}
@@ -54,7 +57,7 @@ def default_precisions(device: str, entries: list[dict[str, Any]]) -> list[str]:
 
     out = ["fp32"]
     if device == "cuda":
-        out.append("fp16")
+        out += ["tf32", "fp16"]  # tf32: unavailable rows (with the reason) below sm_80
     if bf16_support(device) == "native":
         out.append("bf16")
     if device == "cpu" and any(e["format"] == "onnx" and e["dtype"] == "int8" for e in entries):
@@ -137,24 +140,60 @@ def check_requested(backends: list[str], explicit: bool, entries: list[dict[str,
                                 f"{export_hint(spec.format, 'fp32', exported)}")
 
 
-def guard(backend: str, want_device: str, runner: Any) -> str | None:
-    """Why `runner` must not be timed under this row's name, or None when it may.
+def precision_reason(precision: str, device: str) -> tuple[str, str] | None:
+    """(status, reason) when a precision cannot exist on this device, before anything is loaded."""
+    if precision != "tf32":
+        return None
+    if device != "cuda":
+        return ("skipped", f"tf32 is an NVIDIA tensor-core math mode; {device} matmuls have no TF32 path "
+                           "(its fp32 rows are IEEE fp32 already)")
+    if not torch.cuda.is_available():
+        return ("unavailable", f"no CUDA device for torch {torch.__version__}")
+    if torch.cuda.get_device_capability() < (8, 0):
+        return ("unavailable", f"{torch.cuda.get_device_name()} (sm_{''.join(map(str, torch.cuda.get_device_capability()))}) "
+                               "has no TF32 tensor cores (compute capability >= 8.0)")
+    if os.environ.get("NVIDIA_TF32_OVERRIDE") == "0":
+        return ("skipped", "NVIDIA_TF32_OVERRIDE=0 turns TF32 off in every NVIDIA library of this process")
+    return None
 
-    Never report CPU numbers under a CUDA name: the runner must really sit on the device the row
-    names, and an ONNX Runtime session must have the CUDA/TensorRT provider first, not CPU.
+
+def guard(backend: str, want_device: str, runner: Any) -> tuple[str, str] | None:
+    """(status, reason) when `runner` must not be timed under this row's name, or None when it may.
+
+    Never report CPU numbers under a CUDA name. "unavailable" only for a real reason (no CUDA
+    device, or the provider did not load); a runner that landed elsewhere is an error.
     A remote (Triton) row names no local device: the server's model is what it measures.
     """
     if BACKENDS[backend].remote:
         return None
     got = torch.device(runner.info.device).type
     want = torch.device(want_device).type
-    if got != want:
-        return f"asked for {want}, but the runner loaded on {got}"
+    if want == "cuda" and not torch.cuda.is_available():
+        return "unavailable", f"CUDA is not available to torch {torch.__version__}"
     providers = list(runner.info.extra.get("providers") or [])
     need = CUDA_PROVIDERS.get(backend)
     if need and (not providers or providers[0] != need):
         shown = ", ".join(providers) or "none"
-        return f"onnxruntime session providers are [{shown}]: {need} did not load"
-    if want == "cuda" and not torch.cuda.is_available():
-        return f"CUDA is not available to torch {torch.__version__}"
+        return "unavailable", f"onnxruntime session providers are [{shown}]: {need} did not load"
+    if got != want:
+        return "error", f"asked for {want}, but the runner loaded on {got}"
     return None
+
+
+def ort_providers() -> dict[str, Any]:
+    """The providers built into the onnxruntime wheel apart from those usable here: a CUDA or
+    TensorRT provider is usable only when its library loads and a CUDA device is visible."""
+    import onnxruntime as ort
+
+    from gantool.runners.onnx_runner import provider_load_reason
+
+    in_wheel = list(ort.get_available_providers())
+    usable, why = [], {}
+    for p in in_wheel:
+        reason = provider_load_reason(p) if p in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else None
+        if reason:
+            why[p] = reason
+        else:
+            usable.append(p)
+    return {"onnxruntime_providers": in_wheel, "onnxruntime_providers_usable": usable,
+            "onnxruntime_providers_unusable": why}

@@ -1,4 +1,4 @@
-"""Bench reports: a table sorted by samples/s (rich when installed), the JSON document, a PNG plot."""
+"""Bench reports: a table sorted by samples/s (within 100 columns; --wide for all), the JSON document, a PNG plot."""
 from __future__ import annotations
 
 import json
@@ -9,15 +9,20 @@ from typing import Any, TextIO
 from gantool.checkpoint import atomic_write, atomic_write_text
 
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
-COLUMNS = ["#", "backend", "dtype", "device", "batch", "samples/s", "median", "p90", "p99",
-           "first call", "GFLOP/s", "% peak", "parity", "status"]
+WIDTH = 100  # the default table fits a 100-column terminal; --wide adds the rest
+COLUMNS = ["backend", "dtype", "mode", "batch", "samples/s", "median", "±95%", "n", "status"]
+WIDE_COLUMNS = ["#", "backend", "dtype", "mode", "device", "batch", "samples/s", "median", "±95%", "n", "IQR",
+                "p90", "p99", "first call", "capture", "GFLOP/s", "% peak", "mem MB", "parity", "status"]
+RIGHT = {"#", "batch", "samples/s", "median", "±95%", "n", "IQR", "p90", "p99", "first call", "capture",
+         "GFLOP/s", "% peak", "mem MB"}
+MODE_SHORT = {"latency": "lat", "throughput": "tput"}
 
 
 def ordered(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Ranked rows by samples/s (fastest first), then measured-but-unranked, then the rest."""
     def key(r: dict[str, Any]):
         group = 0 if r["ranked"] else (1 if r["samples_per_s"] is not None else 2)
-        return (group, -(r["samples_per_s"] or 0.0), r["backend"], r["precision"], r["batch"])
+        return (group, -(r["samples_per_s"] or 0.0), r["backend"], r["precision"], r.get("mode", ""), r["batch"])
 
     return sorted(results, key=key)
 
@@ -39,21 +44,26 @@ def fmt_rate(x: float | None) -> str:
     return f"{x / 1e6:.2f}M" if x >= 1e6 else (f"{x / 1e3:.1f}k" if x >= 1e3 else f"{x:.1f}")
 
 
-def collapse(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows with no numbers that share (backend, dtype, status, reason) become one line listing
-    their batch sizes; the JSON keeps every row."""
+def collapse(rows: list[dict[str, Any]], all_batches: list[int] | None = None) -> list[dict[str, Any]]:
+    """Rows with no numbers that share (backend, dtype, mode, status, reason) become one line listing
+    their batch sizes ("all" when that is every batch size); the JSON keeps every row."""
     out: list[dict[str, Any]] = []
     seen: dict[tuple, dict[str, Any]] = {}
     for r in rows:
         if r["samples_per_s"] is not None:
             out.append(r)
             continue
-        key = (r["backend"], r["precision"], r["device"], r["status"], r["reason"])
+        key = (r["backend"], r["precision"], r["device"], r.get("mode"), r["status"], r["reason"])
         if key in seen:
             seen[key]["batch"] = f"{seen[key]['batch']},{r['batch']}"
         else:
             seen[key] = dict(r)
             out.append(seen[key])
+    if all_batches and len(all_batches) > 1:
+        every = ",".join(map(str, all_batches))
+        for r in out:
+            if r["batch"] == every:
+                r["batch"] = "all"
     return out
 
 
@@ -72,19 +82,27 @@ def dtype_label(r: dict[str, Any]) -> str:
     return label
 
 
-def row_cells(r: dict[str, Any]) -> list[str]:
+def row_cells(r: dict[str, Any], note: str = "", wide: bool = False) -> dict[str, str]:
     p = r.get("parity") or {}
-    parity = "-" if not p else ("ok" if p.get("passed") else "FAIL") + (
-        f" {p['max_abs_err']:.1e}" if p.get("max_abs_err") is not None else "")
-    status = r["status"] + (f": {r['reason']}" if r["reason"] else "")
+    ci = "-" if r.get("ci_rel") is None else f"±{100 * r['ci_rel']:.1f}%"
     rt = r.get("runtime") or {}
     backend = r["backend"] + (f" ({rt['ep']}, {rt['browser'].split('.')[0]})" if rt.get("ep") and rt.get("browser") else "")
-    device = r["device"] + (f" (rank {r['process_rank']})" if r.get("process_rank") is not None else "")
-    return [str(r.get("rank") or ""), backend, dtype_label(r), device, str(r["batch"]),
-            fmt_rate(r["samples_per_s"]), fmt_time(r["median_ms"]), fmt_time(r["p90_ms"]),
-            fmt_time(r["p99_ms"]), fmt_time(r["first_call_ms"]),
-            "-" if r["gflops"] is None else f"{r['gflops']:.1f}",
-            "-" if r["pct_peak"] is None else f"{r['pct_peak']:.0f}%", parity, status]
+    cells = {"backend": backend, "dtype": dtype_label(r), "mode": MODE_SHORT.get(r.get("mode", "latency"), "?"),
+             "batch": str(r["batch"]), "samples/s": fmt_rate(r["samples_per_s"]), "median": fmt_time(r["median_ms"]),
+             "±95%": ci, "n": "-" if not r.get("repeats") else str(r["repeats"]),
+             "status": r["status"] + (f" [{note}]" if note else "")}
+    if wide:
+        cells.update({
+            "#": str(r.get("rank") or ""),
+            "device": r["device"] + (f" (rank {r['process_rank']})" if r.get("process_rank") is not None else ""), "IQR": fmt_time(r.get("iqr_ms")),
+            "p90": fmt_time(r.get("p90_ms")), "p99": fmt_time(r.get("p99_ms")),
+            "first call": fmt_time(r.get("first_call_ms")), "capture": fmt_time(r.get("capture_ms")),
+            "GFLOP/s": "-" if r.get("gflops") is None else f"{r['gflops']:.1f}",
+            "% peak": "-" if r.get("pct_peak") is None else f"{r['pct_peak']:.0f}%",
+            "mem MB": "-" if r.get("peak_mem_mb") is None else f"{r['peak_mem_mb']:.0f}",
+            "parity": "-" if not p else ("ok" if p.get("passed") else "FAIL") + (
+                f" {p['max_abs_err']:.1e}" if p.get("max_abs_err") is not None else "")})
+    return cells
 
 
 def title(report: dict[str, Any]) -> str:
@@ -94,26 +112,32 @@ def title(report: dict[str, Any]) -> str:
             f"torch {env['versions']['torch']}, {report['model']['flops_per_sample'] / 1e6:.2f} MFLOP/sample")
 
 
-def print_table(report: dict[str, Any], file: TextIO | None = None) -> None:
-    """The results table; rich when it is installed, aligned plain text otherwise."""
+def print_table(report: dict[str, Any], file: TextIO | None = None, wide: bool = False) -> None:
+    """The results table: within 100 columns by default (reasons as numbered notes below it);
+    `wide` adds rank, device, IQR, p90/p99, first call, capture, GFLOP/s, % peak, memory, parity."""
+    import textwrap
+
     file = file or sys.stdout
-    rows = [row_cells(r) for r in collapse(ordered(report["results"]))]
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        widths = [max(len(c), *(len(row[i]) for row in rows)) if rows else len(c) for i, c in enumerate(COLUMNS)]
-        print(title(report), file=file)
-        for line in [COLUMNS, *rows]:
-            print("  ".join(cell.rjust(w) if i in (0, 4, 5) else cell.ljust(w)
-                            for i, (cell, w) in enumerate(zip(line, widths))).rstrip(), file=file)
-        return
-    table = Table(title=title(report), title_justify="left")
-    for i, c in enumerate(COLUMNS):
-        table.add_column(c, justify="right" if 4 <= i <= 11 else "left", overflow="fold")
-    for cells in rows:
-        table.add_row(*cells)
-    Console(file=file, width=max(160, Console().width)).print(table)
+    columns = WIDE_COLUMNS if wide else COLUMNS
+    rows = collapse(ordered(report["results"]), report.get("config", {}).get("batch_sizes"))
+    notes: list[str] = []
+    table = []
+    for r in rows:
+        note = ""
+        if r["reason"]:
+            if r["reason"] not in notes:
+                notes.append(r["reason"])
+            note = str(notes.index(r["reason"]) + 1)
+        table.append(row_cells(r, note, wide))
+    widths = {c: max([len(c)] + [len(t[c]) for t in table]) for c in columns}
+    for line in textwrap.wrap(title(report), WIDTH) + ["  modes: lat = one call per sample on an idle device, "
+                                                       "tput = back-to-back calls; ±95% = the median's CI"]:
+        print(line, file=file)
+    for cells in [dict(zip(columns, columns)), *table]:
+        print("  ".join(cells[c].rjust(widths[c]) if c in RIGHT else cells[c].ljust(widths[c])
+                        for c in columns).rstrip(), file=file)
+    for i, reason in enumerate(notes, 1):
+        print(textwrap.fill(reason, WIDTH, initial_indent=f"[{i}] ", subsequent_indent="    "), file=file)
 
 
 def print_peaks(report: dict[str, Any], file: TextIO | None = None) -> None:
@@ -123,14 +147,15 @@ def print_peaks(report: dict[str, Any], file: TextIO | None = None) -> None:
 
 def summary(report: dict[str, Any], json_path: str | None = None) -> dict[str, Any]:
     """The compact last-line summary: the fastest ranked row per batch size."""
-    best: dict[int, dict[str, Any]] = {}
+    best: dict[tuple[str, int], dict[str, Any]] = {}
     for r in report["results"]:
-        if r["ranked"] and (r["batch"] not in best or r["samples_per_s"] > best[r["batch"]]["samples_per_s"]):
-            best[r["batch"]] = r
+        key = (r.get("mode", "latency"), r["batch"])
+        if r["ranked"] and (key not in best or r["samples_per_s"] > best[key]["samples_per_s"]):
+            best[key] = r
     out = {"device": report["environment"]["device"], "device_name": report["environment"]["device_name"],
-           "best": [{"batch": b, "backend": r["backend"], "dtype": r["precision"],
+           "best": [{"batch": b, "mode": m, "backend": r["backend"], "dtype": r["precision"],
                      "samples_per_s": round(r["samples_per_s"], 1), "median_ms": round(r["median_ms"], 5)}
-                    for b, r in sorted(best.items())],
+                    for (m, b), r in sorted(best.items(), key=lambda kv: (kv[0][1], kv[0][0]))],
            "rows": len(report["results"]),
            "not_ranked": sum(1 for r in report["results"] if not r["ranked"])}
     if "train" in report:  # gantool loop / seed loop, per precision
@@ -186,7 +211,8 @@ def plot(report: dict[str, Any], path: str | Path) -> str | None:
     series: dict[str, list[tuple[int, float]]] = {}
     for r in report["results"]:
         if r["ranked"]:
-            series.setdefault(f"{r['backend']} {r['precision']}", []).append((r["batch"], r["samples_per_s"]))
+            mode = "" if r.get("mode", "latency") == "latency" else " (throughput)"
+            series.setdefault(f"{r['backend']} {r['precision']}{mode}", []).append((r["batch"], r["samples_per_s"]))
     if not series:
         return f"no ranked rows: no plot written to {path}"
     fig, ax = plt.subplots(figsize=(8, 5))

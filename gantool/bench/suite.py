@@ -1,4 +1,4 @@
-"""A bench run: resolve backends x precisions x batch sizes, time each row, rank them, describe the machine."""
+"""A bench run: resolve backends x precisions x modes x batch sizes, time each row, rank them, describe the machine."""
 from __future__ import annotations
 
 import gc
@@ -15,13 +15,17 @@ import torch
 
 from gantool import __version__
 from gantool.bench.backends import (BACKENDS, DEFAULT_BACKENDS, INT8_BACKENDS, check_requested, default_precisions,
-                                    find_artifact, guard, missing_reason, precision_support, read_artifacts,
-                                    row_device)
+                                    find_artifact, guard, missing_reason, ort_providers, precision_reason,
+                                    precision_support, read_artifacts, row_device)
+from gantool.bench.conditions import MemoryProbe, matmul_precision
 from gantool.bench.roofline import PeakCache, achieved_gflops, flops_per_sample
-from gantool.bench.timing import BenchResult, compare, make_inputs, measure, parity_rows, _is_oom
+from gantool.bench.stats import summarize
+from gantool.bench.timing import MODES, BenchResult, Measured, StopRule, check_parity, make_inputs, measure, parity_rows, _is_oom
 from gantool.device import INT8_ONLY_ONNX, PRECISIONS, cpu_isa, cpu_name, device_name, resolve_device
 from gantool.errors import ConfigError, DeviceError, GantoolError, first_line
 from gantool.runners import Runner, load_runner
+
+FAILED = ("error", "parity-failed")  # statuses that make `gantool bench` exit non-zero
 
 
 @dataclass
@@ -33,17 +37,34 @@ class BenchConfig:
     backends: list[str] = field(default_factory=list)
     precisions: list[str] = field(default_factory=list)
     batch_sizes: list[int] = field(default_factory=lambda: [1, 64, 1024, 4096])
+    modes: list[str] = field(default_factory=lambda: ["latency"])
     device: str = "auto"
     warmup: int = 5
-    min_time: float = 1.0  # seconds of timed calls per row, at least
+    min_time: float = 0.5  # seconds of timed samples per row, at least
+    max_time: float = 10.0  # the cap: stop here even if the CI is still wider than ci_target
     min_repeats: int = 10
-    max_repeats: int = 100_000
+    repeats: int | None = None  # exactly this many samples (no CI rule)
+    ci_target: float = 0.02  # stop once the median's 95% CI is within ±2%
+    max_repeats: int = 1_000_000
+    percentiles: list[float] = field(default_factory=lambda: [50.0, 90.0, 99.0])
+    raw_times: bool = False
+    streams: int = 2  # throughput mode on CUDA: lanes, each on its own stream
     threads: int | None = None
+    inter_op_threads: int | None = None
+    graph_opt_level: str | None = None
+    ort_options: dict[str, str] = field(default_factory=dict)
+    cache_dir: Path | None = None  # TensorRT engine + timing caches
+    profile_dir: Path | None = None
+    profile_rows: list[str] = field(default_factory=list)  # "backend:precision:batch" globs; empty = all
     n_inputs: int = 4  # distinct prepared z's, rotated so caches don't flatter
     peak_probe: bool = True
     seed: int = 0
     url: str | None = None  # Triton server's gRPC HOST:PORT (backend triton)
     triton_model: str = "generator_onnx"
+
+    def stop_rule(self) -> StopRule:
+        return StopRule(self.min_repeats, self.min_time, max(self.max_time, self.min_time), self.ci_target,
+                        self.repeats, self.max_repeats)
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -62,7 +83,7 @@ def environment(device: torch.device) -> dict[str, Any]:
            "float32_matmul_precision": torch.get_float32_matmul_precision(),
            "cuda": None}
     if "onnxruntime" in sys.modules:
-        env["onnxruntime_providers"] = sys.modules["onnxruntime"].get_available_providers()
+        env.update(ort_providers())
         env["onnxruntime_path"] = str(Path(sys.modules["onnxruntime"].__file__).parent)
     if torch.cuda.is_available():
         env["cuda"] = {"torch_cuda": torch.version.cuda, "device_count": torch.cuda.device_count(),
@@ -85,8 +106,14 @@ def default_backends(device: str) -> list[str]:
 
 
 def peak_dtype(precision: str) -> str:
-    """An int8 row's % of peak is against the fp32 GEMM peak: above 100% is past the fp32 roofline."""
-    return "fp32" if precision == "int8" else precision
+    """The GEMM peak a row is held against: an int8 row's is fp32's (above 100% is past the fp32
+    roofline); a tf32 row runs the fp32 weights."""
+    return "fp32" if precision in ("int8", "tf32") else precision
+
+
+def _matches(pattern: str, backend: str, precision: str, batch: int) -> bool:
+    parts = (pattern.split(":") + ["*", "*"])[:3]
+    return all(p in ("*", "", v) for p, v in zip(parts, (backend, precision, str(batch))))
 
 
 class Bench:
@@ -111,8 +138,15 @@ class Bench:
         for p in cfg.precisions:
             if p not in PRECISIONS:
                 raise ConfigError(f"unknown precision {p!r}; choose from: {', '.join(PRECISIONS)}")
+        for m in cfg.modes:
+            if m not in MODES:
+                raise ConfigError(f"unknown mode {m!r}; choose from: {', '.join(MODES)}")
         if any(b <= 0 for b in cfg.batch_sizes) or not cfg.batch_sizes:
             raise ConfigError(f"batch sizes must be > 0, got {cfg.batch_sizes}")
+        if cfg.ort_options:
+            from gantool.runners.ort_options import check_applies
+
+            check_applies(cfg.ort_options, self.backends)
         self.entries, self.manifest = read_artifacts(cfg.exported)
         self.precisions = cfg.precisions or default_precisions(self.dev, self.entries)
         if cfg.precisions == ["int8"] and not set(self.backends) & set(INT8_BACKENDS):
@@ -132,87 +166,110 @@ class Bench:
         return Path(src) if src and Path(src).exists() else None
 
     def reference(self, z: torch.Tensor) -> torch.Tensor:
-        """Eager fp32 output for z, on the bench device when it works there, else on CPU.
+        """Eager IEEE fp32 output for z, on the bench device when it works there, else on CPU.
         Every backend sees the same first z at a batch size, so each is computed once."""
         key = (z.shape[0], float(z[0, 0]), float(z[-1, -1]))
         if key not in self._refs:
             if self._ref_runner is None:
                 dev = self.where if self.dev != "cuda" or torch.cuda.is_available() else "cpu"
                 self._ref_runner = load_runner(self.checkpoint, "eager", device=dev, dtype="fp32")
-            self._refs[key] = self._ref_runner(z)  # <= 4096 rows (parity_rows): small
+            with matmul_precision("fp32"):
+                self._refs[key] = self._ref_runner(z)  # <= 4096 rows (parity_rows): small
         return self._refs[key]
 
+    def _load_kwargs(self, backend: str) -> dict[str, Any]:
+        if not backend.startswith("ort"):
+            return {}
+        from gantool.runners.onnx_runner import SessionSettings
+
+        c = self.cfg
+        kw: dict[str, Any] = {"settings": SessionSettings(c.threads if backend == "ort" else None, c.inter_op_threads,
+                                                          c.graph_opt_level, dict(c.ort_options))}
+        if backend == "ort-trt":
+            kw.update(trt_batch_sizes=list(c.batch_sizes), cache_dir=c.cache_dir)
+        return kw
+
     def rows_for(self, backend: str, precision: str) -> list[BenchResult]:
-        """Load once, then measure each batch size; failures become rows, never exceptions."""
+        """Load once, then measure each mode and batch size; failures become rows, never exceptions."""
         spec = BACKENDS[backend]
         dev = row_device(spec, self.where)
         support = precision_support(dev, precision)
-        rows = lambda status, reason, art=None: [BenchResult(backend, precision, dev, b, status, reason, art,  # noqa: E731
-                                                             precision_support=support) for b in self.cfg.batch_sizes]
+        rows = lambda status, reason, art=None: [BenchResult(backend, precision, dev, b, status, reason, art, mode=m,  # noqa: E731
+                                                             precision_support=support)
+                                                 for m in self.cfg.modes for b in self.cfg.batch_sizes]
+        why = precision_reason(precision, dev)
+        if why:
+            return rows(*why)
         source: Path = self.checkpoint  # type: ignore[assignment]
+        stored = "fp32" if precision == "tf32" else precision  # tf32 runs the fp32 weights
         if spec.format is not None:
-            art = find_artifact(self.entries, self.cfg.exported, spec.format, precision, dev) if self.entries else None
+            art = find_artifact(self.entries, self.cfg.exported, spec.format, stored, dev) if self.entries else None
             if art is None:
-                return rows("skipped", missing_reason(spec.format, precision, self.cfg.exported, dev))
+                return rows("skipped", missing_reason(spec.format, stored, self.cfg.exported, dev))
             source = art
         art_s = str(source) if spec.format else None
-        opts = {"threads": self.cfg.threads} if backend in ("ort", "openvino") and self.cfg.threads else {}
+        opts = {"threads": self.cfg.threads} if backend == "openvino" and self.cfg.threads else {}  # ort: _load_kwargs
         if spec.remote:
             if not self.cfg.url:
                 return rows("unavailable", "no server given: pass --url HOST:PORT (a Triton server's gRPC port)")
             source, opts, art_s = self.cfg.url, {"model": self.cfg.triton_model}, f"{self.cfg.url}/{self.cfg.triton_model}"
         t0 = time.perf_counter()
         try:
-            runner = load_runner(source, backend, device=dev, dtype=precision, **opts)
-        except DeviceError as e:
+            with matmul_precision(precision):
+                runner = load_runner(source, backend, device=dev,
+                                     dtype=precision if backend.startswith("ort") else stored,
+                                     **{**opts, **self._load_kwargs(backend)})
+        except DeviceError as e:  # no device, or the provider did not load: the only "unavailable"
             return rows("unavailable", first_line(e), art_s)
-        except GantoolError as e:  # an artifact that cannot be used with this precision/device
-            return rows("unavailable" if dev.startswith("cuda") else ("skipped" if isinstance(e, ConfigError) else "error"),
-                        first_line(e), art_s)
-        except Exception as e:  # noqa: BLE001 - e.g. an EP without kernels for this dtype
-            return rows("skipped" if not _is_oom(e) else "oom", f"cannot load: {first_line(e)}", art_s)
+        except ConfigError as e:  # a combination that cannot exist (e.g. the CPU EP on CUDA)
+            return rows("skipped", first_line(e), art_s)
+        except Exception as e:  # noqa: BLE001 - anything else is a failure, shown as one
+            return rows("oom" if _is_oom(e) else "error", f"cannot load: {first_line(e)}", art_s)
         load_s = time.perf_counter() - t0
-        why_not = guard(backend, dev, runner)
-        if why_not:
-            return rows("unavailable", why_not, art_s)
+        status_reason = guard(backend, dev, runner)
+        if status_reason:
+            return rows(*status_reason, art_s)
         out = []
-        for b in self.cfg.batch_sizes:
-            self.progress(f"{backend} {precision} batch {b}")
-            row = self.measure_row(runner, backend, precision, dev, b, art_s)
-            row.load_s = round(load_s, 4)
-            row.precision_support = support
-            row.runtime = {k: v for k, v in runner.info.extra.items() if k in RUNTIME_KEYS} or None
-            if spec.remote:
-                row.server = dict(runner.info.extra)
-            out.append(row)
+        for mode in self.cfg.modes:
+            for b in self.cfg.batch_sizes:
+                self.progress(f"{backend} {precision} {mode} batch {b}")
+                row = self.measure_row(runner, backend, precision, dev, b, art_s, mode)
+                row.load_s = round(load_s, 4)
+                row.engine_build_s = runner.info.extra.get("engine_build_s")
+                row.precision_support = support
+                row.runtime = {k: v for k, v in runner.info.extra.items() if k in RUNTIME_KEYS} or row.runtime
+                if spec.remote:
+                    row.server = dict(runner.info.extra)
+                out.append(row)
         del runner
         gc.collect()
         return out
 
     def measure_row(self, runner: Runner, backend: str, precision: str, dev: str, batch: int,
-                    art: str | None) -> BenchResult:
-        row = BenchResult(backend, precision, dev, batch, "ok", artifact=art, runtime=runner.info.extra.get("runtime"))
+                    art: str | None, mode: str = "latency") -> BenchResult:
+        row = BenchResult(backend, precision, dev, batch, "ok", artifact=art, mode=mode,
+                          options=dict(runner.info.extra.get("options") or {}), runtime=runner.info.extra.get("runtime"))
+        probe = MemoryProbe(dev, backend)
         try:
             zs = make_inputs(batch, runner.info.latent_dim, self.cfg.n_inputs, self.cfg.seed)
             idx = parity_rows(batch)
             ref = self.reference(zs[0] if idx is None else zs[0][idx])
-            xs = [runner.prepare(z) for z in zs]
-            first, t = measure(runner, xs, self.cfg.warmup, self.cfg.min_time, self.cfg.min_repeats,
-                               self.cfg.max_repeats)
-            out = first
-            row.parity = compare(ref, out if idx is None or out.shape[0] != batch else out[idx], precision)
-            del xs, first
+            probe.start()
+            with matmul_precision(precision) as mm:
+                m = measure(runner, zs, self.cfg.warmup, self.cfg.stop_rule(), mode, self.cfg.streams)
+            row.options["float32_matmul_precision"] = mm
+            row.peak_mem_mb, row.mem_source = probe.stop()
+            row.parity = check_parity(ref, m, idx, batch, precision)
+            if self.cfg.profile_dir and any(_matches(p, backend, precision, batch) for p in self.cfg.profile_rows or ["*"]):
+                with matmul_precision(precision):
+                    row.profile = [str(p) for p in runner.profile_call(zs[0], self.cfg.profile_dir,
+                                                                        f"{backend}-{precision}-{mode}-b{batch}")]
         except Exception as e:  # noqa: BLE001 - one row failing must not stop the others
             row.status = "oom" if _is_oom(e) else "error"
             row.reason = first_line(e)
             self._free()
             return row
-        row.first_call_ms = t["first_s"] * 1e3
-        row.warmup, row.repeats, row.timer = self.cfg.warmup, len(t["times"]), t["timer"]
-        row.median_ms, row.p90_ms, row.p99_ms = t["median"] * 1e3, t["p90"] * 1e3, t["p99"] * 1e3
-        row.min_ms, row.mean_ms = t["min"] * 1e3, t["mean"] * 1e3
-        row.samples_per_s = batch / t["median"]
-        row.gflops = achieved_gflops(row.samples_per_s, self.flops)
+        self.fill(row, m, batch)
         if self.cfg.peak_probe and not BACKENDS[backend].remote:
             self.peaks.get(dev, peak_dtype(precision))  # probe now; rows get their % of peak at the end (run)
         if not row.parity["passed"]:
@@ -222,6 +279,24 @@ class Bench:
                 + (f", {row.parity['nonfinite']} non-finite" if row.parity["nonfinite"] else ""))
         row.ranked = row.status == "ok"
         return row
+
+    def fill(self, row: BenchResult, m: Measured, batch: int) -> None:
+        s = summarize(m.times, self.cfg.percentiles)
+        ms = lambda v: None if v is None else v * 1e3  # noqa: E731
+        row.first_call_ms, row.capture_ms = m.first_s * 1e3, ms(m.capture_s)
+        row.warmup, row.repeats, row.timer = self.cfg.warmup, s["n"], m.timer
+        row.calls_per_sample, row.streams, row.ci_met = m.calls_per_sample, m.streams, m.ci_met
+        row.median_ms, row.ci_low_ms, row.ci_high_ms = s["median"] * 1e3, ms(s["ci_low"]), ms(s["ci_high"])
+        row.ci_rel, row.iqr_ms, row.min_ms, row.mean_ms = s["ci_rel"], s["iqr"] * 1e3, s["min"] * 1e3, s["mean"] * 1e3
+        row.percentiles_ms = {k: ms(v) for k, v in s["percentiles"].items()}
+        row.percentile_notes = s["percentile_notes"]
+        row.p90_ms, row.p99_ms = ms(_pct(m.times, 90, s["n"])), ms(_pct(m.times, 99, s["n"]))
+        if row.p99_ms is None:
+            row.percentile_notes.setdefault("p99", f"n={s['n']} < 100 samples")
+        if self.cfg.raw_times:
+            row.times_ms = [float(t) * 1e3 for t in m.times]
+        row.samples_per_s = batch / s["median"]
+        row.gflops = achieved_gflops(row.samples_per_s, self.flops)
 
     def _free(self) -> None:
         gc.collect()
@@ -262,14 +337,17 @@ class Bench:
         ranked = sorted((r for r in results if r.ranked), key=lambda r: -r.samples_per_s)
         for i, r in enumerate(ranked, 1):
             r.rank = i  # type: ignore[attr-defined]
+        c = self.cfg
         return {
             "schema": "gantool.bench/1",
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "config": {"backends": self.backends, "precisions": self.precisions,
-                       "batch_sizes": self.cfg.batch_sizes, "device": str(self.device),
-                       "warmup": self.cfg.warmup, "min_time_s": self.cfg.min_time,
-                       "min_repeats": self.cfg.min_repeats, "threads": self.cfg.threads or old_threads,
-                       "n_inputs": self.cfg.n_inputs},
+            "config": {"backends": self.backends, "precisions": self.precisions, "modes": c.modes,
+                       "batch_sizes": c.batch_sizes, "device": str(self.device), "warmup": c.warmup,
+                       "min_time_s": c.min_time, "max_time_s": c.max_time, "min_repeats": c.min_repeats,
+                       "repeats": c.repeats, "ci_target": c.ci_target, "percentiles": c.percentiles,
+                       "streams": c.streams, "seed": c.seed, "threads": c.threads or old_threads,
+                       "inter_op_threads": c.inter_op_threads, "graph_opt_level": c.graph_opt_level,
+                       "ort_options": c.ort_options, "n_inputs": c.n_inputs},
             "environment": env,
             "model": {"checkpoint": str(ckpt), "checkpoint_sha256": sha256_file(ckpt),
                       "flops_per_sample": self.flops, "latent_dim": mcfg.latent_dim,
@@ -279,9 +357,15 @@ class Bench:
         }
 
 
+def _pct(times: np.ndarray, p: float, n: int) -> float | None:
+    from gantool.bench.stats import percentile_min_n
+
+    return float(np.percentile(times, p)) if n >= percentile_min_n(p) else None
+
+
 def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None,
               train: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Measure every (backend, precision, batch) row; with `train` (kwargs for
+    """Measure every (backend, precision, mode, batch) row; with `train` (kwargs for
     gantool.bench.train_speed.compare_train_speed) also gantool's training loop against the seed's."""
     bench = Bench(cfg, progress)
     report = bench.run()
@@ -291,3 +375,8 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None,
         progress and progress("train: gantool loop vs seed loop")
         report["train"] = compare_train_speed(**train)
     return report
+
+
+def failures(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows that make `gantool bench` exit non-zero (unless --allow-failures): errors and parity failures."""
+    return [r for r in report["results"] if r["status"] in FAILED]

@@ -1,22 +1,25 @@
-"""Time a Runner: the measure loop, latency percentiles and samples/s, its inputs, and parity of its first output."""
+"""Time a Runner: one clock per device, CUDA graphs captured before timing, sampling until the median's CI is tight."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from gantool.runners import Runner
 from gantool import noise
+from gantool.bench.stats import ci_rel
+from gantool.runners import Runner
 
 INPUT_BUDGET_BYTES = 256 << 20  # rotated z buffers per row stay under this
+MODES = ("latency", "throughput")
+BLOCK_S = 0.01  # throughput mode: back-to-back calls per sample fill about this much time
 
 
 @dataclass
 class BenchResult:
-    """One row: a (backend, precision, batch) measured, or why it was not."""
+    """One row: a (backend, precision, mode, batch) measured, or why it was not."""
 
     backend: str
     precision: str
@@ -25,21 +28,38 @@ class BenchResult:
     status: str  # ok | parity-failed | unavailable | skipped | oom | error
     reason: str = ""
     artifact: str | None = None
+    mode: str = "latency"
     load_s: float | None = None
+    engine_build_s: float | None = None  # TensorRT: engine build (or cache load) inside load_s
     first_call_ms: float | None = None  # includes compilation for compile/compile-reduce-overhead
+    capture_ms: float | None = None  # CUDA-graph capture, before timing, apart from every sample
     warmup: int = 0
-    repeats: int = 0
+    repeats: int = 0  # n: timed samples
+    calls_per_sample: int = 1  # throughput mode: back-to-back calls in one timed sample
+    streams: int = 1
     timer: str = ""
     median_ms: float | None = None
+    ci_low_ms: float | None = None  # distribution-free 95% CI of the median
+    ci_high_ms: float | None = None
+    ci_rel: float | None = None  # CI half-width / median
+    ci_met: bool | None = None  # stopped because the CI reached the target (not the time cap)
+    iqr_ms: float | None = None
     p90_ms: float | None = None
     p99_ms: float | None = None
+    percentiles_ms: dict[str, float | None] = field(default_factory=dict)
+    percentile_notes: dict[str, str] = field(default_factory=dict)
     min_ms: float | None = None
     mean_ms: float | None = None
+    times_ms: list[float] | None = None  # --raw-times
     samples_per_s: float | None = None
     gflops: float | None = None
     peak_gflops: float | None = None
     pct_peak: float | None = None
+    peak_mem_mb: float | None = None
+    mem_source: str | None = None
     parity: dict[str, Any] | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # provider / session options the runner used
+    profile: list[str] | None = None  # --profile: the trace files of this row's profiled call
     ranked: bool = False
     precision_support: str | None = None  # bf16 / fp16: "native" or "emulated" from the device's flags
     # What ran the row beyond backend/device: web's browser, ORT-Web version, EP and threads;
@@ -51,53 +71,180 @@ class BenchResult:
         return asdict(self)
 
 
-def measure(runner: Runner, xs: list[Any], warmup: int, min_time: float, min_repeats: int,
-            max_repeats: int = 100_000) -> tuple[Any, dict[str, Any]]:
-    """First call (timed alone), warm-up (untimed), then timed calls until both min_repeats and
-    min_time are reached. Inputs are already prepared; calls rotate over them.
+@dataclass
+class StopRule:
+    """When a row has enough samples: `repeats` exactly, or once min_repeats and min_time are met,
+    when the median's 95% CI is within ±ci_target, or at max_time (the cap), whichever is first."""
 
-    On CUDA, torch-stream backends are timed with CUDA events around each call; others (ONNX
-    Runtime runs its own stream) with a host clock between two device syncs. Every timed call
-    starts on an idle device, so each sample is one call's latency.
-    Returns (first output as float32 CPU, timing dict in seconds).
+    min_repeats: int = 10
+    min_time: float = 0.5
+    max_time: float = 10.0
+    ci_target: float = 0.02
+    repeats: int | None = None
+    max_repeats: int = 1_000_000
+
+    def done(self, times: list[float], elapsed: float) -> bool:
+        n = len(times)
+        if self.repeats:
+            return n >= self.repeats
+        if n >= self.max_repeats:
+            return True
+        if n < self.min_repeats or elapsed < self.min_time:
+            return False
+        if elapsed >= self.max_time:
+            return True
+        if n % max(1, n // 20):  # re-check the CI every ~5% more samples, not after each call
+            return False
+        rel = ci_rel(times)
+        return rel is not None and rel <= self.ci_target
+
+
+def cuda_event() -> Any:
+    """A timing event; a seam for tests (a fake event pair stands in without a GPU)."""
+    return torch.cuda.Event(enable_timing=True)
+
+
+class HostClock:
+    """perf_counter between device syncs: the clock for CPU rows (sync is a no-op there)."""
+
+    name = "perf_counter"
+
+    def __init__(self, lanes: list[Runner]):
+        self.lanes = lanes
+
+    def start(self) -> None:
+        for lane in self.lanes:
+            lane.sync()
+        self.t0 = time.perf_counter()
+
+    def stop(self) -> float:
+        for lane in self.lanes:
+            lane.sync()
+        return time.perf_counter() - self.t0
+
+
+class EventClock:
+    """CUDA events on the stream each backend runs on (runner.stream): the one clock for every
+    CUDA row, torch and ONNX Runtime alike. With several lanes (throughput mode), every lane's
+    stream waits on the start event and the main stream waits on each lane's end event, so
+    [start, end] spans all of their work."""
+
+    name = "cuda-events"
+
+    def __init__(self, lanes: list[Runner]):
+        self.lanes = lanes
+        self.main = lanes[0].stream
+
+    def start(self) -> None:
+        for lane in self.lanes:
+            lane.sync()  # every sample starts on an idle device
+        self.ev0 = cuda_event()
+        self.ev0.record(self.main)
+        for lane in self.lanes[1:]:
+            lane.stream.wait_event(self.ev0)
+
+    def stop(self) -> float:
+        for lane in self.lanes[1:]:
+            done = cuda_event()
+            done.record(lane.stream)
+            self.main.wait_event(done)
+        ev1 = cuda_event()
+        ev1.record(self.main)
+        ev1.synchronize()
+        return self.ev0.elapsed_time(ev1) / 1e3
+
+
+class OwnClock:
+    """A runner that times its own calls (a browser page's performance.now()): the host<->page
+    round trip is not the model's, so each sample is the time the runner reports for its call."""
+
+    def __init__(self, runner: Runner):
+        self.runner, self.name = runner, runner.clock
+
+    def start(self) -> None:
+        self.runner.sync()
+
+    def stop(self) -> float:
+        self.runner.sync()
+        return float(self.runner.last_run_s)
+
+
+def clock_for(lanes: list[Runner]) -> HostClock | EventClock | OwnClock:
+    if lanes[0].clock is not None:
+        return OwnClock(lanes[0])
+    return EventClock(lanes) if lanes[0].device.type == "cuda" and lanes[0].stream is not None else HostClock(lanes)
+
+
+@dataclass
+class Measured:
+    """What measure() saw: outputs to check (float32 CPU) and per-call times in seconds."""
+
+    first: torch.Tensor
+    replayed: torch.Tensor | None
+    first_s: float
+    capture_s: float | None
+    times: np.ndarray
+    timer: str
+    mode: str
+    streams: int
+    calls_per_sample: int
+    ci_met: bool
+    lane_options: list[dict[str, Any]] = field(default_factory=list)
+
+
+def measure(runner: Runner, zs: list[torch.Tensor], warmup: int, stop: StopRule, mode: str = "latency",
+            streams: int = 2) -> Measured:
+    """First call (timed alone), CUDA-graph capture (whatever `warmup` says, timed apart), one
+    replay kept for parity, `warmup` untimed calls, then timed samples until `stop` says enough.
+
+    latency: every sample is one call started on an idle device.
+    throughput: every sample is a block of back-to-back calls with no sync between them (on CUDA
+    spread over `streams` lanes, each on its own stream); the sample is the block time / calls.
+    Inputs are prepared (moved, cast, bound) before anything is timed; calls rotate over them.
     """
-    cuda_events = runner.device.type == "cuda" and not runner.info.backend.startswith("ort")
-    own = runner.clock is not None  # a browser page times itself: the host<->page round trip is not the model's
-    runner.sync()
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r}; choose from {MODES}")
+    lanes = runner.lanes(streams) if mode == "throughput" else [runner]
+    xs = [[lane.prepare(z) for z in zs] for lane in lanes]
+    one = clock_for([runner])
+    one.start()
+    y = runner.run(xs[0][0])
+    first_s = one.stop()
+    # Copy now: graph backends reuse their output buffer, so the next call would overwrite it.
+    first = runner.to_cpu(y).clone()
+    capture_s, replayed = None, None
+    if runner.graph:
+        one.start()
+        for lane, lx in zip(lanes, xs):
+            lane.capture(lx[0])
+        capture_s = one.stop()
+        replayed = runner.to_cpu(runner.run(xs[0][0])).clone()  # a replay of the captured graph
     t0 = time.perf_counter()
-    first = runner.run(xs[0])
-    runner.sync()
-    first_s = runner.last_run_s if own else time.perf_counter() - t0
-    # Copy now: CUDA-graph backends (reduce-overhead, ort-cuda-graph) reuse their output buffer,
-    # so the next call would overwrite the output parity is about to check.
-    first = runner.to_cpu(first).clone()  # to_cpu of a CPU fp32 tensor is the same tensor
     for i in range(warmup):
-        runner.run(xs[i % len(xs)])
-    runner.sync()
+        lanes[i % len(lanes)].run(xs[i % len(lanes)][i % len(zs)])
+    for lane in lanes:
+        lane.sync()
+    per_call = (time.perf_counter() - t0) / warmup if warmup else first_s
+    # A self-timing runner reports one call at a time, so its throughput samples are single calls too.
+    k = 1 if mode == "latency" or runner.clock is not None else \
+        int(min(256, max(2 * len(lanes), np.ceil(BLOCK_S / max(per_call, 1e-7)))))
+    clock = clock_for(lanes)
     times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < max_repeats and (len(times) < min_repeats or time.perf_counter() - start < min_time):
-        x = xs[len(times) % len(xs)]
-        if cuda_events:
-            ev0, ev1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            runner.sync()
-            ev0.record()
-            runner.run(x)
-            ev1.record()
-            ev1.synchronize()
-            times.append(ev0.elapsed_time(ev1) / 1e3)
+    i, start = 0, time.perf_counter()
+    while not stop.done(times, time.perf_counter() - start):
+        clock.start()
+        if mode == "latency":
+            runner.run(xs[0][i % len(zs)])
         else:
-            runner.sync()
-            t = time.perf_counter()
-            runner.run(x)
-            runner.sync()
-            times.append(runner.last_run_s if own else time.perf_counter() - t)
-    arr = np.asarray(times)
-    return first, {
-        "first_s": first_s, "times": arr, "timer": "cuda-events" if cuda_events else (runner.clock or "perf_counter+sync"),
-        "median": float(np.median(arr)), "p90": float(np.percentile(arr, 90)),
-        "p99": float(np.percentile(arr, 99)), "min": float(arr.min()), "mean": float(arr.mean()),
-    }
+            for j in range(i, i + k):
+                lane = j % len(lanes)
+                lanes[lane].run_async(xs[lane][(j // len(lanes)) % len(zs)])
+        times.append(clock.stop() / k)
+        i += k
+    rel = ci_rel(times)
+    return Measured(first, replayed, first_s, capture_s, np.asarray(times), clock.name, mode, len(lanes), k,
+                    bool(not stop.repeats and rel is not None and rel <= stop.ci_target),
+                    [dict(lane.info.extra.get("options") or {}) for lane in lanes[:1]])
 
 
 def make_inputs(batch: int, latent: int, n: int, seed: int) -> list[torch.Tensor]:
@@ -121,7 +268,7 @@ def compare(reference: torch.Tensor, out: torch.Tensor, dtype: str) -> dict[str,
     from gantool.verify.compare import TOLERANCES
     from gantool.verify.compare import compare as parity_compare
 
-    tol = TOLERANCES[dtype]
+    tol = TOLERANCES[dtype]  # tf32 has its own (gantool.verify.compare)
     if tuple(out.shape) != tuple(reference.shape):
         return {"passed": False, "atol": tol.atol, "error": f"output shape {tuple(out.shape)}, eager gives {tuple(reference.shape)}"}
     res, failures = parity_compare(reference, out, tol)
@@ -138,3 +285,16 @@ def _is_oom(e: BaseException) -> bool:
     msg = str(e).lower()
     return any(s in msg for s in ("out of memory", "can't allocate memory", "failed to allocate memory",
                                   "bad_alloc", "cannot allocate memory"))
+
+
+def check_parity(ref: torch.Tensor, m: Measured, idx: torch.Tensor | None, batch: int, precision: str) -> dict[str, Any]:
+        """Eager fp32 against what is timed: a graph backend's replayed output (and its first,
+        pre-capture call too); any other backend's first call."""
+        pick = lambda out: out if idx is None or out.shape[0] != batch else out[idx]  # noqa: E731
+        if m.replayed is None:
+            return {**compare(ref, pick(m.first), precision), "checked": "first call"}
+        p = {**compare(ref, pick(m.replayed), precision), "checked": "replayed CUDA graph"}
+        first = compare(ref, pick(m.first), precision)
+        if p["passed"] and not first["passed"]:
+            p.update(passed=False, error=f"first (pre-capture) call: {first.get('error') or first['max_abs_err']}")
+        return p

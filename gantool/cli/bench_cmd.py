@@ -1,4 +1,4 @@
-"""`gantool bench`: time the generator across backends, precisions and batch sizes."""
+"""`gantool bench`: time the generator across backends, precisions, modes and batch sizes."""
 from __future__ import annotations
 
 import json
@@ -20,6 +20,20 @@ class BenchDevice(str, Enum):
     cuda = "cuda"
 
 
+class GraphOptLevel(str, Enum):
+    disable = "disable"
+    basic = "basic"
+    extended = "extended"
+    layout = "layout"
+    all = "all"
+
+
+class BenchFailed(GantoolError):
+    """Requested rows errored or failed parity, or the ratio gate failed."""
+
+    exit_code = 1
+
+
 def _progress():
     """(callback, close): a rich status line on a terminal's stderr, else plain stderr lines."""
     try:
@@ -34,49 +48,96 @@ def _progress():
         return (lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True)), (lambda: None)
 
 
+def _percentiles(text: str) -> list[float]:
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            v = float(part)
+        except ValueError:
+            raise GantoolError(f"--percentiles: {part!r} is not a number") from None
+        if not 0 < v < 100:
+            raise GantoolError(f"--percentiles: {part} must be between 0 and 100")
+        out.append(v)
+    if not out:
+        raise GantoolError("--percentiles: give at least one value")
+    return out
+
+
 @app.command()
 @user_errors
 def bench(
     exported: Annotated[Optional[Path], typer.Option(help="Directory of exported artifacts (with manifest.json). Default: ./exported when it exists.")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option(help="Run dir or checkpoint.pt: eager/compile backends and the parity reference. Default: the manifest's source checkpoint.")] = None,
     backends: Annotated[Optional[str], typer.Option(help="Comma list: eager, compile, compile-reduce-overhead, torchscript, aoti, ort, openvino, ort-cuda, ort-cuda-graph, ort-trt, web (ONNX Runtime Web in headless Chromium; needs scripts/web_deps.sh), triton (needs --url). Default: all that make sense on the device (web and triton only when named).")] = None,
-    precisions: Annotated[Optional[str], typer.Option(help="Comma list of fp32, bf16, fp16, int8 (int8: ort/openvino on an int8 ONNX file). Default: what the device runs natively (fp32; bf16 where the CPU has avx512_bf16/AMX; fp16 and bf16 on CUDA sm_80+), plus int8 where an int8 file is exported.")] = None,
+    precisions: Annotated[Optional[str], typer.Option(help="Comma list of fp32 (IEEE everywhere), tf32 (CUDA TF32 tensor cores), bf16, fp16, int8 (ort/openvino on an int8 ONNX file). Default: what the device runs natively (fp32; bf16 where the CPU has avx512_bf16/AMX; tf32, fp16 and bf16 on CUDA sm_80+), plus int8 where an int8 file is exported.")] = None,
     batch_sizes: Annotated[str, typer.Option(help="Comma list of batch sizes (> 0).")] = "1,64,1024,4096",
+    modes: Annotated[str, typer.Option(help="Comma list: latency (one call a sample, idle device), throughput (back-to-back calls; several streams on CUDA).")] = "latency",
     device: Annotated[BenchDevice, typer.Option(help="auto picks CUDA when present. ORT CUDA/TensorRT backends always run on CUDA.")] = BenchDevice.auto,
-    warmup: Annotated[int, typer.Option(min=0, help="Untimed calls after the first call, per row.")] = 5,
-    min_time: Annotated[float, typer.Option(min=0.0, help="Seconds of timed calls per row, at least.")] = 1.0,
-    min_repeats: Annotated[int, typer.Option(min=1, help="Timed calls per row, at least.")] = 10,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="torch intra-op threads (default: torch's).")] = None,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed calls per row after the first call (CUDA graphs are captured before these, whatever this says).")] = 5,
+    min_time: Annotated[float, typer.Option(min=0.0, help="Seconds of timed samples per row, at least.")] = 0.5,
+    max_time: Annotated[float, typer.Option(min=0.0, help="Seconds per row at most: the cap when the median's CI is still wider than --ci-target.")] = 10.0,
+    min_repeats: Annotated[int, typer.Option(min=1, help="Timed samples per row, at least.")] = 10,
+    repeats: Annotated[Optional[int], typer.Option(min=1, help="Exactly this many timed samples per row (turns the CI rule off).")] = None,
+    ci_target: Annotated[float, typer.Option(min=0.0, max=100.0, help="Keep sampling until the median's 95% CI is within ± this many percent.")] = 2.0,
+    percentiles: Annotated[str, typer.Option(help="Latency percentiles for the JSON; each is null (with why) until n is large enough (p99 needs 100).")] = "50,90,99",
+    raw_times: Annotated[bool, typer.Option("--raw-times", help="Also write every sample's time into the JSON.")] = False,
+    streams: Annotated[int, typer.Option(min=1, help="Throughput mode on CUDA: streams the calls are spread over.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed of the z inputs.")] = 0,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="torch intra-op threads, and ONNX Runtime's for ort (default: torch's).")] = None,
+    inter_op_threads: Annotated[Optional[int], typer.Option(min=1, help="ONNX Runtime inter-op threads (runs the session in parallel mode).")] = None,
+    graph_opt_level: Annotated[Optional[GraphOptLevel], typer.Option(help="ONNX Runtime graph optimisation level (default: ORT's, all).")] = None,
+    ort_option: Annotated[Optional[list[str]], typer.Option("--ort-option", help="KEY=VALUE for an ONNX Runtime CUDA/TensorRT provider option or session entry; repeatable; recorded per row.")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="TensorRT engine and timing caches (default: $GANTOOL_CACHE/tensorrt or ~/.cache/gantool/tensorrt).")] = None,
+    profile: Annotated[Optional[Path], typer.Option(help="Write ORT's profile JSON / a torch profiler trace of one untimed call per row here.")] = None,
+    profile_row: Annotated[Optional[list[str]], typer.Option(help="With --profile: only rows matching BACKEND:PRECISION:BATCH (* for any); repeatable.")] = None,
+    allow_failures: Annotated[bool, typer.Option("--allow-failures", help="Exit 0 even when a row errors or fails parity.")] = False,
+    wide: Annotated[bool, typer.Option("--wide", help="Show every column (IQR, p90/p99, first call, capture, GFLOP/s, memory, parity).")] = False,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the full JSON report here (schema: docs/bench.md).")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="Write a PNG of samples/s against batch size per backend.")] = None,
     train: Annotated[bool, typer.Option("--train", help="Also compare training samples/s: gantool's loop vs the seed's loop.")] = False,
     train_dataset: Annotated[str, typer.Option(help="Dataset for --train.")] = "mnist-5k",
     url: Annotated[Optional[str], typer.Option(help="Triton server's gRPC HOST:PORT (default port 8001) for backend triton.")] = None,
     triton_model: Annotated[str, typer.Option(help="Model the Triton server serves (from `gantool export --format triton`).")] = "generator_onnx",
+    compare: Annotated[Optional[Path], typer.Option(help="Baseline bench JSON: gate on samples/s ratios (vs eager fp32 at the same batch; train vs seed loop).")] = None,
+    max_regression: Annotated[str, typer.Option(help="With --compare: fail when a ratio falls by more than this (0%..100%).")] = "30%",
 ) -> None:
-    """Measure samples/s and latency (median, p90, p99) of every backend, checked against eager fp32.
+    """Measure samples/s and latency (median with its 95% CI) of every backend, checked against eager fp32.
 
+    Exits 1 when a row errors or fails parity (unless --allow-failures) or the --compare gate fails.
     The last stdout line is a compact JSON summary (best backend per batch size).
     Under torchrun each rank benches its own device (cuda:LOCAL_RANK, or one CPU thread) and
     rank 0 prints one report with the aggregate samples/s and the scaling efficiency.
     """
+    from gantool.bench import gate as gate_mod
     from gantool.bench import report as rep
-    from gantool.bench.suite import BenchConfig, run_bench
     from gantool.bench.backends import BACKENDS
+    from gantool.bench.suite import BenchConfig, failures, run_bench
+    from gantool.bench.timing import MODES
     from gantool.device import PRECISIONS
     from gantool.distributed import Dist
+    from gantool.runners.ort_options import parse_ort_options
 
     if exported is None and Path("exported/manifest.json").exists():
         exported = Path("exported")
     if exported is not None and not exported.exists():
         raise GantoolError(f"--exported {exported} does not exist (run `gantool export --checkpoint RUN --out {exported}`)")
     check_writable((json_path, "--json"), (plot, "--plot"))  # before the timing, not after it
+    baseline = band = None
+    if compare is not None:  # bad gate input fails before anything is timed
+        band = gate_mod.parse_band(max_regression)
+        baseline = gate_mod.read_baseline(compare)
     cfg = BenchConfig(
         checkpoint=checkpoint, exported=exported,
         backends=parse_choice_list(backends, list(BACKENDS), "backend") if backends else [],
         precisions=parse_choice_list(precisions, list(PRECISIONS), "precision") if precisions else [],
-        batch_sizes=parse_int_list(batch_sizes, "--batch-sizes"),
-        device=device.value, warmup=warmup, min_time=min_time, min_repeats=min_repeats, threads=threads,
+        batch_sizes=parse_int_list(batch_sizes, "--batch-sizes"), modes=parse_choice_list(modes, list(MODES), "mode"),
+        device=device.value, warmup=warmup, min_time=min_time, max_time=max_time, min_repeats=min_repeats,
+        repeats=repeats, ci_target=ci_target / 100, percentiles=_percentiles(percentiles), raw_times=raw_times,
+        streams=streams, seed=seed, threads=threads, inter_op_threads=inter_op_threads,
+        graph_opt_level=graph_opt_level.value if graph_opt_level else None, ort_options=parse_ort_options(ort_option),
+        cache_dir=cache_dir, profile_dir=profile, profile_rows=list(profile_row or []),
         url=url, triton_model=triton_model,
     )
     if url and not cfg.backends:
@@ -95,7 +156,7 @@ def bench(
             dist.close()
         if report is None:  # ranks other than 0 have handed their rows to rank 0
             return
-        _print_report(report, json_path, plot)
+        _print_report(report, json_path, plot, wide)
         for line in format_aggregate(report):
             typer.echo(line)
         typer.echo(json.dumps(rep.summary(report, json_path), separators=(",", ":")))
@@ -104,23 +165,39 @@ def bench(
     if train:
         train_kw = {"dataset": train_dataset, "device": device.value}
         if cfg.precisions:
-            train_kw["precisions"] = tuple(p for p in cfg.precisions if p != "int8") or ("fp32",)
+            train_kw["precisions"] = tuple(p for p in cfg.precisions if p not in ("int8", "tf32")) or ("fp32",)
     update, close = _progress()
     try:
         report = run_bench(cfg, progress=update, train=train_kw)
     finally:
         close()
-    _print_report(report, json_path, plot)
+    gate = None
+    if baseline is not None:
+        gate = gate_mod.compare(report, baseline, band)  # type: ignore[arg-type]
+        report["gate"] = dict(gate, baseline=str(compare))
+    _print_report(report, json_path, plot, wide)
+    if gate is not None:
+        gate_mod.print_gate(gate, str(compare), sys.stdout)
     typer.echo(json.dumps(rep.summary(report, json_path), separators=(",", ":")))
     if not any(r["samples_per_s"] is not None for r in report["results"]):
         reasons = sorted({f"{r['backend']}: {r['reason']}" for r in report["results"]})
         raise GantoolError(f"nothing could be measured ({'; '.join(reasons)[:400]})")
+    problems = []
+    bad = failures(report)
+    if bad and not allow_failures:
+        shown = "; ".join(f"{r['backend']} {r['precision']} b{r['batch']} {r['status']}: {r['reason']}" for r in bad[:3])
+        problems.append(f"{len(bad)} row(s) failed ({shown[:300]}); --allow-failures to exit 0")
+    if gate is not None and not gate["passed"]:
+        problems.append(f"ratio gate failed: {gate['failed']} of {len(gate['rows'])} ratios regressed more than "
+                        f"{band:.0%} or were not measured vs {compare}")
+    if problems:
+        raise BenchFailed("; ".join(problems))
 
 
-def _print_report(report, json_path: Optional[Path], plot: Optional[Path]) -> None:
+def _print_report(report, json_path: Optional[Path], plot: Optional[Path], wide: bool = False) -> None:
     from gantool.bench import report as rep
 
-    rep.print_table(report)
+    rep.print_table(report, wide=wide)
     rep.print_peaks(report)
     if "train" in report:
         from gantool.bench.train_speed import format_report

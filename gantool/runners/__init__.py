@@ -33,7 +33,8 @@ def _import_all() -> None:
     # Each module registers its backends on import; heavy deps are imported lazily inside them.
     from gantool.runners import torch_runner  # noqa: F401
 
-    for mod in ("torchscript_runner", "onnx_runner", "aoti_runner", "openvino_runner", "web_runner", "triton_runner"):
+    for mod in ("torchscript_runner", "onnx_runner", "ort_cuda_runner", "aoti_runner", "openvino_runner", "web_runner",
+                "triton_runner"):
         try:
             __import__(f"gantool.runners.{mod}")
         except ModuleNotFoundError as e:

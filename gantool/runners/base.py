@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -58,6 +59,49 @@ class Runner:
 
         sync(self.device)
 
+    # --- what bench needs beyond prepare/run/sync -------------------------------------------
+    graph = False  # replays a captured CUDA graph: bench captures it before timing
+    capture_calls = 3  # calls that capture a graph for one input shape (torch cudagraph trees: warm-up, record, replay)
+
+    @property
+    def stream(self) -> Any:
+        """The CUDA stream this runner's work goes to (bench's events are recorded on it); None off CUDA."""
+        return torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
+
+    def capture(self, x: Any) -> None:
+        """Make sure the graph for x's shape is captured (graph runners); untimed by bench."""
+        for _ in range(self.capture_calls):
+            self.run(x)
+        self.sync()
+
+    def run_async(self, x: Any) -> Any:
+        """run() without waiting for the device where the backend would (throughput mode)."""
+        return self.run(x)
+
+    def lanes(self, n: int) -> list["Runner"]:
+        """n runners sharing this one's weights, each on its own stream (throughput mode on CUDA);
+        [self] where the backend has one stream (CPU, or a captured graph)."""
+        if self.device.type != "cuda" or self.graph or n <= 1:
+            return [self]
+        return [self] + [StreamLane(self, torch.cuda.Stream(self.device)) for _ in range(n - 1)]
+
+    def profile_call(self, z: torch.Tensor, out_dir: Path, stem: str) -> list[Path]:
+        """One untimed call under torch.profiler; writes a Chrome trace (--profile)."""
+        from torch.profiler import ProfilerActivity, profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
+        x = self.prepare(z)
+        self.sync()
+        with profile(activities=acts) as prof:
+            self.run(x)
+            self.sync()
+        path = Path(out_dir) / f"{stem}.torch.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        prof.export_chrome_trace(str(tmp))
+        tmp.replace(path)
+        return [path]
+
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         z = torch.as_tensor(z, dtype=torch.float32)
         if z.ndim != 2 or z.shape[1] != self.info.latent_dim:
@@ -81,6 +125,32 @@ class ModuleRunner(Runner):
     @torch.inference_mode()
     def run(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(x)
+
+class StreamLane(Runner):
+    """The same runner issuing its work on another CUDA stream (a throughput-mode lane)."""
+
+    def __init__(self, base: Runner, stream: Any):
+        self.base, self._stream, self.info = base, stream, base.info
+
+    @property
+    def stream(self) -> Any:
+        return self._stream
+
+    def prepare(self, z: torch.Tensor) -> Any:
+        x = self.base.prepare(z)
+        self.base.sync()  # prepared on the base's stream; done before this lane uses it
+        return x
+
+    def run(self, x: Any) -> Any:
+        with torch.cuda.stream(self._stream):
+            return self.base.run(x)
+
+    def to_cpu(self, y: Any) -> torch.Tensor:
+        return self.base.to_cpu(y)
+
+    def sync(self) -> None:
+        self._stream.synchronize()
+
 
 # backend name -> factory(path_or_checkpoint, device, dtype, **options) -> Runner
 _REGISTRY: dict[str, Callable[..., Runner]] = {}

@@ -22,6 +22,9 @@ class TorchRunner(ModuleRunner):
         g = g.to(self.dtype)
         self.module = torch.compile(g, mode=compile_mode, dynamic=True) if compile_mode else g
         backend = "eager" if compile_mode is None else ("compile" if compile_mode == "default" else f"compile-{compile_mode}")
+        # reduce-overhead on CUDA replays cudagraph trees: bench captures before timing and
+        # checks parity on a replay (warm-up, record, replay = Runner.capture_calls).
+        self.graph = compile_mode == "reduce-overhead" and dev.type == "cuda"
         self.info = RunnerInfo(backend, str(dev), dtype_name(self.dtype), cfg.latent_dim, cfg.img_shape, str(checkpoint))
 
 

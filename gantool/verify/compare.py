@@ -46,6 +46,9 @@ TOLERANCES: dict[str, Tolerance] = {
     "bf16": Tolerance(atol=ROUNDING_MULTIPLE * UNIT_ROUNDOFF["bf16"], rtol=0.0),  # 0.25
     # measured on the demo G at 8,192 z: static max 1.07 / p99.9 0.33 / mean 4.9e-3, dynamic 0.97 / 0.25 / 2.7e-3
     "int8": Tolerance(atol=1.5, rtol=0.0, p999_abs=0.5, mean_abs=0.02),
+    # bench's tf32 rows: fp32 weights, matmul inputs rounded to TF32's 10-bit mantissa (fp16's unit
+    # roundoff) with fp32 range and accumulation, so the same rounding bound holds.
+    "tf32": Tolerance(atol=ROUNDING_MULTIPLE * UNIT_ROUNDOFF["fp16"], rtol=0.0),
 }
 REL_FLOOR = 1e-3  # relative error divides by max(|ref|, REL_FLOOR) so near-zero pixels do not explode it
 BATCH_SIZES = (1, 7, 1024)  # one, an odd size, a large one

@@ -1,0 +1,88 @@
+"""The CI gate: samples/s ratios (vs eager fp32 at the same batch and mode; train loop vs seed loop) against a baseline report."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, TextIO
+
+from gantool.errors import ConfigError
+
+REFERENCE = ("eager", "fp32")  # every inference ratio is over this row at the same batch and mode
+
+
+def parse_band(text: str) -> float:
+    """'30%' or '30' -> 0.30; negative or over 100% is a one-line error."""
+    raw = text.strip()
+    try:
+        value = float(raw.removesuffix("%").strip())
+    except ValueError:
+        raise ConfigError(f"--max-regression {text!r}: give a percentage such as 30%") from None
+    if not 0 <= value <= 100 or value != value:
+        raise ConfigError(f"--max-regression {text!r}: must be between 0% and 100%")
+    return value / 100
+
+
+def read_baseline(path: Path) -> dict[str, Any]:
+    """A gantool bench --json report; a missing, unreadable or non-report file is a one-line error."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"--compare {p}: no such file (write one with `gantool bench --json {p}`)")
+    try:
+        doc = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"--compare {p}: not a JSON bench report ({str(e).splitlines()[0][:120]})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
+        raise ConfigError(f"--compare {p}: not a gantool bench report (no 'results' list)")
+    return doc
+
+
+def ratios(report: dict[str, Any]) -> dict[str, float]:
+    """{label: ratio}: each measured row's samples/s over eager fp32 at its batch and mode, and
+    gantool's train loop over the seed loop per precision. Ratios cancel the machine's speed."""
+    rows = [r for r in report.get("results", []) if r.get("status") == "ok" and r.get("samples_per_s")]
+    ref = {(r["batch"], r.get("mode", "latency")): r["samples_per_s"] for r in rows
+           if (r["backend"], r["precision"]) == REFERENCE}
+    out: dict[str, float] = {}
+    for r in rows:
+        mode = r.get("mode", "latency")
+        base = ref.get((r["batch"], mode))
+        if base and (r["backend"], r["precision"]) != REFERENCE:
+            out[f"{r['backend']} {r['precision']} {mode} b{r['batch']}"] = r["samples_per_s"] / base
+    for p, v in (report.get("train") or {}).get("gantool", {}).items():
+        if isinstance(v, dict) and v.get("ratio"):
+            out[f"train {p} (gantool loop / seed loop)"] = v["ratio"]
+    return out
+
+
+def compare(current: dict[str, Any], baseline: dict[str, Any], band: float) -> dict[str, Any]:
+    """Each baseline ratio against the current one: 'fail' when it fell by more than `band`."""
+    cur, base = ratios(current), ratios(baseline)
+    if not base:
+        raise ConfigError("--compare: the baseline has no ratio to compare (it needs ok eager fp32 rows "
+                          "beside other rows at the same batch, or a --train section)")
+    rows = []
+    for label in sorted(base):
+        b, c = base[label], cur.get(label)
+        if c is None:
+            rows.append({"ratio": label, "baseline": b, "current": None, "change": None, "verdict": "not measured"})
+            continue
+        change = c / b - 1
+        rows.append({"ratio": label, "baseline": b, "current": c, "change": change,
+                     "verdict": "fail" if change < -band else "ok"})
+    for label in sorted(set(cur) - set(base)):
+        rows.append({"ratio": label, "baseline": None, "current": cur[label], "change": None, "verdict": "new"})
+    compared = [r for r in rows if r["change"] is not None]
+    failed = [r for r in rows if r["verdict"] in ("fail", "not measured")]
+    return {"max_regression": band, "rows": rows, "compared": len(compared), "failed": len(failed),
+            "passed": bool(compared) and not failed}
+
+
+def print_gate(gate: dict[str, Any], baseline: str, file: TextIO) -> None:
+    """The ratio table (within 100 columns) and a one-line verdict."""
+    print(f"ratio gate vs {baseline} (max regression {gate['max_regression']:.0%})", file=file)
+    w = max([len("ratio")] + [len(r["ratio"]) for r in gate["rows"]])
+    print(f"  {'ratio':<{w}}  {'baseline':>8}  {'current':>8}  {'change':>7}  verdict", file=file)
+    f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    for r in gate["rows"]:
+        ch = "-" if r["change"] is None else f"{r['change']:+.0%}"
+        print(f"  {r['ratio']:<{w}}  {f(r['baseline']):>8}  {f(r['current']):>8}  {ch:>7}  {r['verdict']}", file=file)

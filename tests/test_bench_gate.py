@@ -1,0 +1,127 @@
+"""The ratio gate (--compare / --max-regression) and bench's failure exit, through the CLI."""
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import assert_one_line_error
+from gantool.bench import gate
+from gantool.cli import app
+
+FAST = ["--warmup", "0", "--min-time", "0", "--repeats", "3", "--device", "cpu", "--threads", "1"]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, ["bench", *args])
+
+
+def _row(backend, batch, sps, status="ok", mode="latency"):
+    return {"backend": backend, "precision": "fp32", "batch": batch, "mode": mode, "status": status,
+            "samples_per_s": sps}
+
+
+def test_ratios_are_over_eager_fp32_at_the_same_batch_and_mode():
+    report = {"results": [_row("eager", 64, 100.0), _row("ort", 64, 250.0), _row("ort", 1, 9.0),
+                          _row("eager", 64, 50.0, mode="throughput"), _row("ort", 64, 200.0, mode="throughput")],
+              "train": {"gantool": {"fp32": {"ratio": 2.1}}}}
+    r = gate.ratios(report)
+    assert r == {"ort fp32 latency b64": 2.5, "ort fp32 throughput b64": 4.0,
+                 "train fp32 (gantool loop / seed loop)": 2.1}  # ort b1 has no eager row at b1: no ratio
+
+
+def test_gate_passes_on_itself_and_fails_past_the_band():
+    base = {"results": [_row("eager", 64, 100.0), _row("ort", 64, 250.0), _row("torchscript", 64, 150.0)]}
+    assert gate.compare(base, base, 0.3)["passed"]
+    slower = copy.deepcopy(base)
+    slower["results"][1]["samples_per_s"] = 160.0  # 2.5x -> 1.6x: -36%
+    g = gate.compare(slower, base, 0.3)
+    assert not g["passed"] and g["failed"] == 1
+    assert [r["verdict"] for r in g["rows"]] == ["fail", "ok"]
+    assert gate.compare(slower, base, 0.4)["passed"]
+    faster_eager = copy.deepcopy(base)
+    faster_eager["results"][0]["samples_per_s"] = 200.0  # everything else halves relative to eager
+    assert not gate.compare(faster_eager, base, 0.3)["passed"]
+    gone = copy.deepcopy(base)
+    gone["results"][2]["status"] = "error"
+    assert [r["verdict"] for r in gate.compare(gone, base, 0.3)["rows"]] == ["ok", "not measured"]
+
+
+@pytest.mark.parametrize("band,ok", [("30%", 0.3), ("5", 0.05), ("0%", 0.0), ("100%", 1.0)])
+def test_band_parsing(band, ok):
+    assert gate.parse_band(band) == pytest.approx(ok)
+
+
+def test_compare_on_the_cli_passes_on_its_baseline_and_fails_on_a_doctored_one(checkpoint_path, exported_dir, tmp_path):
+    base = tmp_path / "base.json"
+    args = ["--checkpoint", str(checkpoint_path), "--exported", str(exported_dir), "--backends", "eager,ort",
+            "--precisions", "fp32", "--batch-sizes", "64", *FAST]
+    res = invoke(*args, "--json", str(base))
+    assert res.exit_code == 0, res.output + res.stderr
+    res = invoke(*args, "--compare", str(base), "--max-regression", "100%")
+    assert res.exit_code == 0, res.output + res.stderr
+    assert "ratio gate" in res.stdout and "ort fp32 latency b64" in res.stdout
+    doc = json.loads(base.read_text())
+    for r in doc["results"]:
+        if r["backend"] == "ort":
+            r["samples_per_s"] *= 1000  # a baseline where ort was 1000x eager: today is far slower
+    doctored = tmp_path / "doctored.json"
+    doctored.write_text(json.dumps(doc))
+    res = invoke(*args, "--compare", str(doctored), "--max-regression", "30%")
+    assert_one_line_error(res, "ratio gate failed", code=1, progress_prefix="bench: ")
+    assert "fail" in res.stdout
+
+
+@pytest.mark.parametrize("extra,needles", [
+    (["--ort-option", "no_such_key=1"], ["--ort-option no_such_key", "not an onnxruntime"]),
+    (["--ort-option", "gpu_mem_limit"], ["expected KEY=VALUE"]),
+    (["--ort-option", "use_tf32=1"], ["gantool sets this one itself", "tf32"]),
+    (["--compare", "MISSING"], ["--compare", "no such file"]),
+    (["--compare", "NOTJSON"], ["--compare", "not a JSON bench report"]),
+    (["--compare", "BASE", "--max-regression", "-5%"], ["--max-regression", "between 0% and 100%"]),
+    (["--compare", "BASE", "--max-regression", "150%"], ["--max-regression", "between 0% and 100%"]),
+    (["--compare", "BASE", "--max-regression", "lots"], ["--max-regression", "percentage"]),
+    (["--percentiles", "50,100"], ["--percentiles", "between 0 and 100"]),
+    (["--modes", "fast"], ["unknown mode", "fast"]),
+])
+def test_bad_bench_input_is_one_line(checkpoint_path, tmp_path, extra, needles):
+    (tmp_path / "NOTJSON").write_text("{not json")
+    (tmp_path / "BASE").write_text(json.dumps({"results": []}))
+    extra = [str(tmp_path / e) if e in ("MISSING", "NOTJSON", "BASE") else e for e in extra]
+    res = invoke("--checkpoint", str(checkpoint_path), "--backends", "eager", "--batch-sizes", "2", *FAST, *extra)
+    assert_one_line_error(res, *needles)
+
+
+def test_an_option_for_a_backend_not_asked_for_is_refused(checkpoint_path):
+    res = invoke("--checkpoint", str(checkpoint_path), "--backends", "eager", "--ort-option", "trt_max_workspace_size=1", *FAST)
+    assert_one_line_error(res, "--ort-option trt_max_workspace_size", "ort-trt")
+
+
+def test_a_runner_exception_is_an_error_row_and_a_failing_exit(checkpoint_path, tmp_path, monkeypatch):
+    from gantool.bench import suite
+
+    real = suite.load_runner
+
+    def broken_run(x):
+        raise RuntimeError("kernel exploded")
+
+    def load_broken(source, name=None, **kw):
+        r = real(source, name, **kw)
+        if name == "compile":
+            r.run = broken_run
+        return r
+
+    monkeypatch.setattr(suite, "load_runner", load_broken)
+    monkeypatch.setattr("gantool.runners.torch_runner.torch.compile", lambda m, **k: m)
+    out = tmp_path / "e.json"
+    args = ["--checkpoint", str(checkpoint_path), "--backends", "eager,compile", "--precisions", "fp32",
+            "--batch-sizes", "2", "--json", str(out), *FAST]
+    res = invoke(*args)
+    assert_one_line_error(res, "1 row(s) failed", "kernel exploded", code=1, progress_prefix="bench: ")
+    rows = {r["backend"]: r for r in json.loads(out.read_text())["results"]}
+    assert rows["compile"]["status"] == "error" and "kernel exploded" in rows["compile"]["reason"]
+    assert rows["eager"]["status"] == "ok"
+    res = invoke(*args, "--allow-failures")
+    assert res.exit_code == 0, res.output + res.stderr

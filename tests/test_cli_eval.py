@@ -111,3 +111,44 @@ def test_verify_distribution_fails_when_digits_change(exported_dir, checkpoint_p
     r = _verify("--exported", str(exported_dir), "--checkpoint", str(checkpoint_path), "--distribution", "100")
     _bad(r, "distribution parity failed")
     assert r.exit_code == 1
+
+
+def test_eval_reports_precision_recall_kid_in_two_feature_spaces(checkpoint_scores):
+    r, s = checkpoint_scores
+    assert set(s["feature_spaces"]) == {"cnn", "mlp"}
+    for name, sp in s["feature_spaces"].items():
+        for key in ("fid", "fid_floor", "fid_over_floor", "precision", "recall", "density", "coverage", "kid", "kid_std"):
+            assert isinstance(sp[key], float), (name, key)
+        real = sp["real_vs_real"]
+        assert {"precision", "recall", "density", "coverage", "kid", "kid_std"} <= set(real)
+        # The fixture G is untrained: blobs with next to no recall, far below real digits'.
+        assert real["recall"] > 0.7 and sp["recall"] < 0.2 * real["recall"], (name, sp["recall"], real["recall"])
+    primary = s["feature_spaces"]["cnn"]
+    assert (s["fid"], s["precision"], s["recall"], s["kid"]) == (primary["fid"], primary["precision"],
+                                                                primary["recall"], primary["kid"])
+    assert not s["targets_met"]["recall_over_real"]
+    for text in ("cnn features", "mlp features", "precision", "recall", "density", "coverage", "KID", "real"):
+        assert text in r.stdout, text
+    assert ("feature spaces disagree" in r.stdout) == s["spaces_disagree"]
+    last = json.loads(r.stdout.strip().splitlines()[-1])
+    assert last["recall"] == s["recall"] and last["real_vs_real"] == s["real_vs_real"]
+
+
+def test_first_eval_shows_classifier_training_progress(checkpoint_path, quality_reference, tmp_path, monkeypatch):
+    import shutil
+
+    from gantool.quality import classifier as clf
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shutil.copy(quality_reference.spaces["cnn"].classifier.path, cache)  # the CNN is cached, the MLP is not
+    monkeypatch.setenv("GANTOOL_CACHE", str(cache))
+    train = clf.train_classifier
+    monkeypatch.setattr(clf, "train_classifier", lambda *a, **k: train(*a, **{**k, "epochs": 1}))  # keep it short
+    r = _run("--checkpoint", str(checkpoint_path), "--n", "300")
+    assert r.exit_code == 0, r.output
+    err = r.stderr.strip().splitlines()
+    assert err[0].startswith("classifier: training the mlp classifier for mnist-5k once"), err
+    assert err[-1].startswith("classifier: mlp trained in") and "held-out accuracy" in err[-1], err
+    assert all(ln.startswith("classifier: mlp") or "training the mlp" in ln for ln in err)  # the CNN came from the cache
+    assert (cache / quality_reference.spaces["mlp"].classifier.path.name).is_file()

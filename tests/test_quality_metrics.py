@@ -4,7 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gantool.data import Dataset
 from gantool.errors import ArtifactError, ConfigError
+from gantool.quality import manifold
 from gantool.quality.metrics import TrainingEvaluator, class_scores, distribution_parity, evaluate_runner
 from gantool.runners import Runner, RunnerInfo
 
@@ -140,3 +142,118 @@ def test_tuned_recipe_keeps_the_seed_generator_and_is_the_default():
     assert model.d_classes == 10 and cfg.class_weight > 0
     assert Generator(model)(torch.zeros(3, model.latent_dim)).shape == (3, 1, 28, 28)
     assert DEFAULT_RECIPE == "tuned" and "seed" in RECIPES
+
+
+# --- precision / recall / density / coverage, KID, the second feature space (issue 16) ---------
+
+@pytest.fixture(scope="module")
+def manifold_scores(quality_reference):
+    """Generators with a known place on the fidelity/diversity plane, scored in both feature spaces."""
+    train, g = quality_reference.train, torch.Generator().manual_seed(7)
+    digit = train.images[train.labels == 7][:1]
+    pool = {
+        # One real digit, copied with faint pixel noise: every sample is a real-looking 7, no variety.
+        "copy_one_digit": (digit + 0.02 * torch.randn(N, 1, 28, 28, generator=g)).clamp(-1, 1),
+        "gaussian_noise": torch.randn(N, 1, 28, 28, generator=g).clamp(-1, 1),
+    }
+    return {k: evaluate_runner(ImageRunner(v, k), "mnist-5k", n=N, seed=0, reference=quality_reference)
+            for k, v in pool.items()}
+
+
+def _spaces(s):
+    assert set(s["feature_spaces"]) == {"cnn", "mlp"}
+    return s["feature_spaces"].values()
+
+
+def test_copy_of_one_digit_has_precision_but_no_recall(manifold_scores):
+    s = manifold_scores["copy_one_digit"]
+    for sp in _spaces(s):
+        assert sp["precision"] > 0.9, sp
+        assert sp["recall"] < 0.02 and sp["coverage"] < 0.02, sp
+        assert sp["real_vs_real"]["recall"] > 0.7  # the level it falls short of
+    assert not s["targets_met"]["recall_over_real"] and s["targets_met"]["recognisability"]
+
+
+def test_gaussian_noise_has_neither_precision_nor_recall(manifold_scores):
+    s = manifold_scores["gaussian_noise"]
+    for sp in _spaces(s):
+        # Precision's k-NN balls let a little noise in around outlying real digits (Naeem et al.'s
+        # point; measured 0.01 in the CNN space, 0.11 in the MLP's); density is the robust one.
+        assert sp["precision"] < 0.15 and sp["precision"] < sp["real_vs_real"]["precision"] / 5, sp
+        assert sp["recall"] < 0.02 and sp["density"] < 0.05, sp
+        assert sp["fid_over_floor"] > 10 and sp["kid"] > 10 * sp["kid_std"]
+    assert not any(s["targets_met"].values())
+
+
+@pytest.fixture(scope="module")
+def heldout_halves(quality_reference):
+    """The 500 held-out digits split in two class-balanced halves: real digits neither the
+    classifiers, the PRDC reference nor the real-vs-real baseline of the other half have seen."""
+    test = quality_reference.test
+    order = torch.argsort(test.labels, stable=True)
+    a, b = order[0::2], order[1::2]
+    return Dataset(test.name, test.images[a], test.labels[a]), Dataset(test.name, test.images[b], test.labels[b])
+
+
+def test_real_heldout_digits_score_like_real_vs_real(quality_reference, heldout_halves):
+    from gantool.quality.metrics import FeatureSpace
+
+    half_a, half_b = heldout_halves
+    for name, space in quality_reference.spaces.items():
+        sp = FeatureSpace(space.classifier, quality_reference.train, half_a)  # baseline: half a
+        s = sp.score(half_b.images)  # "samples": half b
+        real = s["real_vs_real"]
+        assert s["prdc_n"] == real["prdc_n"] == len(half_b)
+        for key in ("precision", "recall", "coverage"):
+            assert abs(s[key] - real[key]) < 0.08, (name, key, s[key], real[key])
+            assert real[key] > (0.7 if key != "coverage" else 0.1), (name, key, real[key])
+        assert abs(s["density"] - real["density"]) < 0.15
+        assert s["fid_over_floor"] < 1.5
+        # KID of real against real: zero within its spread (unbiased), between the halves directly too.
+        assert abs(s["kid"] - real["kid"]) < 2 * max(s["kid_std"], real["kid_std"])
+        direct, std, _ = manifold.kid(sp.classifier.features(half_a.images), sp.classifier.features(half_b.images))
+        assert abs(direct) < 2 * std, (name, direct, std)
+
+
+def test_spaces_disagree_line(manifold_scores, quality_reference, heldout_halves):
+    from gantool.cli.eval_cmd import format_scores
+    from gantool.quality.metrics import SPACES_DISAGREE
+
+    for s in manifold_scores.values():
+        ratios = [sp["fid_over_floor"] for sp in _spaces(s)]
+        assert s["spaces_disagree"] == (max(ratios) / min(ratios) > SPACES_DISAGREE)
+        assert ("feature spaces disagree" in format_scores(s)) == s["spaces_disagree"]
+    # Real digits: both spaces put them at their floor, so no line.
+    real = evaluate_runner(ImageRunner(_draw(quality_reference.train.images, N, 3), "real"), "mnist-5k", n=N,
+                           reference=quality_reference)
+    assert not real["spaces_disagree"] and "disagree" not in format_scores(real)
+    # Thickened strokes (a 3x3 max filter): the pixel-level MLP sees them as far worse than the CNN does.
+    thick = torch.nn.functional.max_pool2d(_draw(quality_reference.train.images, N, 3), 3, 1, 1)
+    s = evaluate_runner(ImageRunner(thick, "thick"), "mnist-5k", n=N, reference=quality_reference)
+    line = [ln for ln in format_scores(s).splitlines() if "disagree" in ln]
+    assert s["spaces_disagree"] and len(line) == 1 and "in cnn" in line[0] and "in mlp" in line[0]
+
+
+def test_training_evaluator_logs_precision_recall_in_both_spaces(quality_reference):
+    from gantool.quality.metrics import flat_scores
+
+    s = flat_scores(quality_reference.score(_draw(quality_reference.train.images, 600, 4), with_kid=False))
+    for key in ("precision", "recall", "density", "coverage", "real_precision", "real_recall",
+                "mlp_fid_over_floor", "mlp_precision", "mlp_recall", "mlp_real_recall"):
+        assert isinstance(s[key], float), key
+    assert "kid" not in s  # KID is left to `eval`: its subsets cost seconds an eval
+
+
+def test_training_eval_line_and_plot_show_precision_and_recall(quality_reference, tmp_path):
+    from gantool.quality.metrics import flat_scores
+    from gantool.train.log import format_scores, plot_fid
+
+    good = flat_scores(quality_reference.score(_draw(quality_reference.train.images, 600, 5), with_kid=False))
+    bad = flat_scores(quality_reference.score(quality_reference.train.images[:1].repeat(600, 1, 1, 1), with_kid=False))
+    line = format_scores(good)
+    assert f"precision {good['precision']:.3f} (real {good['real_precision']:.3f})" in line
+    assert f"recall {good['recall']:.3f} (real {good['real_recall']:.3f})" in line and "mlp " in line
+    records = [{"step": 100, "eval": bad}, {"step": 200, "eval": good}, {"step": 150, "d_loss": 1.0}]
+    out = plot_fid(records, tmp_path / "fid.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot_fid([{"step": 1, "d_loss": 1.0}], tmp_path / "none.png") is None

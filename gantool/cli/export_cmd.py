@@ -131,7 +131,8 @@ def verify(
     if distribution > 0:
         from gantool.verify.artifacts import format_distribution, verify_distribution
 
-        dist = verify_distribution(exported, report.checkpoint, n=distribution)
+        dist = verify_distribution(exported, report.checkpoint, n=distribution,
+                                   progress=lambda msg: typer.echo(msg, err=True))
         for r in dist:
             typer.echo(format_distribution(r))
         if json_path is not None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -109,10 +110,58 @@ def plot_losses(records: list[dict[str, Any]], path: Path, cfg: Any = None) -> P
 
 
 def plot_fid(records: list[dict[str, Any]], path: Path) -> Path | None:
-    rows = [r for r in records if "fid" in r.get("eval", {})]
-    return _plot(path, [("FID", [r["step"] for r in rows], [r["eval"]["fid"] for r in rows])],
-                 "FID (classifier features)", "FID over training")
+    """Training-time evals: FID / floor in each feature space (raw FID when no floor was logged), and
+    precision / recall beside the real digits' values."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    evals = [(r["step"], r["eval"]) for r in records if "fid" in r.get("eval", {})]
+    if not evals:
+        return None
+    steps, rows = [st for st, _ in evals], [e for _, e in evals]
+    key = "fid_over_floor" if all("fid_over_floor" in e for e in rows) else "fid"
+    others = sorted({k[:-len("_fid_over_floor")] for e in rows for k in e if k.endswith("_fid_over_floor")
+                     and k != "fid_over_floor"}) if key == "fid_over_floor" else []
+    spaces = [("", "cnn")] + [(f"{o}_", o) for o in others]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    marker = "o" if len(steps) < 30 else None
+    for (prefix, name), style in zip(spaces, ("-", "--", ":", "-.")):
+        left.plot(steps, [e.get(f"{prefix}{key}", math.nan) for e in rows], style, marker=marker,
+                  label=f"{name} features")
+        for metric, colour in (("precision", "tab:blue"), ("recall", "tab:orange")):
+            if any(f"{prefix}{metric}" in e for e in rows):
+                right.plot(steps, [e.get(f"{prefix}{metric}", math.nan) for e in rows], style, color=colour,
+                           marker=marker, label=f"{metric} ({name})")
+                if f"{prefix}real_{metric}" in rows[-1]:  # held-out real digits: the level to reach
+                    right.axhline(rows[-1][f"{prefix}real_{metric}"], color=colour, ls=style, alpha=0.35, lw=1)
+    left.set(xlabel="step", ylabel="FID / real-vs-real floor" if key == "fid_over_floor" else "FID",
+             title="FID over training")
+    right.set(xlabel="step", ylabel="share of samples / of real digits", ylim=(0, 1.05),
+              title="precision (fidelity), recall (diversity); thin: real digits")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
+    plt.close(fig)
+    return path
 
 
 def format_scores(scores: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:.4g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in scores.items())
+    """The training-time eval in one line: FID (x floor, per space), precision/recall beside real's, classes."""
+    s, parts = scores, []
+    if "fid" in s:
+        ratios = [f"{s['fid_over_floor']:.1f}x floor"] if "fid_over_floor" in s else []
+        ratios += [f"{k[:-len('_fid_over_floor')]} {v:.1f}x" for k, v in s.items()
+                   if k.endswith("_fid_over_floor") and k != "fid_over_floor"]
+        parts.append(f"FID {s['fid']:.4g}" + (f" ({'; '.join(ratios)})" if ratios else ""))
+    for key in ("precision", "recall"):
+        if key in s:
+            parts.append(f"{key} {s[key]:.3f}" + (f" (real {s[f'real_{key}']:.3f})" if f"real_{key}" in s else ""))
+    for key, fmt in (("recognisability", "{:.1%}"), ("class_entropy", "{:.3f}")):
+        if key in s:
+            parts.append(f"{key.replace('_', ' ')} {fmt.format(s[key])}")
+    return ", ".join(parts)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -220,18 +220,21 @@ def _record(out: Path, report: ParityReport, only: set | None) -> None:
 
 
 def verify_distribution(exported: str | Path, checkpoint: str | Path, n: int = 2000, seed: int = 0,
-                        dataset: str | None = None, data_dir: str | Path = "data") -> list[dict[str, Any]]:
+                        dataset: str | None = None, data_dir: str | Path = "data",
+                        progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """distribution_parity of eager fp32 against every artifact in an export directory's manifest.
 
     Artifacts compiled for a device this machine lacks are reported as skipped, never run elsewhere.
     """
     from gantool.export import manifest as mf
+    from gantool.quality.classifier import PRIMARY
     from gantool.quality.metrics import QualityReference, dataset_of, distribution_parity
 
     out = Path(exported)
     doc = mf.read_manifest(out)
     reference = load_runner(checkpoint, "eager", device="cpu", dtype="fp32")
-    q = QualityReference(dataset or dataset_of(checkpoint) or "mnist-5k", data_dir)
+    # Parity compares digits and FID in the primary space only: the second classifier is not needed.
+    q = QualityReference(dataset or dataset_of(checkpoint) or "mnist-5k", data_dir, spaces=(PRIMARY,), progress=progress)
     results = []
     for entry in doc["artifacts"]:
         if entry.get("device") == "cuda" and not torch.cuda.is_available():

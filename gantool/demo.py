@@ -184,7 +184,7 @@ def machine() -> dict[str, Any]:
     """The machine the numbers come from: CPU model and ISA, threads, GPU, versions (bench's environment())."""
     import torch
 
-    from gantool.bench.suite import environment
+    from gantool.bench.machine import environment
     from gantool.device import cpu_isa, resolve_device
 
     env = environment(resolve_device("auto"))

@@ -197,3 +197,19 @@ def ort_providers() -> dict[str, Any]:
             usable.append(p)
     return {"onnxruntime_providers": in_wheel, "onnxruntime_providers_usable": usable,
             "onnxruntime_providers_unusable": why}
+
+
+def default_backends(device: str) -> list[str]:
+    """Every backend meaningful on the device; OpenVINO (an optional extra) only where it is installed."""
+    import importlib.util
+
+    out = list(DEFAULT_BACKENDS.get(device, DEFAULT_BACKENDS["cpu"]))
+    if device == "cpu" and importlib.util.find_spec("openvino") is not None:
+        out.insert(out.index("ort") + 1, "openvino")
+    return out
+
+
+def peak_dtype(precision: str) -> str:
+    """The GEMM peak a row is held against: an int8 row's is fp32's (above 100% is past the fp32
+    roofline); a tf32 row runs the fp32 weights."""
+    return "fp32" if precision in ("int8", "tf32") else precision

@@ -1,9 +1,7 @@
-"""A bench run: resolve backends x precisions x modes x batch sizes, time each row, rank them, describe the machine."""
+"""A bench run: resolve backends x precisions x modes x batch sizes, time each row, rank them."""
 from __future__ import annotations
 
 import gc
-import platform
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -13,15 +11,15 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from gantool import __version__
-from gantool.bench.backends import (BACKENDS, DEFAULT_BACKENDS, INT8_BACKENDS, check_requested, default_precisions,
-                                    find_artifact, guard, missing_reason, ort_providers, precision_reason,
+from gantool.bench.backends import (BACKENDS, INT8_BACKENDS, check_requested, default_backends, default_precisions,
+                                    find_artifact, guard, missing_reason, peak_dtype, precision_reason,
                                     precision_support, read_artifacts, row_device)
 from gantool.bench.conditions import MemoryProbe, matmul_precision
+from gantool.bench.machine import environment
 from gantool.bench.roofline import PeakCache, achieved_gflops, flops_per_sample
 from gantool.bench.stats import summarize
 from gantool.bench.timing import MODES, BenchResult, Measured, StopRule, check_parity, make_inputs, measure, parity_rows, _is_oom
-from gantool.device import INT8_ONLY_ONNX, PRECISIONS, cpu_isa, cpu_name, device_name, resolve_device
+from gantool.device import INT8_ONLY_ONNX, PRECISIONS, resolve_device
 from gantool.errors import ConfigError, DeviceError, GantoolError, first_line
 from gantool.runners import Runner, load_runner
 
@@ -67,48 +65,8 @@ class BenchConfig:
                         self.repeats, self.max_repeats)
 
 
-def environment(device: torch.device) -> dict[str, Any]:
-    """What a number depends on: machine, threads and library versions."""
-    versions: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
-                                "numpy": np.__version__, "gantool": __version__}
-    for mod in ("onnxruntime", "onnx", "openvino"):
-        try:
-            m = __import__(mod)
-            versions[mod] = m.__version__
-        except Exception as e:  # noqa: BLE001 - a missing/broken optional lib is recorded, not fatal
-            versions[mod] = f"unavailable: {first_line(e)}"
-    env = {"device": str(device), "device_name": device_name(device), "cpu": cpu_name(), "cpu_isa": cpu_isa(),
-           "cpu_count": __import__("os").cpu_count(), "threads": torch.get_num_threads(),
-           "platform": platform.platform(), "versions": versions,
-           "float32_matmul_precision": torch.get_float32_matmul_precision(),
-           "cuda": None}
-    if "onnxruntime" in sys.modules:
-        env.update(ort_providers())
-        env["onnxruntime_path"] = str(Path(sys.modules["onnxruntime"].__file__).parent)
-    if torch.cuda.is_available():
-        env["cuda"] = {"torch_cuda": torch.version.cuda, "device_count": torch.cuda.device_count(),
-                       "name": torch.cuda.get_device_name(), "capability": list(torch.cuda.get_device_capability())}
-    return env
-
-
 # What a runner reports about how it ran that a reader needs beside the number (OpenVINO's precision hint...).
 RUNTIME_KEYS = ("inference_precision_hint", "openvino", "quantization")
-
-
-def default_backends(device: str) -> list[str]:
-    """Every backend meaningful on the device; OpenVINO (an optional extra) only where it is installed."""
-    import importlib.util
-
-    out = list(DEFAULT_BACKENDS.get(device, DEFAULT_BACKENDS["cpu"]))
-    if device == "cpu" and importlib.util.find_spec("openvino") is not None:
-        out.insert(out.index("ort") + 1, "openvino")
-    return out
-
-
-def peak_dtype(precision: str) -> str:
-    """The GEMM peak a row is held against: an int8 row's is fp32's (above 100% is past the fp32
-    roofline); a tf32 row runs the fp32 weights."""
-    return "fp32" if precision in ("int8", "tf32") else precision
 
 
 def _matches(pattern: str, backend: str, precision: str, batch: int) -> bool:

@@ -96,7 +96,7 @@ def eval_(
         runner = load_runner(artifact, backend, device=device, dtype="auto")  # an artifact runs in its own dtype
     scores = evaluate_runner(runner, dataset or "mnist-5k", data_dir, n=n, seed=seed,
                              progress=lambda msg: typer.echo(msg, err=True))
-    from gantool.bench.suite import environment
+    from gantool.bench.machine import environment
 
     scores["environment"] = env = environment(runner.device)
     typer.echo(format_scores(scores))

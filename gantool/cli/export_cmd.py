@@ -34,7 +34,7 @@ def export(
     optimize: Annotated[bool, typer.Option("--optimize", help="triton: TensorRT and CUDA-graph settings for the ONNX model's GPU instances.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace what --out already holds: artifacts another checkpoint exported (they are deleted), an earlier site (web), gantool's models in a repository (triton; other models are kept).")] = False,
     quantization: Annotated[Optional[str], typer.Option("--quantization", help="int8 only: static (QDQ, activation ranges calibrated on seeded z; the default) or dynamic (ranges measured at run time).")] = None,
-    calibration_samples: Annotated[Optional[int], typer.Option("--calibration-samples", metavar="N", help="int8 static only: calibration z to set activation ranges (default 1024).")] = None,
+    calibration_samples: Annotated[Optional[int], typer.Option("--calibration-samples", metavar="<int>", help="int8 static only: calibration z to set activation ranges (default 1024).")] = None,
 ) -> None:
     """Export the generator to TorchScript / ONNX / AOTInductor, write manifest.json, check parity.
 

@@ -51,17 +51,17 @@ def train(
     precision: Annotated[Optional[str], typer.Option(help="fp32 | bf16 | fp16 autocast (fp16 uses a GradScaler). Default: fp32.")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile G and D (first steps are slow while it compiles).")] = False,
     recipe: Annotated[Optional[str], typer.Option(help="Training recipe from gantool.config.RECIPES (`seed` = the original article). Default: gantool's default recipe.")] = None,
-    eval_every: Annotated[Optional[str], typer.Option(metavar="<int>", help="Score samples (FID, recognisability, coverage) every N epochs; 0 = off.")] = None,
+    eval_every: Annotated[Optional[str], typer.Option(metavar="<int>", help="Score samples (FID, recognisability, coverage) every this many epochs; 0 = off.")] = None,
     log_every: Annotated[Optional[str], typer.Option(metavar="<int>", help="Steps between metrics lines (the only host syncs). Default: 100.")] = None,
     sample_every: Annotated[Optional[str], typer.Option(metavar="<int>", help="Steps between sample grids; 0 = one per epoch. Default: 0.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a live progress bar (only on a terminal).")] = True,
     limit: Annotated[Optional[str], typer.Option(metavar="<int>", hidden=True, help="Use only the first N images (tests).")] = None,
     max_steps: Annotated[Optional[str], typer.Option(metavar="<int>", hidden=True, help="Stop after N total steps with a resumable checkpoint.")] = None,
-    nproc: Annotated[Optional[str], typer.Option(metavar="<int>", help="Train on N local processes with DDP: launches torchrun's launcher (= `torchrun --standalone --nproc-per-node N -m gantool train ...`). --batch-size stays the global batch.")] = None,
+    nproc: Annotated[Optional[str], typer.Option(metavar="<int>", help="Train on this many local processes with DDP: launches torchrun's launcher (= `torchrun --standalone --nproc-per-node <int> -m gantool train ...`). --batch-size stays the global batch.")] = None,
 ) -> None:
     """Train the GAN; writes checkpoint.pt, metrics.jsonl, samples/*.png and loss.png into the run directory.
 
-    Under torchrun (`torchrun --nproc-per-node N -m gantool train ...`) every rank trains its share of
+    Under torchrun (`torchrun --nproc-per-node 2 -m gantool train ...`) every rank trains its share of
     each global batch with DistributedDataParallel; rank 0 alone logs and writes.
     """
     from gantool.checkpoint import CHECKPOINT_NAME

@@ -14,9 +14,12 @@ from gantool.bench.timing import StopRule, check_parity, measure
 
 
 class FakeStream:
+    made = []
+
     def __init__(self, *a, **k):
-        self.cuda_stream = 0xABC
+        self.cuda_stream = 0xABC + len(FakeStream.made)
         self.waits = []
+        FakeStream.made.append(self)
 
     def synchronize(self):
         pass
@@ -136,6 +139,7 @@ def fake_ort(monkeypatch):
     monkeypatch.setattr(torch.cuda, "stream", lambda s: __import__("contextlib").nullcontext())
     monkeypatch.setattr(timing, "cuda_event", FakeEvent)
     FakeEvent.log.clear()
+    FakeStream.made.clear()
     FakeSession.broken_replay = False
     return mod
 
@@ -148,7 +152,7 @@ def _provider_opts(session, name):
 def test_fp32_asks_for_ieee_and_tf32_for_tensor_cores(fake_ort, exported_dir, precision, tf32):
     r = fake_ort.OrtCudaRunner(exported_dir / "generator.fp32.onnx", "cuda", precision)
     opts = _provider_opts(r.session, "CUDAExecutionProvider")
-    assert opts["use_tf32"] == tf32 and opts["user_compute_stream"] == str(0xABC)
+    assert opts["use_tf32"] == tf32 and opts["user_compute_stream"] == str(r.stream.cuda_stream)
     assert r.info.dtype == precision and r.info.extra["options"]["cuda"]["use_tf32"] == tf32
 
 
@@ -216,3 +220,16 @@ def test_tensorrt_fp32_needs_tf32_off_process_wide(fake_ort, exported_dir, monke
     monkeypatch.delenv("NVIDIA_TF32_OVERRIDE", raising=False)
     with pytest.raises(ConfigError, match="NVIDIA_TF32_OVERRIDE=0"):
         fake_ort.OrtCudaRunner(exported_dir / "generator.fp32.onnx", "cuda", "fp32", tensorrt=True)
+
+
+def test_throughput_mode_queues_calls_on_two_streams_joined_by_events(fake_ort, exported_dir):
+    r = fake_ort.OrtCudaRunner(exported_dir / "generator.fp32.onnx", "cuda", "fp32")
+    m = measure(r, [torch.randn(2, 100)], warmup=2, stop=StopRule(repeats=3), mode="throughput", streams=2)
+    assert m.mode == "throughput" and m.streams == 2 and m.timer == "cuda-events"
+    lane = r.lanes(2)[1]
+    assert lane is not r and lane.stream is not r.stream  # a second session on its own stream
+    assert _provider_opts(lane.session, "CUDAExecutionProvider")["user_compute_stream"] == str(lane.stream.cuda_stream)
+    queued = [c for s in (r.session, lane.session) for c in s.calls if c["run_options"]]
+    assert queued and all(c["run_options"] == {"disable_synchronize_execution_providers": "1"} for c in queued)
+    assert lane.session.calls and len(r.lanes(2)) == 2 and r.lanes(2)[1] is lane  # made once, kept
+    assert lane.stream.waits and r.stream.waits  # lane waits on the start event; main on the lane's end

@@ -130,8 +130,8 @@ def print_table(report: dict[str, Any], file: TextIO | None = None, wide: bool =
             note = str(notes.index(r["reason"]) + 1)
         table.append(row_cells(r, note, wide))
     widths = {c: max([len(c)] + [len(t[c]) for t in table]) for c in columns}
-    for line in textwrap.wrap(title(report), WIDTH) + ["  modes: lat = one call per sample on an idle device, "
-                                                       "tput = back-to-back calls; ±95% = the median's CI"]:
+    for line in textwrap.wrap(title(report), WIDTH) + ["  lat: one call a sample, idle device; tput: back-to-back calls; "
+                                                       "±95%: the median's CI"]:
         print(line, file=file)
     for cells in [dict(zip(columns, columns)), *table]:
         print("  ".join(cells[c].rjust(widths[c]) if c in RIGHT else cells[c].ljust(widths[c])

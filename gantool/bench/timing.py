@@ -250,7 +250,22 @@ def measure(runner: Runner, zs: list[torch.Tensor], warmup: int, stop: StopRule,
 def make_inputs(batch: int, latent: int, n: int, seed: int) -> list[torch.Tensor]:
     """n distinct float32 CPU z's (the first one is the parity input), within INPUT_BUDGET_BYTES."""
     n = max(1, min(n, INPUT_BUDGET_BYTES // max(1, batch * latent * 4)))
+    need, free = 2 * n * batch * latent * 4, _available_bytes()  # latent()'s blocks + their cat
+    if free is not None and need > free:  # fail now (an oom row), not after filling the machine's RAM
+        raise MemoryError(f"batch {batch}: its z needs {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB available")
     return list(noise.latent(n * batch, seed, latent).split(batch))
+
+
+def _available_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux); None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 PARITY_ROWS = 2048  # large batches: parity on the first and last 2048 samples (rows are independent)
@@ -288,13 +303,13 @@ def _is_oom(e: BaseException) -> bool:
 
 
 def check_parity(ref: torch.Tensor, m: Measured, idx: torch.Tensor | None, batch: int, precision: str) -> dict[str, Any]:
-        """Eager fp32 against what is timed: a graph backend's replayed output (and its first,
-        pre-capture call too); any other backend's first call."""
-        pick = lambda out: out if idx is None or out.shape[0] != batch else out[idx]  # noqa: E731
-        if m.replayed is None:
-            return {**compare(ref, pick(m.first), precision), "checked": "first call"}
-        p = {**compare(ref, pick(m.replayed), precision), "checked": "replayed CUDA graph"}
-        first = compare(ref, pick(m.first), precision)
-        if p["passed"] and not first["passed"]:
-            p.update(passed=False, error=f"first (pre-capture) call: {first.get('error') or first['max_abs_err']}")
-        return p
+    """Eager fp32 against what is timed: a graph backend's replayed output (and its first,
+    pre-capture call too); any other backend's first call."""
+    pick = lambda out: out if idx is None or out.shape[0] != batch else out[idx]  # noqa: E731
+    if m.replayed is None:
+        return {**compare(ref, pick(m.first), precision), "checked": "first call"}
+    p = {**compare(ref, pick(m.replayed), precision), "checked": "replayed CUDA graph"}
+    first = compare(ref, pick(m.first), precision)
+    if p["passed"] and not first["passed"]:
+        p.update(passed=False, error=f"first (pre-capture) call: {first.get('error') or first['max_abs_err']}")
+    return p

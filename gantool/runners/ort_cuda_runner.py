@@ -122,6 +122,7 @@ class OrtCudaRunner(_OrtBase):
         self._static: dict[int, _Static] = {}  # batch size -> captured buffers (graph mode)
         self._out: dict[int, torch.Tensor] = {}  # batch size -> the one output buffer (plain mode)
         self._run_options: dict[tuple[int, bool], Any] = {}
+        self._lanes: list[OrtCudaRunner] = []  # throughput mode: sessions on other streams
         extra: dict[str, Any] = {"providers": got, "io_binding": True, "cuda_graph": cuda_graph, "options": recorded}
         if tensorrt:  # with explicit profiles TensorRT builds (or loads) the engine at session creation
             extra["engine_build_s"] = build_s
@@ -219,7 +220,9 @@ class OrtCudaRunner(_OrtBase):
 
     def lanes(self, n: int) -> list[Runner]:
         """Throughput mode: n sessions, each on its own stream (an ORT session runs on one stream)."""
-        return [self] + [type(self)(*self._args, **self._kwargs) for _ in range(max(0, n - 1))]
+        while len(self._lanes) < n - 1:  # kept: one load per runner, not per row
+            self._lanes.append(type(self)(*self._args, **self._kwargs))
+        return [self, *self._lanes[:max(0, n - 1)]]
 
     def to_cpu(self, y: torch.Tensor) -> torch.Tensor:
         with torch.cuda.stream(self._stream):

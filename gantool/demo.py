@@ -216,9 +216,10 @@ def run_demo(opt: DemoOptions, log: Callable[[str], None] = print) -> dict[str, 
     asked = [name for name in STAGES if name in opt.stages]
     for stage, cmd in plan:
         if stage.name not in opt.stages:
-            stage.status, stage.summary, cmd = "skipped", "not asked for (--stages)", None
-            if stage.name != "train" or state == "new":
-                continue  # a skipped train stage still describes the run the later stages used
+            stage.status, cmd = "skipped", None
+            stage.summary = "not asked for (--stages)"
+            if stage.name == "train" and state == "new":
+                continue  # otherwise a skipped stage still shows what the run directory holds
         elif failed is not None:
             stage.summary = f"not run: {failed.name} failed"
         elif cmd is None:
@@ -242,6 +243,8 @@ def run_demo(opt: DemoOptions, log: Callable[[str], None] = print) -> dict[str, 
             try:
                 res, text = READERS[stage.name](opt.out, since if cmd else 0.0)
                 stage.result = {**stage.result, **res}
+                if stage.status == "skipped" and stage.name != "train":
+                    text = f"left by an earlier run: {text}"
                 stage.summary = f"{stage.summary}; {text}" if stage.summary else text
             except Exception as e:  # noqa: BLE001 - a missing result is reported, the demo goes on
                 from gantool.errors import first_line
@@ -284,7 +287,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         "| stage | status | wall time | result |", "| --- | --- | --- | --- |",
     ]
     for s in report["stages"]:
-        lines.append(f"| {s['name']} | {s['status']} | {_dur(s['seconds'])} | {s['summary'].replace('|', '/')} |")
+        lines.append(f"| {s['name']} | {s['status']} | {_dur(s['seconds'])} | {s['summary'].replace('|', chr(92) + '|')} |")
     bench = next((s for s in report["stages"] if s["name"] == "bench" and s["result"].get("rows")), None)
     if bench:
         rows = bench["result"]["rows"]

@@ -53,7 +53,7 @@ def test_help_uses_one_placeholder_convention():
                 assert p.metavar is None or re.fullmatch(r"<[a-z|]+>", p.metavar), (name, p.name, p.metavar)
         r = runner.invoke(app, [name, "-h"], env={"COLUMNS": "200"})
         assert r.exit_code == 0
-        assert "<bool>" not in r.stdout and not re.search(r"\s(INT|FLOAT|N|TEXT|PATH|INTEGER)\s", r.stdout), (name, r.stdout)
+        assert "<bool>" not in r.stdout and not re.search(r"\s(INT|FLOAT|TEXT|PATH|INTEGER)\s", r.stdout), (name, r.stdout)
         assert "range>" not in r.stdout
 
 

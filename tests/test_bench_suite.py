@@ -268,7 +268,7 @@ def test_bad_requests_raise_before_timing(checkpoint_path, tmp_path):
     with pytest.raises(ConfigError, match="unknown backend"):
         run_bench(BenchConfig(checkpoint=checkpoint_path, backends=["tensorflow"]))
     with pytest.raises(ConfigError, match="unknown precision"):
-        run_bench(BenchConfig(checkpoint=checkpoint_path, backends=["eager"], precisions=["int8"]))
+        run_bench(BenchConfig(checkpoint=checkpoint_path, backends=["eager"], precisions=["int4"]))
     with pytest.raises(ConfigError, match="> 0"):
         run_bench(BenchConfig(checkpoint=checkpoint_path, backends=["eager"], batch_sizes=[0]))
     with pytest.raises(ArtifactError, match="--format onnx"):

@@ -131,7 +131,8 @@ def test_the_default_table_fits_100_columns(checkpoint_path, exported_dir):
                  "eager,torchscript,ort,ort-cuda-graph,ort-trt", "--precisions", "fp32,tf32",
                  "--batch-sizes", "1,2", "--modes", "latency,throughput", *FAST)
     assert res.exit_code == 0, res.output + res.stderr
-    lines = res.stdout.splitlines()
+    *lines, summary = res.stdout.splitlines()
+    json.loads(summary)  # the last line is the compact JSON summary for tools, not for reading
     assert max(map(len, lines)) <= 100, max(lines, key=len)
     assert any(line.startswith("[1] ") for line in lines)  # reasons are notes under the table
     wide = invoke("--checkpoint", str(checkpoint_path), "--backends", "eager", "--precisions", "fp32",

@@ -71,7 +71,7 @@ def test_demo_end_to_end_writes_the_report(tmp_path, quality_reference):
     assert [s["name"] for s in doc["stages"]] == ["train", "export", "verify", "eval", "bench"]
     assert all(s["status"] == "ok" and s["seconds"] > 0 for s in doc["stages"]), doc["stages"]
     m = doc["machine"]
-    assert m["cpu"] and m["threads"] >= 1 and set(m["isa"]) == {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx"}
+    assert m["cpu"] and m["threads"] >= 1 and set(m["isa"]) >= {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx"}
     assert {"torch", "onnxruntime", "onnx", "python", "gantool"} <= set(m["versions"])
     by = {s["name"]: s for s in doc["stages"]}
     assert {a["file"] for a in by["export"]["result"]["artifacts"]} == {"generator.fp32.onnx", "generator.fp32.ts"}

@@ -15,15 +15,16 @@ class RankBench(Bench):
     def __init__(self, cfg: BenchConfig, dist: Dist, progress: Callable[[str], None] | None = None):
         super().__init__(cfg, progress)
         self.d = dist
-        self.solo: dict[tuple[str, str, int], dict[str, Any]] = {}
+        self.solo: dict[tuple[str, str, int, str], dict[str, Any]] = {}
 
     def measure_row(self, runner, backend: str, precision: str, dev: str, batch: int,
-                    art: str | None) -> BenchResult:
+                    art: str | None, mode: str = "latency") -> BenchResult:
         self.d.barrier()
         if self.d.is_main:
-            self.solo[(backend, precision, batch)] = super().measure_row(runner, backend, precision, dev, batch, art).to_dict()
+            self.solo[(backend, precision, batch, mode)] = super().measure_row(
+                runner, backend, precision, dev, batch, art, mode).to_dict()
         self.d.barrier()
-        return super().measure_row(runner, backend, precision, dev, batch, art)
+        return super().measure_row(runner, backend, precision, dev, batch, art, mode)
 
 
 def rank_config(cfg: BenchConfig, dist: Dist) -> BenchConfig:
@@ -58,13 +59,14 @@ def merge(parts: list[tuple[dict[str, Any], dict]], dist: Dist) -> dict[str, Any
     for i, row in enumerate(sorted((x for x in rows if x["ranked"]), key=lambda x: -x["samples_per_s"]), 1):
         row["rank"] = i
     aggregate = []
-    for (backend, precision, batch), one in sorted(solo.items()):
-        same = [x for x in rows if (x["backend"], x["precision"], x["batch"]) == (backend, precision, batch)]
+    for (backend, precision, batch, mode), one in sorted(solo.items()):
+        same = [x for x in rows if (x["backend"], x["precision"], x["batch"], x.get("mode", "latency"))
+                == (backend, precision, batch, mode)]
         ok = len(same) == dist.world and all(x["samples_per_s"] for x in same)
         total = sum(x["samples_per_s"] for x in same) if ok else None
         single = one["samples_per_s"]
         aggregate.append({
-            "backend": backend, "precision": precision, "batch": batch, "ranks": dist.world,
+            "backend": backend, "precision": precision, "batch": batch, "mode": mode, "ranks": dist.world,
             "per_rank_samples_per_s": [x["samples_per_s"] for x in sorted(same, key=lambda x: x["process_rank"])],
             "samples_per_s": total, "single_rank_samples_per_s": single,
             "single_rank_median_ms": one["median_ms"],

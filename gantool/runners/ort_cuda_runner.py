@@ -77,6 +77,12 @@ class OrtCudaRunner(_OrtBase):
         if provider not in ort.get_available_providers():
             raise DeviceError(f"{backend} unavailable: onnxruntime {ort.__version__} has no {provider} "
                               f"(install onnxruntime-gpu)")
+        # No device is the reason a user needs first; the TF32 policy matters only where it could run.
+        dev = torch.device("cuda" if device in (None, "auto") else device)
+        if dev.type != "cuda":
+            raise ConfigError(f"backend {backend} runs on CUDA, not {dev}")
+        if not torch.cuda.is_available():
+            raise DeviceError(f"{backend} unavailable: {_why(provider)}")
         tf32 = dtype == "tf32"
         if tensorrt:
             override = os.environ.get(TF32_OVERRIDE)
@@ -85,11 +91,6 @@ class OrtCudaRunner(_OrtBase):
                                   f"no switch for it; run with {TF32_OVERRIDE}=0 for IEEE fp32 (or time tf32)")
         if tf32 and os.environ.get(TF32_OVERRIDE) == "0":
             raise ConfigError(f"tf32: {TF32_OVERRIDE}=0 in this process turns TF32 off in every NVIDIA library")
-        dev = torch.device("cuda" if device in (None, "auto") else device)
-        if dev.type != "cuda":
-            raise ConfigError(f"backend {backend} runs on CUDA, not {dev}")
-        if not torch.cuda.is_available():
-            raise DeviceError(f"{backend} unavailable: {_why(provider)}")
         index = dev.index or 0
         self._mem, self._index = memory_device(index), index
         # A non-default stream shared by torch (copies) and ORT (kernels) orders them without host

@@ -18,6 +18,9 @@ def latent(n: int, seed: int = 0, latent_dim: int = ModelConfig.latent_dim,
         raise ValueError(f"latent: n must be >= 0, got {n}")
     g = torch.Generator().manual_seed(seed)
     blocks = -(-n // BLOCK_ROWS)
-    z = torch.cat([torch.randn(BLOCK_ROWS, latent_dim, generator=g) for _ in range(blocks)]) if blocks else \
-        torch.empty(0, latent_dim)
+    # One allocation up front: a size that cannot fit fails here at once (bench reports it as an
+    # oom row) instead of growing a list of blocks until the OS kills the process.
+    z = torch.empty(blocks * BLOCK_ROWS, latent_dim)
+    for i in range(blocks):
+        torch.randn(BLOCK_ROWS, latent_dim, generator=g, out=z[i * BLOCK_ROWS:(i + 1) * BLOCK_ROWS])
     return z[:n].to(device, dtype)

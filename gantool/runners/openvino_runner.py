@@ -5,6 +5,7 @@ unavailable: ... (pip install ...)"), which bench turns into an `unavailable` ro
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,19 @@ def import_openvino() -> Any:
     except ImportError as e:
         raise DeviceError(f"openvino unavailable: {first_line(e)}; {INSTALL_HINT}") from None
     return openvino
+
+
+@functools.lru_cache(maxsize=1)
+def shared_core() -> Any:
+    """One openvino.Core for the whole process, never released.
+
+    OpenVINO's CPU plugin points the calling thread's signal stack (sigaltstack) at a buffer of its
+    own on compile_model and puts the previous one back when that Core is destroyed. Two Cores
+    destroyed in any other order than last-in-first-out leave the thread on a freed buffer, and the
+    next signal with a Python handler (Ctrl-C in `gantool train`) crashes the process with SIGSEGV
+    (seen in the test session: bench's openvino rows, then training's Ctrl-C test). One Core that
+    lives as long as the process keeps that stack valid (tests/test_runners_openvino.py)."""
+    return import_openvino().Core()
 
 
 def _metadata(path: str | Path) -> dict[str, str]:
@@ -56,7 +70,7 @@ class OpenVinoRunner(Runner):
             raise ConfigError(f"backend 'openvino' runs exported ONNX files; {path} is not one")
         ov = import_openvino()
         meta = _metadata(path)
-        core = ov.Core()
+        core = shared_core()
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision_hint, "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)

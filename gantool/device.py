@@ -120,6 +120,14 @@ def cpu_isa(flags: set[str] | None = None) -> dict[str, bool]:
     return {name: any(f in flags for f in names) for name, names in ISA_FLAGS.items()}
 
 
+def train_precision(name: str, device: torch.device | str, flags: set[str] | None = None) -> str:
+    """Training's autocast precision: "auto" is bf16 where the device multiplies bf16 natively
+    (bf16_support), else fp32 -- emulated bf16 would be slower than fp32, not faster."""
+    if name != "auto":
+        return name
+    return "bf16" if bf16_support(device, flags) == "native" else "fp32"
+
+
 def bf16_support(device: torch.device | str, flags: set[str] | None = None) -> str:
     """"native" where the hardware multiplies bf16 (avx512_bf16 / AMX on x86, bf16 on Arm, CUDA
     sm_80+), else "emulated" (converted to fp32 around every op: slower than fp32, not faster)."""

@@ -394,6 +394,20 @@ def test_autocast_precisions_train_and_fp16_uses_a_grad_scaler(data, precision):
     assert t.G.net[0].weight.dtype == torch.float32  # master weights stay fp32
 
 
+def test_precision_auto_is_bf16_only_where_the_device_multiplies_it_natively(data, monkeypatch):
+    from gantool import device as dev
+    from gantool.device import train_precision
+
+    assert train_precision("auto", "cpu", {"avx2", "fma"}) == "fp32"  # this AVX2 machine: bf16 is emulated
+    assert train_precision("auto", "cpu", {"avx512f", "avx512_bf16"}) == "bf16"
+    assert train_precision("auto", "cpu", {"amx_bf16"}) == "bf16" and train_precision("fp16", "cpu", set()) == "fp16"
+    for flags, want in (({"avx2"}, torch.float32), ({"avx512_bf16"}, torch.bfloat16)):
+        monkeypatch.setattr(dev, "cpu_flags", lambda flags=flags: set(flags))
+        model_cfg, cfg = resolve_configs("seed", model=TINY, **FAST, precision="auto")
+        t = Trainer(model_cfg, cfg, data, torch.device("cpu"))
+        assert t.amp_dtype == want and t.use_amp == (want != torch.float32) and cfg.precision == "auto"
+
+
 def test_resume_into_another_run_directory_is_refused(tmp_path):
     run(tmp_path, "a", max_steps=3)
     run(tmp_path, "b", max_steps=3)

@@ -48,7 +48,7 @@ def train(
     seed: Annotated[Optional[str], typer.Option(metavar="<int>", help="Seed for init, noise, dropout and data order (runs are reproducible on CPU). Default: 0.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run directory. Default: runs/<dataset>-<recipe>-<time>, or the resumed run's.")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue a run exactly: its directory or a checkpoint file.")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="fp32 | bf16 | fp16 autocast (fp16 uses a GradScaler). Default: fp32.")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="fp32 | bf16 | fp16 autocast (fp16 uses a GradScaler) | auto (bf16 where the device multiplies it natively: CUDA sm_80+, avx512_bf16/AMX CPUs; else fp32). Default: fp32.")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile G and D (first steps are slow while it compiles).")] = False,
     recipe: Annotated[Optional[str], typer.Option(help="Training recipe from gantool.config.RECIPES (`seed` = the original article). Default: gantool's default recipe.")] = None,
     eval_every: Annotated[Optional[str], typer.Option(metavar="<int>", help="Score samples (FID, recognisability, coverage) every this many epochs; 0 = off.")] = None,

@@ -184,7 +184,8 @@ def run_loop(t: Trainer, out: Path, metrics: MetricsLog | None, stop, log: Calla
     if t.provenance.get("fallback"):
         source += f" (FALLBACK: {cfg.dataset} unavailable)"
     ranks = f" x {t.dist.world} ranks ({t.dist.backend}, batch {t.local_batch} each)" if t.dist.enabled else ""
-    log(f"training {source} ({n} images, {per_epoch} steps/epoch) on {t.device}{ranks} {cfg.precision}, "
+    log(f"training {source} ({n} images, {per_epoch} steps/epoch) on {t.device}{ranks} {t.precision}"
+        f"{' (--precision auto)' if cfg.precision == 'auto' else ''}, "
         f"recipe {cfg.recipe}, {cfg.epochs} epochs, batch {B} -> {out}")
     with _progress(progress) as bar:
         task = bar.add_task("", total=total, completed=t.step)

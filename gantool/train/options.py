@@ -56,7 +56,7 @@ def validate(model: ModelConfig, cfg: TrainConfig, world: int = 1) -> None:
         (0 < cfg.top_k <= 1 and 0 < cfg.top_k_gamma <= 1, f"top_k and top_k_gamma must be in (0, 1] (got {cfg.top_k}, {cfg.top_k_gamma})"),
         (cfg.r1_gamma >= 0, f"r1_gamma must be >= 0 (got {cfg.r1_gamma})"),
         (0 <= cfg.lr_decay <= 1, f"lr_decay must be in [0, 1] (got {cfg.lr_decay})"),
-        (cfg.precision in DTYPES, f"unknown precision {cfg.precision!r}; choose one of: {', '.join(DTYPES)}"),
+        (cfg.precision in (*DTYPES, "auto"), f"unknown precision {cfg.precision!r}; choose one of: {', '.join(DTYPES)}, auto"),
         (cfg.log_every > 0, f"--log-every must be > 0 (got {cfg.log_every})"),
         (min(cfg.sample_every, cfg.eval_every, cfg.limit, cfg.max_steps) >= 0, "sample_every, eval_every, limit and max_steps must be >= 0"),
         (model.d_pack >= 1, f"d_pack must be >= 1 (got {model.d_pack})"),

@@ -15,7 +15,7 @@ from gantool import __version__
 from gantool.checkpoint import load_state
 from gantool.config import ModelConfig, TrainConfig
 from gantool.data import Dataset
-from gantool.device import DTYPES
+from gantool.device import DTYPES, train_precision
 from gantool.distributed import SINGLE, Dist, rank_seed
 from gantool.errors import CheckpointError, first_line
 from gantool.model import Discriminator, Generator
@@ -55,9 +55,10 @@ class Trainer:
         adam = dict(betas=tuple(cfg.betas), fused=fused, foreach=None if fused else True)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, **adam)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.d_lr or cfg.lr, **adam)
-        self.amp_dtype = DTYPES[cfg.precision]
-        self.use_amp = cfg.precision != "fp32"
-        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type in ("cuda", "cpu"))
+        self.precision = train_precision(cfg.precision, device)  # "auto": bf16 where native, else fp32
+        self.amp_dtype = DTYPES[self.precision]
+        self.use_amp = self.precision != "fp32"
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16" and device.type in ("cuda", "cpu"))
         # Under torchrun G and D are DistributedDataParallel (gradients averaged over ranks); G's step
         # runs D as a plain module (_frozen): D is not trained there, so it has nothing to sync.
         fn = torch.compile if cfg.compile else (lambda f: f)

@@ -69,9 +69,9 @@ def check_entry(out: Path, entry: dict[str, Any], reference: Runner, ckpt_sha: s
 
 
 def _device(entry: dict[str, Any]) -> str:
-    if entry["format"] == "onnx":
+    if entry.get("format") == "onnx":
         return "cpu"  # the CPU EP is the portable reference runtime; GPU EPs are checked by bench
-    return entry["device"] if entry["device"] != "any" else "cpu"
+    return entry["device"] if entry.get("device") not in (None, "any") else "cpu"
 
 
 def _declared(entry: dict[str, Any], latent: int, img: list[int]) -> list[ParityError]:
@@ -240,8 +240,7 @@ def verify_distribution(exported: str | Path, checkpoint: str | Path, n: int = 2
         if entry.get("device") == "cuda" and not torch.cuda.is_available():
             results.append({"candidate": entry["file"], "skipped": "compiled for cuda; no CUDA device here"})
             continue
-        device = "cpu" if entry.get("format") == "onnx" or entry.get("device") in (None, "any") else entry["device"]
-        runner = load_runner(out / entry["file"], entry.get("backend"), device=device, dtype=entry["dtype"])
+        runner = load_runner(out / entry["file"], entry.get("backend"), device=_device(entry), dtype=entry["dtype"])
         r = distribution_parity(reference, runner, n, seed, quality=q)
         results.append({**r, "candidate": entry["file"]})
     return results

@@ -23,6 +23,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "decay": {"epochs": 100, "lr_decay": 0.3},  # lrs fall linearly to 0 over the last 30%
     "decay-cw05": {"epochs": 100, "lr_decay": 0.3, "class_weight": 0.5},
     "b100-lr4": {"epochs": 100, "batch_size": 100, "lr": 4e-4},  # 4,500 steps of twice the batch
+    "cw05": {"epochs": 100, "class_weight": 0.5},  # half the "be nameable" pull: more variety?
+    "conv-noclass": {"epochs": 100, "class_weight": 0.0, "model": {"d_classes": 0}},  # conv D without its class head
+    "mlp-d": {"epochs": 100, "d_lr": 6e-4, "model": {"d_arch": "mlp"}},  # the earlier MLP-D default, cut
 }
 
 
@@ -92,10 +95,10 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
     names = sorted({r["variant"] for r in rows})
     colors = dict(zip(names, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3))
-    for ax, space in zip(axes, ("cnn", "mlp")):
+    for ax, space in zip(axes[:2], ("cnn", "mlp")):
         for r in rows:
             sp = r["scores"]["spaces"].get(space)
             if sp:
@@ -112,6 +115,17 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         handles, labels = ax.get_legend_handles_labels()
         uniq = dict(zip(labels, handles))
         ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc="lower left")
+    ax = axes[2]  # the axis the precision/recall panels do not show: how many digits are clearly nameable
+    for r in rows:
+        sp = r["scores"]["spaces"].get("cnn")
+        if sp:
+            ax.scatter(sp["recall"], r["scores"]["recognisability"], color=colors[r["variant"]], label=r["variant"])
+    ax.axhline(0.90, color="grey", ls="--", lw=1, label="target 90 %")
+    ax.set(title="recognisability against recall (cnn)", xlabel="recall (diversity)",
+           ylabel="recognisability (p > 0.9)", xlim=(0, 1), ylim=(0.5, 1))
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(dict(zip(labels, handles)).values(), dict(zip(labels, handles)).keys(), fontsize=7, loc="lower right")
     fig.suptitle("Recipe variants on mnist-5k (one point per seed; 10,000 samples, k = 3)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

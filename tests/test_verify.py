@@ -224,6 +224,22 @@ def test_verify_runner_directly(checkpoint_path):
     assert [f.kind for f in verify_runner(eager, flat).failures] == ["shape"] * 3
 
 
+def test_int8_bulk_bounds_judge_every_checked_pixel_at_once(checkpoint_path):
+    """At batch 1 a p99.9 is the one worst pixel: verify pools the batches for int8's bulk bounds."""
+    eager = load_runner(checkpoint_path, "eager")
+
+    def one_flip(z):
+        out = eager(z).clone()
+        out[0, 0, :2, :2] += 0.9  # 4 pixels of the first sample flip: p99.9 0.9 at batch 1, far less pooled
+        return out
+
+    r = verify_runner(eager, _Fake(one_flip, "int8"))
+    assert r.passed and r.pooled["p999_abs"] < 0.01 and r.batches[0].p999_abs > 0.5
+    scaled = verify_runner(eager, _Fake(lambda z: eager(z) * 1.3, "int8"))  # every pixel 30% off: 10.5 dB
+    assert not scaled.passed and [f.kind for f in scaled.failures] == ["tolerance"]
+    assert str(scaled.failures[0]).startswith("all 1,032 z (1, 7, 1024): SQNR 10.5 dB < 12 dB")
+
+
 def test_relative_error_has_a_floor_near_zero():
     ref = torch.tensor([0.0, 1e-9, 0.5]).reshape(1, 3)
     out = ref + 1e-6

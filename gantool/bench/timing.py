@@ -268,6 +268,7 @@ def _available_bytes() -> int | None:
     return None
 
 
+BULK_MIN_SAMPLES = 64  # 50,176 pixels
 PARITY_ROWS = 2048  # large batches: parity on the first and last 2048 samples (rows are independent)
 
 
@@ -286,8 +287,11 @@ def compare(reference: torch.Tensor, out: torch.Tensor, dtype: str) -> dict[str,
     tol = TOLERANCES[dtype]  # tf32 has its own (gantool.verify.compare)
     if tuple(out.shape) != tuple(reference.shape):
         return {"passed": False, "atol": tol.atol, "error": f"output shape {tuple(out.shape)}, eager gives {tuple(reference.shape)}"}
-    res, failures = parity_compare(reference, out, tol)
-    d = {"passed": res.passed, "max_abs_err": res.max_abs, "max_rel_err": res.max_rel, "atol": tol.atol,
+    # the bulk bounds (int8) need enough pixels to mean anything: below BULK_MIN_SAMPLES a p99.9
+    # is the single worst pixel, which the element-wise bound already judges
+    res, failures = parity_compare(reference, out, tol, bulk=out.shape[0] >= BULK_MIN_SAMPLES)
+    d = {"passed": res.passed, "max_abs_err": res.max_abs, "max_rel_err": res.max_rel, "p999_abs_err": res.p999_abs,
+         "sqnr_db": res.sqnr_db, "atol": tol.atol,
          "rtol": tol.rtol, "nonfinite": res.nonfinite}
     if failures:
         d["error"] = str(failures[0])

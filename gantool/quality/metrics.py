@@ -33,6 +33,10 @@ PARITY_MAX_FID_DELTA = 0.25     # |FID(cand) - FID(ref)| as a fraction of the re
 # int8 changes every value by up to a quantization step, so it is judged on what a user sees (issue 13):
 INT8_MAX_FID_RATIO = 1.15       # FID(int8) <= 1.15 x FID(fp32)
 INT8_MAX_RECOGNISABILITY_DROP = 0.01  # recognisability within 1 point of fp32
+INT8_MIN_CLASS_SHARE = 0.07     # every digit still drawn by >= 7% of z (or as often as by fp32, if less)
+# Per-z agreement: a digit on the boundary between two classes may tip over. Measured on a trained
+# tuned G (9,000 steps, 2,000 z): static 97.6 %, dynamic 98.0 %; 95 % leaves room for other Gs.
+INT8_MIN_AGREEMENT = 0.95
 
 
 class FeatureSpace:
@@ -204,8 +208,9 @@ def distribution_parity(reference, candidate, n: int = 2000, seed: int = 0, data
     failures = []
     if tv > PARITY_MAX_HIST_TV:
         failures.append(f"class histogram differs (TV {tv:.3f} > {PARITY_MAX_HIST_TV})")
-    if agreement < PARITY_MIN_AGREEMENT:
-        failures.append(f"only {agreement:.1%} of z give the same digit (< {PARITY_MIN_AGREEMENT:.0%})")
+    min_agreement = INT8_MIN_AGREEMENT if candidate.info.dtype == "int8" else PARITY_MIN_AGREEMENT
+    if agreement < min_agreement:
+        failures.append(f"only {agreement:.1%} of z give the same digit (< {min_agreement:.0%})")
     if delta > PARITY_MAX_FID_DELTA * sa["fid_floor"]:
         failures.append(f"FID moved by {delta:.3g} (> {PARITY_MAX_FID_DELTA} x floor {sa['fid_floor']:.3g})")
     ratio = sb["fid"] / sa["fid"] if sa["fid"] > 0 else math.inf
@@ -216,6 +221,9 @@ def distribution_parity(reference, candidate, n: int = 2000, seed: int = 0, data
         if drop > INT8_MAX_RECOGNISABILITY_DROP:
             failures.append(f"recognisability {sb['recognisability']:.1%} vs {sa['recognisability']:.1%} "
                             f"(drops more than {INT8_MAX_RECOGNISABILITY_DROP:.0%})")
+        floor = min(INT8_MIN_CLASS_SHARE, sa["min_class_share"])
+        if sb["min_class_share"] < floor:
+            failures.append(f"its rarest digit is drawn by {sb['min_class_share']:.1%} of z (< {floor:.1%})")
     return {
         "reference": reference.name, "candidate": candidate.name, "n": n, "seed": seed,
         "fid_reference": sa["fid"], "fid_candidate": sb["fid"], "fid_delta": delta, "fid_floor": sa["fid_floor"],

@@ -39,7 +39,9 @@ class Tolerance:
 # A x u; on the tuned demo G (2,453 steps, 8,192 z) A was 18-20 for both dtypes on every backend
 # (fp16 8.9e-3 / 9.6e-3, bf16 6.9e-2), and the issue reports 26 (fp16 1.29e-2) on a longer-trained
 # one, so 64 leaves 2.5-3.5x. int8 rounds each tensor to 255 levels of its range: a pixel on tanh's
-# steep part can flip (max 1.07 measured), so it is judged on the bulk (p99.9, mean) and on
+# steep part can flip (max 1.07 measured on the demo G, 1.67 on a fully trained one), so no single
+# pixel is bounded (atol 2 = the output range) and it is judged on the bulk, over every checked
+# pixel at once (verify) or a batch of >= 64 (bench): p99.9, mean, SQNR; and on
 # distribution parity (verify's FID ratio, class histogram, recognisability). Absolute bounds cannot
 # judge a generator whose outputs are small (untrained: rms 0.047), so int8 also needs SQNR >= 12 dB
 # (error rms <= 1/4 of the output's). Measured at 2,048 z: good files 18.4 / 22.7 dB (untrained,
@@ -52,7 +54,7 @@ TOLERANCES: dict[str, Tolerance] = {
     "fp16": Tolerance(atol=ROUNDING_MULTIPLE * UNIT_ROUNDOFF["fp16"], rtol=0.0),  # 0.03125
     "bf16": Tolerance(atol=ROUNDING_MULTIPLE * UNIT_ROUNDOFF["bf16"], rtol=0.0),  # 0.25
     # measured on the demo G at 8,192 z: static max 1.07 / p99.9 0.33 / mean 4.9e-3, dynamic 0.97 / 0.25 / 2.7e-3
-    "int8": Tolerance(atol=1.5, rtol=0.0, p999_abs=0.5, mean_abs=0.02, min_sqnr_db=12.0),
+    "int8": Tolerance(atol=2.0, rtol=0.0, p999_abs=0.5, mean_abs=0.02, min_sqnr_db=12.0),
     # bench's tf32 rows: fp32 weights, matmul inputs rounded to TF32's 10-bit mantissa (fp16's unit
     # roundoff) with fp32 range and accumulation, so the same rounding bound holds.
     "tf32": Tolerance(atol=ROUNDING_MULTIPLE * UNIT_ROUNDOFF["fp16"], rtol=0.0),
@@ -121,6 +123,7 @@ class ParityResult:
     failures: list[ParityError] = field(default_factory=list)
     skipped: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    pooled: dict[str, float | None] | None = None  # bulk stats over every checked batch (dtypes with bulk bounds)
 
     @property
     def passed(self) -> bool:
@@ -136,11 +139,15 @@ class ParityResult:
 
     @property
     def p999_abs(self) -> float:
+        if self.pooled is not None:
+            return self.pooled["p999_abs"]
         return max((b.p999_abs for b in self.batches), default=float("nan"))
 
     @property
     def sqnr_db(self) -> float | None:
-        """The worst batch's SQNR; None when every batch matched exactly."""
+        """Over every checked batch where the bulk is judged, else the worst batch's; None for an exact match."""
+        if self.pooled is not None:
+            return self.pooled["sqnr_db"]
         return min((b.sqnr_db for b in self.batches if b.sqnr_db is not None), default=None)
 
     @property
@@ -164,7 +171,7 @@ class ParityResult:
         return {
             "name": self.name, "dtype": self.dtype, "passed": self.passed, "skipped": self.skipped,
             "tolerance": asdict(self.tolerance), "max_abs": num(self.max_abs), "max_rel": num(self.max_rel),
-            "p999_abs": num(self.p999_abs), "sqnr_db": self.sqnr_db, "nonfinite": self.nonfinite,
+            "p999_abs": num(self.p999_abs), "sqnr_db": self.sqnr_db, "nonfinite": self.nonfinite, "pooled": self.pooled,
             "batches": [asdict(b) for b in self.batches], "failures": [f.to_dict() for f in self.failures],
             **self.meta,
         }
@@ -175,27 +182,41 @@ class ParityResult:
             raise type(first)(self.summary(), first.max_abs, first.max_rel)
 
 
-def compare(ref: torch.Tensor, out: torch.Tensor, tol: Tolerance) -> tuple[BatchResult, list[ParityError]]:
-    """Element-wise comparison of two float32 CPU image batches of the same shape."""
+def bulk_stats(ref: torch.Tensor, out: torch.Tensor, tol: Tolerance) -> tuple[dict[str, float | None], list[str]]:
+    """p99.9 and mean of |out - ref| and the SQNR, and the bounds of `tol` they break (non-finite
+    outputs count as exact here: the element-wise check reports them)."""
+    finite = torch.isfinite(out)
+    diff = (out.double() - ref.double()).abs().where(finite, torch.zeros((), dtype=torch.float64))
+    p999, mean = float(np.quantile(diff.flatten().numpy(), 0.999)), float(diff.mean())
+    noise_power, signal_power = float(diff.square().sum()), float(ref.double().square().sum())
+    # undefined (None) for an exact match or an all-zero reference: the absolute bounds judge those
+    sqnr = float(10 * np.log10(signal_power / noise_power)) if noise_power > 0 and signal_power > 0 else None
+    broken = []
+    if tol.p999_abs is not None and p999 > tol.p999_abs:
+        broken.append(f"p99.9 abs error {p999:.3e} > {tol.p999_abs:g}")
+    if tol.mean_abs is not None and mean > tol.mean_abs:
+        broken.append(f"mean abs error {mean:.3e} > {tol.mean_abs:g}")
+    if tol.min_sqnr_db is not None and sqnr is not None and sqnr < tol.min_sqnr_db:
+        broken.append(f"SQNR {sqnr:.1f} dB < {tol.min_sqnr_db:g} dB (error rms {10 ** (-sqnr / 20):.2f}x the output's)")
+    return {"p999_abs": p999, "mean_abs": mean, "sqnr_db": sqnr}, broken
+
+
+def has_bulk_bounds(tol: Tolerance) -> bool:
+    return any(v is not None for v in (tol.p999_abs, tol.mean_abs, tol.min_sqnr_db))
+
+
+def compare(ref: torch.Tensor, out: torch.Tensor, tol: Tolerance, bulk: bool = True) -> tuple[BatchResult, list[ParityError]]:
+    """Element-wise comparison of two float32 CPU image batches of the same shape, and (`bulk`)
+    the tolerance's bounds on the error's bulk over this batch."""
     n = ref.shape[0]
     finite = torch.isfinite(out)
     nonfinite = int((~finite).sum())
     diff = (out.double() - ref.double()).abs().where(finite, torch.zeros((), dtype=torch.float64))
     rel = diff / ref.double().abs().clamp_min(REL_FLOOR)
     max_abs, max_rel = float(diff.max()), float(rel.max())
-    p999 = float(np.quantile(diff.flatten().numpy(), 0.999))
     within = bool((diff <= tol.atol + tol.rtol * ref.double().abs()).all())
-    mean = float(diff.mean())
-    noise_power, signal_power = float(diff.square().sum()), float(ref.double().square().sum())
-    # undefined (None) for an exact match or an all-zero reference: the absolute bounds judge those
-    sqnr = float(10 * np.log10(signal_power / noise_power)) if noise_power > 0 and signal_power > 0 else None
-    bulk = []
-    if tol.p999_abs is not None and p999 > tol.p999_abs:
-        bulk.append(f"p99.9 abs error {p999:.3e} > {tol.p999_abs:g}")
-    if tol.mean_abs is not None and mean > tol.mean_abs:
-        bulk.append(f"mean abs error {mean:.3e} > {tol.mean_abs:g}")
-    if tol.min_sqnr_db is not None and sqnr is not None and sqnr < tol.min_sqnr_db:
-        bulk.append(f"SQNR {sqnr:.1f} dB < {tol.min_sqnr_db:g} dB (error rms {10 ** (-sqnr / 20):.2f}x the output's)")
+    stats, broken = bulk_stats(ref, out, tol)
+    p999, sqnr = stats["p999_abs"], stats["sqnr_db"]
     failures: list[ParityError] = []
     if nonfinite:
         failures.append(NonFiniteError(f"batch {n}: {nonfinite} NaN/Inf values in the output", max_abs, max_rel))
@@ -203,8 +224,8 @@ def compare(ref: torch.Tensor, out: torch.Tensor, tol: Tolerance) -> tuple[Batch
         failures.append(ToleranceError(
             f"batch {n}: max abs error {max_abs:.3e} (max rel {max_rel:.3e}) exceeds atol {tol.atol:g} + "
             f"rtol {tol.rtol:g}*|ref|", max_abs, max_rel))
-    if bulk:
-        failures.append(ToleranceError(f"batch {n}: {'; '.join(bulk)} (max abs {max_abs:.3e})", max_abs, max_rel))
+    if bulk and broken:
+        failures.append(ToleranceError(f"batch {n}: {'; '.join(broken)} (max abs {max_abs:.3e})", max_abs, max_rel))
     ok = not failures
     return BatchResult(n, max_abs, max_rel, p999, nonfinite, ok, sqnr), failures
 
@@ -224,6 +245,7 @@ def verify_runner(reference: Runner, candidate: Runner, batch_sizes: tuple[int, 
             f"declares z (N, {candidate.info.latent_dim}) -> (N, {', '.join(map(str, candidate.info.img_shape))}); "
             f"the checkpoint's contract is (N, {latent}) -> (N, {', '.join(map(str, img))})"))
         return result
+    pooled: list[tuple[torch.Tensor, torch.Tensor]] = []
     for n in batch_sizes:
         z = noise.latent(n, seed, latent)
         ref = reference(z)
@@ -237,7 +259,18 @@ def verify_runner(reference: Runner, candidate: Runner, batch_sizes: tuple[int, 
             result.failures.append(ShapeError(
                 f"batch {n}: output shape {tuple(out.shape)}, the contract says {tuple(ref.shape)}"))
             continue
-        batch, failures = compare(ref, out, tol)
+        # The bulk bounds judge every checked pixel at once: at batch 1 (784 pixels) a p99.9 is
+        # the single worst pixel, which is what the element-wise bound is for.
+        batch, failures = compare(ref, out, tol, bulk=False)
         result.batches.append(batch)
         result.failures.extend(failures)
+        if has_bulk_bounds(tol):
+            pooled.append((ref, out))
+    if pooled:
+        ref, out = (torch.cat(t) for t in zip(*pooled))
+        result.pooled, broken = bulk_stats(ref, out, tol)
+        if broken:
+            result.failures.append(ToleranceError(
+                f"all {ref.shape[0]:,} z ({', '.join(str(b.batch) for b in result.batches)}): {'; '.join(broken)}",
+                result.max_abs, result.max_rel))
     return result

@@ -81,7 +81,9 @@ def comparison_image(reference: Runner, candidates: list[tuple[str, Runner]], ou
         if isinstance(diff, torch.Tensor):
             # |difference| in image units ([-1, 1] scale); NaN shows as the colormap's "bad" colour
             mosaic = _mosaic(diff, nrow)
-            im = ax_diff.imshow(mosaic.numpy(), cmap="magma", vmin=0)
+            top = float(mosaic.nan_to_num(0.0).max())
+            # an exact match is all black (matplotlib would centre a constant image on the colormap)
+            im = ax_diff.imshow(mosaic.numpy(), cmap="magma", vmin=0, vmax=top if top > 0 else 1e-12)
             fig.colorbar(im, ax=ax_diff, fraction=0.046, pad=0.04)
             ax_diff.set_title(f"|diff| max {float(diff.nan_to_num(float('inf')).max()):.1e}", fontsize=9)
         elif isinstance(diff, str):

@@ -78,7 +78,7 @@ def eval_(
 ) -> None:
     """Score samples in two feature spaces: FID, precision/recall, density/coverage, KID, each beside real's.
 
-    The first eval of a dataset trains its two classifiers (mnist-5k: about 3 min on 2 CPU cores; progress and time left on stderr) and caches them in $GANTOOL_CACHE (default ~/.cache/gantool). The last stdout line is the scores as compact JSON.
+    The first eval of a dataset trains its two classifiers (mnist-5k: about 10 s on 2 idle CPU cores, minutes on busy ones; progress and time left on stderr) and caches them in $GANTOOL_CACHE (default ~/.cache/gantool). The last stdout line is the scores as compact JSON.
     """
     from gantool.checkpoint import atomic_write_text
     from gantool.quality.metrics import dataset_of, evaluate_runner

@@ -25,6 +25,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "b100-lr4": {"epochs": 100, "batch_size": 100, "lr": 4e-4},  # 4,500 steps of twice the batch
     "cw05": {"epochs": 100, "class_weight": 0.5},  # half the "be nameable" pull: more variety?
     "conv-noclass": {"epochs": 100, "class_weight": 0.0, "model": {"d_classes": 0}},  # conv D without its class head
+    "pack5": {"epochs": 100, "model": {"d_pack": 5}},  # D judges 5 samples at once (PacGAN 5; 50 = 10 packs): diversity?
+    "lr4": {"epochs": 100, "lr": 4e-4},  # a faster lr for the shorter run
     "mlp-d": {"epochs": 100, "d_lr": 6e-4, "model": {"d_arch": "mlp"}},  # the earlier MLP-D default, cut
 }
 

@@ -13,23 +13,23 @@ from gantool.errors import ConfigError
 
 
 ROWS = (("FID", "fid", "{:.2f}"), ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"),
-        ("density", "density", "{:.3f}"), ("coverage", "coverage", "{:.3f}"), ("KID x 1e3", "kid", "{:.2f}"))
+        ("density", "density", "{:.3f}"), ("coverage", "coverage", "{:.3f}"), ("KID", "kid", "{:.4g}"))
 
 
 def _metric_table(spaces: dict) -> list[str]:
     """One row a metric, a (sample, real-vs-real) column pair a feature space."""
     titles = ["{} features ({}-d, acc {:.1%})".format(n, s["features"], s["classifier_accuracy"]) for n, s in spaces.items()]
-    lines = ["  " + " " * 18 + "".join(f"{t:>30}" for t in titles),
-             "  " + " " * 18 + f"{'sample':>15}{'real':>15}" * len(spaces)]
+    lines = ["  " + " " * 18 + "".join(f"{t:>32}" for t in titles),
+             "  " + " " * 18 + f"{'sample':>16}{'real':>16}" * len(spaces)]
     for label, key, fmt in ROWS:
         cells = []
         for s in spaces.values():
             real = s["real_vs_real"]
-            if key == "kid":  # mean +- std over subsets, in units of 1e-3
-                cells += [f"{1e3 * s['kid']:.2f}+-{1e3 * s['kid_std']:.2f}", f"{1e3 * real['kid']:.2f}+-{1e3 * real['kid_std']:.2f}"]
+            if key == "kid":  # mean +- std over subsets, in the space's own units (unnormalised features)
+                cells += [f"{s['kid']:.4g}+-{s['kid_std']:.3g}", f"{real['kid']:.4g}+-{real['kid_std']:.3g}"]
             else:
                 cells += [fmt.format(s[key]), fmt.format(s["fid_floor"] if key == "fid" else real[key])]
-        lines.append(f"  {label:<18}" + "".join(f"{c:>15}" for c in cells))
+        lines.append(f"  {label:<18}" + "".join(f"{c:>16}" for c in cells))
     return lines
 
 

@@ -32,6 +32,10 @@ class Tolerance:
     mean_abs: float | None = None
     min_sqnr_db: float | None = None
 
+    @property
+    def has_bulk_bounds(self) -> bool:
+        return any(v is not None for v in (self.p999_abs, self.mean_abs, self.min_sqnr_db))
+
 
 # Per artifact dtype, against eager fp32 (how they were derived: docs/export.md, "Tolerances").
 # fp32 only reorders the same float math. fp16 and bf16: atol = ROUNDING_MULTIPLE x the dtype's
@@ -182,11 +186,16 @@ class ParityResult:
             raise type(first)(self.summary(), first.max_abs, first.max_rel)
 
 
-def bulk_stats(ref: torch.Tensor, out: torch.Tensor, tol: Tolerance) -> tuple[dict[str, float | None], list[str]]:
-    """p99.9 and mean of |out - ref| and the SQNR, and the bounds of `tol` they break (non-finite
-    outputs count as exact here: the element-wise check reports them)."""
-    finite = torch.isfinite(out)
-    diff = (out.double() - ref.double()).abs().where(finite, torch.zeros((), dtype=torch.float64))
+def _abs_diff(ref: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """|out - ref| in float64, with non-finite outputs counted as exact (the element-wise check reports them)."""
+    return (out.double() - ref.double()).abs().where(torch.isfinite(out), torch.zeros((), dtype=torch.float64))
+
+
+def bulk_stats(ref: torch.Tensor, out: torch.Tensor, tol: Tolerance,
+               diff: torch.Tensor | None = None) -> tuple[dict[str, float | None], list[str]]:
+    """p99.9 and mean of |out - ref| and the SQNR, and the bounds of `tol` they break. `diff`:
+    _abs_diff(ref, out) when the caller has it already."""
+    diff = _abs_diff(ref, out) if diff is None else diff
     p999, mean = float(np.quantile(diff.flatten().numpy(), 0.999)), float(diff.mean())
     noise_power, signal_power = float(diff.square().sum()), float(ref.double().square().sum())
     # undefined (None) for an exact match or an all-zero reference: the absolute bounds judge those
@@ -201,21 +210,16 @@ def bulk_stats(ref: torch.Tensor, out: torch.Tensor, tol: Tolerance) -> tuple[di
     return {"p999_abs": p999, "mean_abs": mean, "sqnr_db": sqnr}, broken
 
 
-def has_bulk_bounds(tol: Tolerance) -> bool:
-    return any(v is not None for v in (tol.p999_abs, tol.mean_abs, tol.min_sqnr_db))
-
-
 def compare(ref: torch.Tensor, out: torch.Tensor, tol: Tolerance, bulk: bool = True) -> tuple[BatchResult, list[ParityError]]:
     """Element-wise comparison of two float32 CPU image batches of the same shape, and (`bulk`)
     the tolerance's bounds on the error's bulk over this batch."""
     n = ref.shape[0]
-    finite = torch.isfinite(out)
-    nonfinite = int((~finite).sum())
-    diff = (out.double() - ref.double()).abs().where(finite, torch.zeros((), dtype=torch.float64))
+    nonfinite = int((~torch.isfinite(out)).sum())
+    diff = _abs_diff(ref, out)
     rel = diff / ref.double().abs().clamp_min(REL_FLOOR)
     max_abs, max_rel = float(diff.max()), float(rel.max())
     within = bool((diff <= tol.atol + tol.rtol * ref.double().abs()).all())
-    stats, broken = bulk_stats(ref, out, tol)
+    stats, broken = bulk_stats(ref, out, tol, diff)
     p999, sqnr = stats["p999_abs"], stats["sqnr_db"]
     failures: list[ParityError] = []
     if nonfinite:
@@ -264,7 +268,7 @@ def verify_runner(reference: Runner, candidate: Runner, batch_sizes: tuple[int, 
         batch, failures = compare(ref, out, tol, bulk=False)
         result.batches.append(batch)
         result.failures.extend(failures)
-        if has_bulk_bounds(tol):
+        if tol.has_bulk_bounds:
             pooled.append((ref, out))
     if pooled:
         ref, out = (torch.cat(t) for t in zip(*pooled))

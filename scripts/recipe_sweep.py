@@ -34,7 +34,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 def run_one(name: str, seed: int, out: Path, threads: int) -> dict[str, Any]:
     import torch
 
-    from gantool.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from gantool.checkpoint import CHECKPOINT_NAME
     from gantool.quality.metrics import evaluate_runner
     from gantool.runners import load_runner
     from gantool.train.loop import train
@@ -55,7 +55,7 @@ def run_one(name: str, seed: int, out: Path, threads: int) -> dict[str, Any]:
     scores = evaluate_runner(load_runner(run, "eager"), cfg.dataset, n=10_000, seed=0)
     row = {"variant": name, "seed": seed, "overrides": VARIANTS[name], "steps": result.step,
            "train_wall_s": round(wall, 1), "resumed": resume is not None, "threads": threads,
-           "train_samples_per_s": load_checkpoint(run).get("samples_per_s"), "scores": _slim(scores)}
+           "scores": _slim(scores)}
     with open(out / "results.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
     return row
@@ -113,10 +113,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
                        label="held-out real digits")
         ax.set(title=f"{space} feature space", xlabel="recall (diversity)", ylabel="precision (fidelity)",
                xlim=(0, 1), ylim=(0, 1))
-        ax.grid(alpha=0.3)
-        handles, labels = ax.get_legend_handles_labels()
-        uniq = dict(zip(labels, handles))
-        ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc="lower left")
+        _legend(ax, "lower left")
     ax = axes[2]  # the axis the precision/recall panels do not show: how many digits are clearly nameable
     for r in rows:
         sp = r["scores"]["spaces"].get("cnn")
@@ -125,15 +122,21 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.axhline(0.90, color="grey", ls="--", lw=1, label="target 90 %")
     ax.set(title="recognisability against recall (cnn)", xlabel="recall (diversity)",
            ylabel="recognisability (p > 0.9)", xlim=(0, 1), ylim=(0.5, 1))
-    ax.grid(alpha=0.3)
-    handles, labels = ax.get_legend_handles_labels()
-    ax.legend(dict(zip(labels, handles)).values(), dict(zip(labels, handles)).keys(), fontsize=7, loc="lower right")
+    _legend(ax, "lower right")
     fig.suptitle("Recipe variants on mnist-5k (one point per seed; 10,000 samples, k = 3)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
     tmp.replace(path)
+
+
+def _legend(ax, loc: str) -> None:
+    """Grid, and one legend entry a variant (every seed of it is a point with the same label)."""
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    uniq = dict(zip(labels, handles))
+    ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc=loc)
 
 
 def main() -> None:

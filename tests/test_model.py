@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from gantool.config import ModelConfig
-from gantool.model import Discriminator, Generator, MinibatchStd, count_params, generator_flops_per_sample
+from gantool.model import Discriminator, Dropout, Generator, MinibatchStd, count_params, generator_flops_per_sample
 from gantool.train.seed_loop import SeedDiscriminator, SeedGenerator
 
 
@@ -116,3 +116,36 @@ def test_conv_discriminator_minibatch_std_and_config_round_trip():
     old = ModelConfig().to_dict()
     del old["d_arch"], old["d_channels"]
     assert ModelConfig.from_dict(old).d_arch == "mlp"
+
+
+@pytest.mark.parametrize("p", [0.3, 0.5])
+def test_dropout_keeps_each_element_with_probability_1_minus_p_and_rescales(p):
+    # Same distribution as nn.Dropout (drawn with rand, not bernoulli_): ~(1 - p) of the elements
+    # survive, each scaled to 1 / (1 - p), so the expectation is the input; the gradient is the mask.
+    torch.manual_seed(0)
+    d = Dropout(p)
+    x = torch.ones(200_000, requires_grad=True)
+    y = d(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - (1 - p)) < 0.005
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / (1 - p)))
+    assert abs(y.mean().item() - 1.0) < 0.01
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())
+    # a fresh mask on every call
+    assert not torch.equal(d(x) != 0, kept)
+
+
+def test_dropout_is_identity_in_eval_and_at_p0_and_zero_at_p1():
+    x = torch.randn(4, 8)
+    d = Dropout(0.3).eval()
+    assert torch.equal(d(x), x)
+    assert torch.equal(Dropout(0.0)(x), x)
+    assert torch.equal(Dropout(1.0)(x), torch.zeros_like(x))
+
+
+def test_discriminators_use_the_fast_dropout():
+    for arch in ("mlp", "conv"):
+        d = Discriminator(ModelConfig(d_arch=arch))
+        drops = [m for m in d.modules() if isinstance(m, torch.nn.Dropout)]
+        assert drops and all(type(m) is Dropout for m in drops)

@@ -44,8 +44,9 @@ def test_table_and_frontier_plot_from_results(tmp_path):
 def test_every_variant_is_a_valid_recipe_override():
     from gantool.train.options import resolve_configs
 
-    for name, overrides in _module().VARIANTS.items():
-        o = dict(overrides)
+    mod = _module()
+    for name, overrides in mod.VARIANTS.items():
+        o = mod.BASE | overrides
         model_cfg, cfg = resolve_configs("tuned", model=o.pop("model", None), **o)
         assert cfg.epochs == overrides["epochs"], name
 

@@ -145,6 +145,8 @@ def test_dropout_is_identity_in_eval_and_at_p0_and_zero_at_p1():
     assert torch.equal(d(x), x)
     assert torch.equal(Dropout(0.0)(x), x)
     assert torch.equal(Dropout(1.0)(x), torch.zeros_like(x))
+    # off the CPU it is F.dropout (the meta device stands in for CUDA here: shapes only)
+    assert Dropout(0.3)(torch.ones(4, 8, device="meta")).shape == (4, 8)
 
 
 def test_discriminators_use_the_fast_dropout():

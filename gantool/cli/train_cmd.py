@@ -9,10 +9,16 @@ import typer
 
 from gantool.cli.app import app
 from gantool.cli.common import check_writable, user_errors
-from gantool.config import DIGITS_AFTER_STEPS, RECIPES
+from gantool.config import DIGITS_AFTER_STEPS, RECIPES, Recipe, TrainConfig
 from gantool.errors import ConfigError
 
 _T, _S = RECIPES["tuned"], RECIPES["seed"]  # for the help's defaults
+
+
+def _opt(recipe: Recipe, key: str) -> str:
+    """A recipe's value of a train option (its override, else TrainConfig's default), for --help."""
+    v = recipe.train.get(key, getattr(TrainConfig, key))
+    return f"{v:.0e}".replace("e-0", "e-") if isinstance(v, float) else str(v)
 
 
 def without_option(argv: list[str], flag: str) -> list[str]:
@@ -44,8 +50,8 @@ def train(
     dataset: Annotated[Optional[str], typer.Option(help="mnist | mnist-5k (bundled, offline) | fashion-mnist. Default: mnist-5k.")] = None,
     data_dir: Annotated[Optional[str], typer.Option(help="Where full MNIST / Fashion-MNIST live or are downloaded. Default: data.")] = None,
     epochs: Annotated[Optional[str], typer.Option(metavar="<int>", help=f"Epochs to train (a resumed run continues up to this total). Default: the recipe's (tuned {_T.epochs}, seed {_S.epochs}).")] = None,
-    batch_size: Annotated[Optional[str], typer.Option(metavar="<int>", help=f"Batch size. Default: the recipe's (tuned {_T.train['batch_size']}, seed 100).")] = None,
-    lr: Annotated[Optional[str], typer.Option(metavar="<float>", help=f"Adam learning rate of G (and of D unless the recipe sets d_lr). Default: the recipe's (tuned {_T.train['lr']:.0e}, seed 2e-4).")] = None,
+    batch_size: Annotated[Optional[str], typer.Option(metavar="<int>", help=f"Batch size. Default: the recipe's (tuned {_opt(_T, 'batch_size')}, seed {_opt(_S, 'batch_size')}).")] = None,
+    lr: Annotated[Optional[str], typer.Option(metavar="<float>", help=f"Adam learning rate of G (and of D unless the recipe sets d_lr). Default: the recipe's (tuned {_opt(_T, 'lr')}, seed {_opt(_S, 'lr')}).")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto (cuda, then mps, then cpu) | cpu | cuda. Default: auto.")] = None,
     seed: Annotated[Optional[str], typer.Option(metavar="<int>", help="Seed for init, noise, dropout and data order (runs are reproducible on CPU). Default: 0.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run directory. Default: runs/<dataset>-<recipe>-<time>, or the resumed run's.")] = None,

@@ -68,9 +68,12 @@ def train(
             log(f"resuming {resume} at step {trainer.step} (epoch {trainer.epoch}, batch {trainer.epoch_step})"
                 + (f"; {note}" if note else ""))
         with _StopFlag() as stop:
-            return run_loop(trainer, out, metrics, stop, log, progress)
-    finally:
-        dist.close()
+            result = run_loop(trainer, out, metrics, stop, log, progress)
+    except BaseException:
+        dist.close(barrier=False)
+        raise
+    dist.close()
+    return result
 
 
 class _StopFlag:

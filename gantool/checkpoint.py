@@ -164,11 +164,13 @@ def load_generator(
     path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, ModelConfig, dict[str, Any]]:
     """Rebuild G from a checkpoint with no flags. Uses the EMA weights when the run kept them."""
-    from gantool.model import Generator
+    from gantool.model import build_generator, g_arch_problem
 
     payload = load_checkpoint(path)
     cfg = model_config_of(payload)
-    g = Generator(cfg)
+    if (why := g_arch_problem(cfg)):
+        raise CheckpointError(f"{path}: {why}")
+    g = build_generator(cfg)
     state = payload["generator_ema"] if ema and payload.get("generator_ema") else payload["generator"]
     load_state(g, state, "generator")
     return g.to(device).eval(), cfg, payload
@@ -182,14 +184,14 @@ def save_untrained_checkpoint(path: str | Path, seed: int = 0, note: str = "untr
     tests use this instead of training.
     """
     from gantool.config import TrainConfig
-    from gantool.model import Discriminator, Generator
+    from gantool.model import Discriminator, build_generator
 
     torch.manual_seed(seed)
     cfg = ModelConfig(**model_overrides)
     save_checkpoint(path, {
         "model_config": cfg.to_dict(),
         "train_config": TrainConfig().to_dict(),
-        "generator": Generator(cfg).state_dict(),
+        "generator": build_generator(cfg).state_dict(),
         "discriminator": Discriminator(cfg).state_dict(),
         "step": 0,
         "epoch": 0,

@@ -1,4 +1,7 @@
-"""The seed's MLP Generator and Discriminator (nn code only)."""
+"""The generators (the seed's MLP, a DCGAN) and the discriminator (MLP or conv body): nn code only.
+
+    g = build_generator(cfg)      # picks the body by cfg.g_arch; every caller builds G through this
+"""
 from __future__ import annotations
 
 import torch
@@ -26,6 +29,60 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         # (B, latent) -> (B, 784) -> (B, 1, 28, 28); reshape keeps N dynamic for every exporter.
         return self.net(z).reshape(-1, *self._shape)
+
+
+class DCGANGenerator(nn.Module):
+    """z (B, latent) -> images (B, C, H, W) in [-1, 1]: pytorch/examples' DCGAN G sized to the image.
+
+    z is seen as a (B, latent, 1, 1) map and projected by a ConvTranspose2d to g_channels[0] maps of
+    side S / 2^len(g_channels) (7 for 28, 8 for 32); each further width is a 4x4 stride-2
+    ConvTranspose2d + BatchNorm2d + ReLU block that doubles the side; a last stride-2 ConvTranspose2d
+    to C channels and Tanh make the image. 28x28 with (128, 64): 100 -> 128@7 -> 64@14 -> 1@28.
+    """
+
+    def __init__(self, cfg: ModelConfig = ModelConfig(g_arch="dcgan")):
+        super().__init__()
+        self.cfg = cfg
+        widths = cfg.g_channels
+        start = cfg.img_size // 2 ** len(widths)
+        layers: list[nn.Module] = [nn.ConvTranspose2d(cfg.latent_dim, widths[0], start, 1, 0, bias=False),
+                                   nn.BatchNorm2d(widths[0]), nn.ReLU(True)]
+        for a, b in zip(widths[:-1], widths[1:]):
+            layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(True)]
+        layers += [nn.ConvTranspose2d(widths[-1], cfg.channels, 4, 2, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        self.latent_dim = cfg.latent_dim
+        for m in self.modules():  # DCGAN's init: N(0, 0.02) weights, BatchNorm scale N(1, 0.02)
+            if isinstance(m, nn.ConvTranspose2d):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.normal_(m.weight, 1.0, 0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        # (B, latent) -> (B, latent, 1, 1); reshape keeps N dynamic for every exporter.
+        return self.net(z.reshape(-1, self.latent_dim, 1, 1))
+
+
+# G's builders by ModelConfig.g_arch; validate() checks the name against these keys.
+G_ARCHS = {"mlp": Generator, "dcgan": DCGANGenerator}
+
+
+def build_generator(cfg: ModelConfig) -> nn.Module:
+    """The generator that `cfg` describes (a fresh init; load weights with load_state_dict)."""
+    return G_ARCHS[cfg.g_arch](cfg)
+
+
+def g_arch_problem(cfg: ModelConfig) -> str | None:
+    """Why `cfg` describes no buildable generator (None when it does)."""
+    if cfg.g_arch not in G_ARCHS:
+        return f"unknown --arch {cfg.g_arch!r}; choose one of: {', '.join(G_ARCHS)}"
+    if cfg.g_arch == "dcgan":
+        k = 2 ** len(cfg.g_channels)
+        if not cfg.g_channels or min(cfg.g_channels) <= 0 or cfg.img_size % k or cfg.img_size < k:
+            return (f"g_channels {cfg.g_channels} must be positive and the {cfg.img_size}px side divisible "
+                    f"by 2^{len(cfg.g_channels)} (one doubling per width)")
+    return None
 
 
 class MinibatchStd(nn.Module):
@@ -123,7 +180,14 @@ def count_params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
-def generator_flops_per_sample(cfg: ModelConfig) -> int:
-    """Multiply-adds x2 of the Linear layers (activations are negligible)."""
-    dims = [cfg.latent_dim, *cfg.g_hidden, cfg.img_numel]
-    return sum(2 * a * b for a, b in zip(dims[:-1], dims[1:]))
+def flops_per_sample(g: nn.Module, latent_dim: int) -> int:
+    """FLOPs of one sample through `g` as torch.utils.flop_counter counts them (2 per multiply-add
+    of matmuls and convolutions; element-wise ops uncounted), from a batch of 2 in eval mode on CPU."""
+    import copy
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    m = copy.deepcopy(g).float().cpu().eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        m(torch.zeros(2, latent_dim))
+    return counter.get_total_flops() // 2

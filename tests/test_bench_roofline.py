@@ -5,13 +5,22 @@ import pytest
 
 from gantool.bench import roofline
 from gantool.config import ModelConfig
+from gantool.model import build_generator
 
 
 def test_flops_per_sample_counts_the_seed_linear_layers():
     # 100->256->512->1024->784, 2 FLOPs a multiply-add
     want = 2 * (100 * 256 + 256 * 512 + 512 * 1024 + 1024 * 784)
-    assert roofline.flops_per_sample(ModelConfig()) == want
-    assert roofline.flops_per_sample(ModelConfig(g_hidden=(8,))) == 2 * (100 * 8 + 8 * 784)
+    assert roofline.flops_per_sample(build_generator(ModelConfig()), 100) == want
+    assert roofline.flops_per_sample(build_generator(ModelConfig(g_hidden=(8,))), 100) == 2 * (100 * 8 + 8 * 784)
+
+
+def test_flops_per_sample_counts_the_dcgan_transposed_convolutions():
+    # 100 -> 128@7x7 (a 7x7 kernel on a 1x1 map), -> 64@14x14 and -> 1@28x28 (4x4 kernels, stride 2:
+    # each output pixel sums in_ch x 4 of the 16 taps, i.e. in_ch x 16 MACs per input pixel)
+    g = build_generator(ModelConfig(g_arch="dcgan", g_channels=(128, 64)))
+    want = 2 * (100 * 128 * 49 + 128 * 7 * 7 * 64 * 16 + 64 * 14 * 14 * 1 * 16)
+    assert roofline.flops_per_sample(g, 100) == want
 
 
 def test_achieved_gflops():

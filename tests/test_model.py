@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from gantool.config import ModelConfig
-from gantool.model import Discriminator, Dropout, Generator, MinibatchStd, count_params, generator_flops_per_sample
+from gantool.model import Discriminator, Dropout, Generator, MinibatchStd, build_generator, count_params, flops_per_sample
 from gantool.train.seed_loop import SeedDiscriminator, SeedGenerator
 
 
@@ -81,7 +81,26 @@ def test_minibatch_std_feature():
 
 
 def test_flops_per_sample():
-    assert generator_flops_per_sample(ModelConfig()) == 2 * (100 * 256 + 256 * 512 + 512 * 1024 + 1024 * 784)
+    assert flops_per_sample(build_generator(ModelConfig()), 100) == 2 * (100 * 256 + 256 * 512 + 512 * 1024 + 1024 * 784)
+
+
+@pytest.mark.parametrize("size,channels,widths", [(28, 1, (128, 64)), (28, 1, (16,)), (32, 3, (32, 16, 8))])
+def test_dcgan_maps_z_to_images_of_the_configured_shape(size, channels, widths):
+    cfg = ModelConfig(g_arch="dcgan", img_size=size, channels=channels, g_channels=widths, latent_dim=64)
+    g = build_generator(cfg).eval()
+    x = g(torch.randn(5, 64))
+    assert x.shape == (5, channels, size, size)
+    assert x.min() >= -1 and x.max() <= 1 and x.std() > 0
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in g.modules())
+
+
+def test_config_without_g_arch_loads_as_the_seed_mlp():
+    d = ModelConfig().to_dict()
+    del d["g_arch"], d["g_channels"]  # what a checkpoint from before g_arch holds
+    cfg = ModelConfig.from_dict(d)
+    assert cfg.g_arch == "mlp" and type(build_generator(cfg)).__name__ == "Generator"
+    d2 = ModelConfig(g_arch="dcgan", g_channels=(32, 16)).to_dict()
+    assert ModelConfig.from_dict(d2).g_channels == (32, 16)
 
 
 def test_config_round_trip():

@@ -6,9 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from gantool.config import ModelConfig
 from gantool.device import parse_dtype, sync
-from gantool.model import generator_flops_per_sample
+from gantool.model import flops_per_sample
 
 # Square GEMM size per device type: big enough to reach the GEMM rate the library gets on that
 # device, small enough that the probe costs well under a second (1024^3 x2 = 2.1 GFLOP a call on CPU).
@@ -26,11 +25,6 @@ class Peak:
 
     def to_dict(self) -> dict:
         return {"device": self.device, "dtype": self.dtype, "gflops": round(self.gflops, 2), "probe": self.probe}
-
-
-def flops_per_sample(cfg: ModelConfig) -> int:
-    """FLOPs of one generator forward pass for one z (2 x multiply-adds of the Linear layers)."""
-    return generator_flops_per_sample(cfg)
 
 
 def achieved_gflops(samples_per_s: float, flops: int) -> float:

@@ -268,8 +268,9 @@ class Bench:
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
         try:
-            _, mcfg, _ = load_generator(self.checkpoint)
-            self.flops = flops_per_sample(mcfg)
+            mg, mcfg, _ = load_generator(self.checkpoint)
+            # FLOPs as torch.utils.flop_counter counts the module (any G); the export recorded the same count
+            self.flops = self.manifest.get("flops_per_sample") or flops_per_sample(mg, mcfg.latent_dim)
             ckpt = resolve_checkpoint_path(self.checkpoint)
             results: list[BenchResult] = []
             for backend in self.backends:

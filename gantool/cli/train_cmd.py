@@ -58,13 +58,14 @@ def train(
     resume: Annotated[Optional[Path], typer.Option(help="Continue a run exactly: its directory or a checkpoint file.")] = None,
     precision: Annotated[Optional[str], typer.Option(help="fp32 | bf16 | fp16 autocast (fp16 uses a GradScaler) | auto (bf16 where the device multiplies it natively: CUDA sm_80+, avx512_bf16/AMX CPUs; else fp32). Default: fp32.")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile G and D (first steps are slow while it compiles).")] = False,
-    recipe: Annotated[Optional[str], typer.Option(help=f"Training recipe from gantool.config.RECIPES: tuned (the default: conv D, {_T.epochs} epochs, about 4.5 minutes on 2 CPU cores), seed (the original article, {_S.epochs} epochs), fast (the same run as tuned).")] = None,
+    recipe: Annotated[Optional[str], typer.Option(help=f"Training recipe from gantool.config.RECIPES: tuned (the default: conv D, {_T.epochs} epochs, about 4.5 minutes on 2 CPU cores), seed (the original article, {_S.epochs} epochs), dcgan (the conv G and D, {RECIPES['dcgan'].epochs} epochs, about 4 minutes), fast (the same run as tuned).")] = None,
     eval_every: Annotated[Optional[str], typer.Option(metavar="<int>", help="Score samples (FID, recognisability, coverage) every this many epochs; 0 = off.")] = None,
     log_every: Annotated[Optional[str], typer.Option(metavar="<int>", help="Steps between metrics lines (the only host syncs). Default: 100.")] = None,
     sample_every: Annotated[Optional[str], typer.Option(metavar="<int>", help="Steps between sample grids; 0 = one per epoch. Default: 0.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a live progress bar (only on a terminal).")] = True,
     limit: Annotated[Optional[str], typer.Option(metavar="<int>", hidden=True, help="Use only the first N images (tests).")] = None,
     max_steps: Annotated[Optional[str], typer.Option(metavar="<int>", hidden=True, help="Stop after N total steps with a resumable checkpoint.")] = None,
+    arch: Annotated[Optional[str], typer.Option(help="Generator: mlp (the seed's) | dcgan (transposed convolutions with BatchNorm). Alone, dcgan trains the dcgan recipe; with --recipe, that recipe's D and settings. Default: the recipe's (mlp).")] = None,
     nproc: Annotated[Optional[str], typer.Option(metavar="<int>", help="Train on this many local processes with DDP: launches torchrun's launcher (= `torchrun --standalone --nproc-per-node <int> -m gantool train ...`). --batch-size stays the global batch.")] = None,
 ) -> None:
     """Train the GAN; writes checkpoint.pt, metrics.jsonl, samples/*.png and loss.png into the run directory.
@@ -74,6 +75,7 @@ def train(
     """
     from gantool.checkpoint import CHECKPOINT_NAME
     from gantool.distributed import Dist, launch
+    from gantool.model import G_ARCHS
     from gantool.train import resolve_configs, resume_configs, train as run_train
 
     n = _num(nproc, int, "--nproc")
@@ -100,10 +102,16 @@ def train(
         sample_every=_num(sample_every, int, "--sample-every"),
         limit=_num(limit, int, "--limit"), max_steps=_num(max_steps, int, "--max-steps"),
     )
+    if arch is not None and arch not in G_ARCHS:
+        raise ConfigError(f"unknown --arch {arch!r}; choose one of: {', '.join(G_ARCHS)}")
     if resume is not None:
         model_cfg, cfg = resume_configs(resume, recipe=recipe, **overrides)
+        if arch is not None and arch != model_cfg.g_arch:
+            raise ConfigError(f"--arch cannot change on --resume (checkpoint has {model_cfg.g_arch!r})")
     else:
-        model_cfg, cfg = resolve_configs(recipe, **overrides)
+        if arch == "dcgan" and recipe is None:
+            recipe = "dcgan"
+        model_cfg, cfg = resolve_configs(recipe, model={"g_arch": arch} if arch else None, **overrides)
     result = run_train(cfg, model_cfg, out=out, resume=resume, log=typer.echo, progress=progress)
     if not dist.is_main:
         return

@@ -10,7 +10,7 @@ from gantool.checkpoint import CHECKPOINT_NAME, load_checkpoint, model_config_of
 from gantool.config import DEFAULT_RECIPE, ModelConfig, TrainConfig, get_recipe
 from gantool.device import DTYPES
 from gantool.errors import CheckpointError, ConfigError, OutputError
-from gantool.model import D_BODIES
+from gantool.model import D_BODIES, g_arch_problem
 
 # Train options that may change when resuming: they do not change the objective or the data order.
 RESUMABLE_OVERRIDES = {"epochs", "device", "precision", "compile", "log_every", "sample_every", "eval_every",
@@ -72,6 +72,8 @@ def validate(model: ModelConfig, cfg: TrainConfig, world: int = 1) -> None:
          f"--batch-size {cfg.batch_size} is not divisible by {world} ranks x PacGAN pack {model.d_pack} "
          f"(= {world * model.d_pack}): it is the global batch, shared equally by the ranks"),
     ]
+    if (why := g_arch_problem(model)):
+        checks.insert(0, (False, why))
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)

@@ -18,7 +18,7 @@ from gantool.data import Dataset
 from gantool.device import DTYPES, train_precision
 from gantool.distributed import SINGLE, Dist, rank_seed
 from gantool.errors import CheckpointError, first_line
-from gantool.model import Discriminator, Generator
+from gantool.model import Discriminator, build_generator
 from gantool.noise import latent
 
 N_FIXED_NOISE = 64
@@ -45,7 +45,7 @@ class Trainer:
         self.model_cfg, self.cfg, self.device, self.dist = model_cfg, cfg, device, dist
         self.provenance = dict(data.provenance)
         torch.manual_seed(cfg.seed)
-        self.G = Generator(model_cfg).to(device)
+        self.G = build_generator(model_cfg).to(device)
         self.D = Discriminator(model_cfg).to(device)
         if dist.enabled:  # the same init on every rank; then each rank its own noise and dropout stream
             torch.manual_seed(rank_seed(cfg.seed, dist.rank))
@@ -136,6 +136,8 @@ class Trainer:
         if self.G_ema is not None:
             with torch.no_grad():
                 torch._foreach_lerp_(list(self.G_ema.parameters()), list(self.G.parameters()), 1.0 - self.cfg.ema_decay)
+                for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):  # BatchNorm's running stats
+                    b_ema.copy_(b)
         with torch.no_grad():
             return torch.stack([d_loss.float(), g_loss.float(),
                                 torch.sigmoid(real_logits.float()).mean(), torch.sigmoid(fake_logits.float()).mean()])

@@ -45,3 +45,7 @@ def first_line(e: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (its type name when empty), for one-line reports."""
     text = str(e).strip()
     return (text.splitlines()[0] if text else type(e).__name__)[:limit]
+
+
+class GeneratorError(GantoolError):
+    """A user generator (--generator) that cannot be imported, built, loaded or that breaks its contract."""

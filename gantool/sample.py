@@ -11,30 +11,40 @@ from gantool.errors import first_line
 from gantool.noise import latent
 
 
-def open_runner(source: str | Path, backend: str | None = None, device: str = "cpu") -> Runner:
+def open_runner(source: "str | Path | object", backend: str | None = None, device: str = "cpu") -> Runner:
     """A checkpoint runs in eager fp32; an artifact runs in the dtype it was exported in."""
     backend = backend or backend_for_path(source)
     dtype = "fp32" if backend.startswith(("eager", "compile")) else "auto"
     return load_runner(source, backend, device=device, dtype=dtype)
 
 
-def _grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
-    """(N, C, H, W) in [-1, 1] -> (C, H', W') in [0, 1], 2-pixel padding."""
+def _grid(images: torch.Tensor, nrow: int, value_range: tuple[float, float] = (-1.0, 1.0)) -> torch.Tensor:
+    """(N, C, H, W) in value_range -> (C, H', W') in [0, 1], 2-pixel padding; C is 1 (grey) or 3 (RGB),
+    any other channel count shows its first channel."""
     from torchvision.utils import make_grid
 
-    return make_grid(images.clamp(-1, 1), nrow=nrow, padding=2, normalize=True, value_range=(-1, 1))
+    lo, hi = value_range
+    if images.shape[1] not in (1, 3):
+        images = images[:, :1]
+    return make_grid(images.clamp(lo, hi), nrow=nrow, padding=2, normalize=True, value_range=(lo, hi))
+
+
+def _image(grid: torch.Tensor):
+    """(C, H, W) grid -> what imshow takes: (H, W) for grey, (H, W, 3) for RGB."""
+    return grid[0].numpy() if grid.shape[0] == 1 else grid.permute(1, 2, 0).numpy()
 
 
 def _mosaic(x: torch.Tensor, cols: int) -> torch.Tensor:
-    """(N, 1, H, W) raw values -> (rows*(H+2), cols*(W+2)) tiles with a zero border, no rescaling."""
-    tiles = torch.nn.functional.pad(x[:, 0], (1, 1, 1, 1), value=0)
+    """(N, C, H, W) raw values -> (rows*(H+2), cols*(W+2)) tiles with a zero border, no rescaling;
+    several channels show their largest value per pixel."""
+    tiles = torch.nn.functional.pad(x.amax(1), (1, 1, 1, 1), value=0)
     blank = (-tiles.shape[0]) % cols
     tiles = torch.cat([tiles, tiles.new_zeros(blank, *tiles.shape[1:])])
     h, w = tiles.shape[-2:]
     return tiles.reshape(-1, cols, h, w).permute(0, 2, 1, 3).reshape(-1, cols * w)
 
 
-def sample_grid(source: str | Path, out: str | Path, n: int = 64, seed: int = 0,
+def sample_grid(source: "str | Path | object", out: str | Path, n: int = 64, seed: int = 0,
                 backend: str | None = None, device: str = "cpu") -> Path:
     """Generate n images from fixed-seed z and write them as one PNG grid (atomically)."""
     from torchvision.utils import save_image
@@ -46,7 +56,7 @@ def sample_grid(source: str | Path, out: str | Path, n: int = 64, seed: int = 0,
         raise ConfigError(f"--n {n}: must be > 0")
     runner = open_runner(source, backend, device)
     images = runner(latent(n, seed, runner.info.latent_dim))
-    grid = _grid(images, nrow=math.ceil(math.sqrt(n)))
+    grid = _grid(images, nrow=math.ceil(math.sqrt(n)), value_range=runner.info.value_range)
     return atomic_write(out, lambda tmp: save_image(grid, tmp, format="png"))
 
 
@@ -76,10 +86,10 @@ def comparison_image(reference: Runner, candidates: list[tuple[str, Runner]], ou
         for ax in (ax_img, ax_diff):
             ax.set_xticks([]), ax.set_yticks([])
         if y is not None:
-            ax_img.imshow(_grid(y, nrow)[0].numpy(), cmap="gray", vmin=0, vmax=1)
+            ax_img.imshow(_image(_grid(y, nrow, reference.info.value_range)), cmap="gray", vmin=0, vmax=1)
         ax_img.set_title(label, fontsize=9)
         if isinstance(diff, torch.Tensor):
-            # |difference| in image units ([-1, 1] scale); NaN shows as the colormap's "bad" colour
+            # |difference| in the generator's own units; NaN shows as the colormap's "bad" colour
             mosaic = _mosaic(diff, nrow)
             top = float(mosaic.nan_to_num(0.0).max())
             # an exact match is all black (matplotlib would centre a constant image on the colormap)
@@ -97,7 +107,7 @@ def comparison_image(reference: Runner, candidates: list[tuple[str, Runner]], ou
         plt.close(fig)
 
 
-def exported_comparison(out_dir: str | Path, checkpoint: str | Path, path: str | Path) -> Path:
+def exported_comparison(out_dir: str | Path, checkpoint: "str | Path | object", path: str | Path) -> Path:
     """comparison_image for every artifact in a manifest that can run here (eager fp32 is the reference)."""
     from gantool.errors import GantoolError
     from gantool.export.manifest import read_manifest

@@ -110,7 +110,7 @@ def test_openvino_runs_fp32_and_int8_through_the_same_parity(int8_exported, chec
         assert (ov.info.backend, ov.info.dtype) == ("openvino", dtype)
         assert ov.info.extra["inference_precision_hint"] == "f32"
         assert verify_runner(eager, ov, batch_sizes=(1, 5)).passed
-    r = _bench("--exported", int8_exported, "--checkpoint", checkpoint_path, "--backends", "openvino",
+    r = _bench("--exported", int8_exported, "--checkpoint", checkpoint_path, "--backends", "openvino", "--precisions", "fp32,int8",
                "--json", tmp_path / "b.json")
     assert r.exit_code == 0, r.output
     rows = json.loads((tmp_path / "b.json").read_text())["results"]

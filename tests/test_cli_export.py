@@ -165,7 +165,7 @@ def test_export_of_another_checkpoint_into_the_same_folder_needs_force(checkpoin
     first = (out / "generator.fp32.ts").read_bytes()
     other = make_checkpoint(tmp_path / "other" / "checkpoint.pt", seed=5)
     r = run("export", "--checkpoint", other, "--format", "onnx", "--out", out, "--no-verify")
-    assert_one_line_error(r, "another checkpoint", "generator.fp32.ts", "--force")
+    assert_one_line_error(r, "another generator", "generator.fp32.ts", "--force")
     assert r.stdout == "" and (out / "generator.fp32.ts").read_bytes() == first  # refused before any work
     assert not (out / "generator.fp32.onnx").exists()
     r = run("export", "--checkpoint", other, "--format", "onnx", "--out", out, "--no-verify", "--force")

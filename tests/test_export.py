@@ -59,7 +59,7 @@ def test_reexport_replaces_and_other_checkpoint_resets(checkpoint_path, tmp_path
     assert len(read_manifest(out)["artifacts"]) == 2  # keyed by format + dtype + device
     other = make_checkpoint(tmp_path / "other.pt", seed=3)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    with pytest.raises(OutputError, match=r"holds 2 artifact\(s\) exported from another checkpoint.*generator.bf16.ts.*--force"):
+    with pytest.raises(OutputError, match=r"holds 2 artifact\(s\) exported from another generator.*generator.bf16.ts.*--force"):
         export_artifacts(other, ["torchscript"], out, verify=False)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # refused: nothing touched
     export_artifacts(other, ["torchscript"], out, verify=False, force=True)

@@ -5,7 +5,7 @@ import functools
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Annotated, Callable, Optional, TypeVar
 
 import typer
 
@@ -91,3 +91,54 @@ def quiet_no_cuda_runtime_notice() -> None:
     log = logging.getLogger("torch.utils.cpp_extension")
     if not any(isinstance(f, _NoCudaRuntimeNotice) for f in log.filters):
         log.addFilter(_NoCudaRuntimeNotice())
+
+
+# --- the user's own generator: the same five options on export, verify, bench, sample and eval -------
+_PANEL = "Your own generator (instead of --checkpoint)"
+GeneratorOpt = Annotated[Optional[str], typer.Option(
+    "--generator", rich_help_panel=_PANEL,
+    help="Your generator: MODULE:CALLABLE (importable) or path/to/file.py:CALLABLE; CALLABLE() returns an "
+         "nn.Module mapping z (N, latent_dim) to images (N, C, H, W).")]
+WeightsOpt = Annotated[Optional[Path], typer.Option(
+    "--weights", rich_help_panel=_PANEL,
+    help="Weights for --generator: a state_dict file, or a checkpoint holding one under 'state_dict' or 'generator'.")]
+LatentDimOpt = Annotated[Optional[int], typer.Option(
+    "--latent-dim", rich_help_panel=_PANEL, help="--generator's z size, when the module has no latent_dim attribute.")]
+ImgShapeOpt = Annotated[Optional[str], typer.Option(
+    "--img-shape", rich_help_panel=_PANEL,
+    help="--generator's image shape, when the module has no img_shape attribute (default: what it returns).")]
+ValueRangeOpt = Annotated[Optional[str], typer.Option(
+    "--value-range", rich_help_panel=_PANEL,
+    help="--generator's output range, when the module has no value_range attribute. Default: -1,1.")]
+
+
+def generator_source(checkpoint: Optional[Path], generator: Optional[str], weights: Optional[Path] = None,
+                     latent_dim: Optional[int] = None, img_shape: Optional[str] = None,
+                     value_range: Optional[str] = None):
+    """--checkpoint as given (a path, or None), or a gantool.source.UserSource for --generator."""
+    from gantool.errors import ConfigError
+
+    extra = [flag for flag, v in (("--weights", weights), ("--latent-dim", latent_dim), ("--img-shape", img_shape),
+                                  ("--value-range", value_range)) if v is not None]
+    if generator is None:
+        if extra:
+            raise ConfigError(f"{', '.join(extra)} describe a --generator; give --generator MODULE:CALLABLE too")
+        return checkpoint
+    if checkpoint is not None:
+        raise ConfigError("give --checkpoint RUN or --generator MODULE:CALLABLE, not both")
+    from gantool.source import UserSource
+
+    if latent_dim is not None and latent_dim <= 0:
+        raise ConfigError(f"--latent-dim must be > 0 (got {latent_dim})")
+    shape = tuple(parse_int_list(img_shape, "--img-shape")) if img_shape is not None else None
+    if shape is not None and len(shape) != 3:
+        raise ConfigError(f"--img-shape {img_shape}: give C,H,W (three integers)")
+    rng = None
+    if value_range is not None:
+        try:
+            rng = tuple(float(v) for v in value_range.split(","))
+        except ValueError:
+            rng = ()
+        if len(rng) != 2 or not rng[0] < rng[1]:
+            raise ConfigError(f"--value-range {value_range}: give LO,HI with LO < HI (e.g. -1,1 or 0,1)")
+    return UserSource(generator, weights, latent_dim, shape, rng)

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from gantool.cli.app import app
-from gantool.cli.common import check_writable, parse_choice_list, user_errors
+from gantool.cli.common import (GeneratorOpt, ImgShapeOpt, LatentDimOpt, ValueRangeOpt, WeightsOpt, check_writable,
+                                generator_source, parse_choice_list, user_errors)
 from gantool.errors import ConfigError
 
 FORMATS = ["onnx", "torchscript", "aoti", "all", "web", "triton"]
@@ -35,6 +36,11 @@ def export(
     force: Annotated[bool, typer.Option("--force", help="Replace what --out already holds: artifacts another checkpoint exported (they are deleted), an earlier site (web), gantool's models in a repository (triton; other models are kept).")] = False,
     quantization: Annotated[Optional[str], typer.Option("--quantization", help="int8 only: static (QDQ, activation ranges calibrated on seeded z; the default) or dynamic (ranges measured at run time).")] = None,
     calibration_samples: Annotated[Optional[int], typer.Option("--calibration-samples", metavar="<int>", help="int8 static only: calibration z to set activation ranges (default 1024).")] = None,
+    generator: GeneratorOpt = None,
+    weights: WeightsOpt = None,
+    latent_dim: LatentDimOpt = None,
+    img_shape: ImgShapeOpt = None,
+    value_range: ValueRangeOpt = None,
 ) -> None:
     """Export the generator to TorchScript / ONNX / AOTInductor, write manifest.json, check parity.
 
@@ -45,6 +51,7 @@ def export(
     from gantool.export.torchscript import deprecation_notice
 
     check_writable((out, "--out"), directory=True)
+    source = generator_source(checkpoint, generator, weights, latent_dim, img_shape, value_range)
     formats = parse_choice_list(format, FORMATS, "format")
     dtypes = parse_choice_list(dtype, DTYPES, "dtype")
     if "web" in formats or "triton" in formats:
@@ -59,10 +66,11 @@ def export(
         if given and fmt not in formats:
             raise ConfigError(f"{', '.join(given)} only apply to --format {fmt}")
     if "web" in formats:
-        _export_web(out or Path("site"), checkpoint, exported, ort_web, force, seed, dtypes, verify)
+        _export_web(out or Path("site"), source, exported, ort_web, force, seed, dtypes, verify)
         return
-    if checkpoint is None:
-        raise ConfigError("--checkpoint RUN is required: the run directory or checkpoint file to export")
+    if source is None:
+        raise ConfigError("--checkpoint RUN (a run directory or checkpoint file) or --generator MODULE:CALLABLE "
+                          "is required: the generator to export")
     if "triton" in formats:
         from gantool.export.triton import TritonSpec, export_triton
 
@@ -72,7 +80,7 @@ def export(
         spec = TritonSpec(max_batch_size=1024 if max_batch_size is None else max_batch_size,
                           instances=1 if instances is None else instances, kind=kind or "auto",
                           optimize=optimize, dtype=dtypes[0])
-        models = export_triton(checkpoint, out, spec, force=force, opset=opset, verify=verify, log=typer.echo)
+        models = export_triton(source, out, spec, force=force, opset=opset, verify=verify, log=typer.echo)
         typer.echo(f"wrote Triton model repository {out}/ ({', '.join(m['triton_model'] for m in models)}); "
                    f"serve it with: tritonserver --model-repository {Path(out).resolve()}")
         return
@@ -82,7 +90,7 @@ def export(
         from gantool.export.quantize import Quantization
 
         quant = Quantization(quantization or "static", calibration_samples)
-    entries = export_artifacts(checkpoint, formats, out, dtypes=dtypes, opset=opset, device=device,
+    entries = export_artifacts(source, formats, out, dtypes=dtypes, opset=opset, device=device,
                                verify=verify, force=force, log=typer.echo, quantization=quant)
     if any(e["format"] == "torchscript" for e in entries):
         typer.echo(deprecation_notice())
@@ -91,7 +99,7 @@ def export(
                + ("" if verify else "; parity not checked (--no-verify)"))
 
 
-def _export_web(out: Path, checkpoint: Optional[Path], exported: Optional[Path], ort_web: Optional[Path],
+def _export_web(out: Path, checkpoint: object, exported: Optional[Path], ort_web: Optional[Path],
                 force: bool, seed: int, dtypes: list[str], verify: bool) -> None:
     from gantool.export.web import build_site
 
@@ -109,14 +117,20 @@ def verify(
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Reference checkpoint; default: the manifest's source.")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the parity report as JSON here.")] = None,
     image: Annotated[Optional[Path], typer.Option("--image", help="Write a PNG: each artifact beside eager, with |difference|.")] = None,
-    distribution: Annotated[int, typer.Option("--distribution", help="Also compare the digits each artifact draws on this many fixed z against eager (classifier FID delta, class histogram); 0 = off.")] = 0,
+    distribution: Annotated[int, typer.Option("--distribution", help="Also compare the digits each artifact draws on this many fixed z against eager (classifier FID delta, class histogram; for images other than 1x28x28, a seeded random-conv feature space); 0 = off.")] = 0,
+    generator: GeneratorOpt = None,
+    weights: WeightsOpt = None,
+    latent_dim: LatentDimOpt = None,
+    img_shape: ImgShapeOpt = None,
+    value_range: ValueRangeOpt = None,
 ) -> None:
     """Check every exported artifact against PyTorch eager fp32; exit 1 when any fails."""
     from gantool.checkpoint import atomic_write_text
     from gantool.verify.artifacts import verify_exported
 
     check_writable((json_path, "--json"), (image, "--image"))  # before minutes of parity work, not after
-    report = verify_exported(exported, checkpoint)
+    source = generator_source(checkpoint, generator, weights, latent_dim, img_shape, value_range)
+    report = verify_exported(exported, source)
     for line in report.lines():
         typer.echo(line)
     if json_path is not None:
@@ -125,13 +139,13 @@ def verify(
     if image is not None:
         from gantool.sample import exported_comparison
 
-        exported_comparison(exported, report.checkpoint, image)
+        exported_comparison(exported, report.source, image)
         typer.echo(f"image: {image}")
     # Further checks (e.g. distribution parity through gantool.quality.metrics) go here, before the verdict.
     if distribution > 0:
         from gantool.verify.artifacts import format_distribution, verify_distribution
 
-        dist = verify_distribution(exported, report.checkpoint, n=distribution,
+        dist = verify_distribution(exported, report.source, n=distribution,
                                    progress=lambda msg: typer.echo(msg, err=True))
         for r in dist:
             typer.echo(format_distribution(r))
@@ -149,16 +163,26 @@ def verify(
 @app.command()
 @user_errors
 def sample(
-    source: Annotated[Path, typer.Option("--from", help="Checkpoint, run directory or exported artifact.")],
+    source: Annotated[Optional[Path], typer.Option("--from", help="Checkpoint, run directory or exported artifact.")] = None,
     out: Annotated[Path, typer.Option("--out", help="PNG file for the grid.")] = Path("grid.png"),
     n: Annotated[int, typer.Option("--n", help="Number of images.")] = 64,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the latent vectors.")] = 0,
     backend: Annotated[Optional[str], typer.Option("--backend", help="Runner backend; default: from the file type.")] = None,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when present) | cpu | cuda: device of the runner.")] = "auto",
+    generator: GeneratorOpt = None,
+    weights: WeightsOpt = None,
+    latent_dim: LatentDimOpt = None,
+    img_shape: ImgShapeOpt = None,
+    value_range: ValueRangeOpt = None,
 ) -> None:
     """Draw a grid of n samples through the same loading code as verify and bench."""
     from gantool.sample import sample_grid
 
     check_writable((out, "--out"))
-    path = sample_grid(source, out, n=n, seed=seed, backend=backend, device=device)
-    typer.echo(f"wrote {n} samples from {source} to {path}")
+    if generator is not None and source is not None:
+        raise ConfigError("give --from PATH or --generator MODULE:CALLABLE, not both")
+    src = generator_source(None, generator, weights, latent_dim, img_shape, value_range) if generator else source
+    if src is None:
+        raise ConfigError("give --from PATH (checkpoint, run directory or exported artifact) or --generator MODULE:CALLABLE")
+    path = sample_grid(src, out, n=n, seed=seed, backend=backend, device=device)
+    typer.echo(f"wrote {n} samples from {generator or source} to {path}")

@@ -12,13 +12,15 @@ import importlib
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
 from gantool.errors import ConfigError, OutputError, first_line
-from gantool.config import ModelConfig
 from gantool.export.spec import ExportSpec, Format
+
+if TYPE_CHECKING:
+    from gantool.source import GeneratorSource
 
 FORMAT_NAMES = ("onnx", "torchscript", "aoti")
 DTYPE_NAMES = ("fp32", "fp16", "bf16", "int8")  # int8: ONNX only, quantized by ONNX Runtime
@@ -87,7 +89,7 @@ def plan(formats: list[str], dtypes: list[str], device: torch.device,
 
 
 def export_artifacts(
-    checkpoint: str | Path,
+    checkpoint: "str | Path | GeneratorSource",
     formats: list[str],
     out_dir: str | Path,
     dtypes: list[str] = ["fp32"],  # noqa: B006 (read only)
@@ -100,14 +102,17 @@ def export_artifacts(
 ) -> list[dict[str, Any]]:
     """Write each (format, dtype) artifact atomically, record it in the manifest, then check parity.
 
+    `checkpoint`: a gantool checkpoint (path) or any gantool.source.GeneratorSource (a user's generator).
     `quantization` (gantool.export.quantize.Quantization) says how int8 is made; default static QDQ.
     Returns the manifest entries written. Raises a ParityError (after recording the result) when
     `verify` finds an artifact that does not compute what the checkpoint computes. Artifacts of
     another checkpoint already in `out_dir` are refused (OutputError) unless `force`.
     """
-    from gantool.checkpoint import load_generator, resolve_checkpoint_path, sha256_file
+    from gantool.checkpoint import sha256_file
     from gantool.device import parse_dtype, resolve_device
     from gantool.export import manifest as mf
+    from gantool.model import flops_per_sample
+    from gantool.source import generator_source
 
     say = log or (lambda msg: None)
     dev = resolve_device(device)
@@ -117,9 +122,11 @@ def export_artifacts(
     for why in skipped:
         say(f"skipping {why}")
     out = Path(out_dir)
-    g, cfg, _ = load_generator(checkpoint, device="cpu")  # refuses unsafe / truncated files first
-    ckpt = resolve_checkpoint_path(checkpoint).resolve()
-    spec = ExportSpec.from_config(cfg, ckpt, sha256_file(ckpt))
+    source = generator_source(checkpoint)
+    loaded = source.load("cpu")  # refuses unsafe / truncated files, broken user modules first
+    g, record = loaded.module, source.record()
+    ckpt = source.checkpoint
+    spec = ExportSpec.from_contract(loaded.contract, str(ckpt or source.label), source.identity, record)
     _check_writable(out)
     doc = mf.read_or_empty(out)
     stale: list[str] = []
@@ -129,18 +136,20 @@ def export_artifacts(
         stale = [e["file"] for e in doc["artifacts"]]
         if not force:
             raise OutputError(
-                f"{out} holds {len(stale)} artifact(s) exported from another checkpoint "
-                f"({doc.get('source_checkpoint', '?')}): {', '.join(stale)}; exporting {ckpt} here would "
+                f"{out} holds {len(stale)} artifact(s) exported from another generator "
+                f"({doc.get('source_checkpoint') or (doc.get('source') or {}).get('generator', '?')}): "
+                f"{', '.join(stale)}; exporting {ckpt or source.label} here would "
                 f"delete them; use --force to replace them, or another --out")
         doc["artifacts"] = []
-    doc.update(source_checkpoint=str(spec.source_checkpoint), source_sha256=spec.source_sha256,
-               latent_dim=spec.latent_dim, img_shape=list(spec.img_shape), value_range=list(spec.value_range))
+    doc.update(source_checkpoint=str(ckpt) if ckpt else None, source_sha256=spec.source_sha256, source=record,
+               latent_dim=spec.latent_dim, img_shape=list(spec.img_shape), value_range=list(spec.value_range),
+               flops_per_sample=flops_per_sample(g, spec.latent_dim))
 
     written: list[dict[str, Any]] = []
     for fmt, dtype in jobs:
         where = dev if fmt.device_specific else torch.device("cpu")
         entry_device = where.type if fmt.device_specific else "any"
-        module = _copy_to(g, cfg, where, parse_dtype("fp32" if dtype == "int8" else dtype))  # int8: quantized from fp32
+        module = _copy_to(g, where, parse_dtype("fp32" if dtype == "int8" else dtype))  # int8: quantized from fp32
         path = out / artifact_name(fmt, dtype, entry_device)
         say(f"exporting {fmt.name} {dtype} -> {path}")
         t0 = time.perf_counter()
@@ -154,7 +163,7 @@ def export_artifacts(
             "inputs": [{"name": spec.input_name, "shape": spec.input_shape, "dtype": io_dtype}],
             "outputs": [{"name": spec.output_name, "shape": spec.output_shape, "dtype": io_dtype}],
             "latent_dim": spec.latent_dim, "value_range": list(spec.value_range),
-            "source_checkpoint": str(spec.source_checkpoint), "source_sha256": spec.source_sha256,
+            "source_checkpoint": str(ckpt) if ckpt else None, "source_sha256": spec.source_sha256,
             "export_seconds": round(seconds, 3),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "versions": {"torch": torch.__version__, **extra.pop("versions", {})},
@@ -169,13 +178,13 @@ def export_artifacts(
     for f in replaced:
         (out / f).unlink(missing_ok=True)
     if stale:
-        say(f"--force: replaced {len(stale)} artifact(s) exported from another checkpoint"
+        say(f"--force: replaced {len(stale)} artifact(s) exported from another generator"
             + (f" (deleted {', '.join(replaced)})" if replaced else ""))
 
     if verify and written:
         from gantool.verify.artifacts import verify_exported
 
-        report = verify_exported(out, checkpoint, only={mf.entry_key(e) for e in written})
+        report = verify_exported(out, source, only={mf.entry_key(e) for e in written})
         for line in report.lines():
             say(line)
         report.raise_if_failed()
@@ -184,12 +193,10 @@ def export_artifacts(
     return [e for e in doc["artifacts"] if mf.entry_key(e) in keys]
 
 
-def _copy_to(g: torch.nn.Module, cfg: ModelConfig, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    from gantool.model import Generator
+def _copy_to(g: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    import copy
 
-    m = Generator(cfg)
-    m.load_state_dict(g.state_dict())
-    return m.to(device, dtype).eval()
+    return copy.deepcopy(g).to(device, dtype).eval()
 
 
 def _write_atomically(fmt: Format, module: torch.nn.Module, spec: ExportSpec, path: Path, dtype: str,

@@ -25,10 +25,17 @@ class ExportSpec:
     output_name: str = "images"
     batch_dim: str = "N"
     value_range: tuple[float, float] = VALUE_RANGE
+    provenance: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)  # gantool.source record
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, checkpoint: str | Path, sha256: str) -> "ExportSpec":
         return cls(cfg.latent_dim, tuple(cfg.img_shape), str(checkpoint), sha256)
+
+    @classmethod
+    def from_contract(cls, contract: Any, source: str, sha256: str, record: dict[str, Any] | None = None) -> "ExportSpec":
+        """The spec of a gantool.source.Contract; `record`: the source's provenance (embedded too)."""
+        return cls(contract.latent_dim, tuple(contract.img_shape), source, sha256,
+                   value_range=tuple(contract.value_range), provenance=dict(record or {}))
 
     @property
     def input_shape(self) -> list[Any]:
@@ -56,6 +63,8 @@ class ExportSpec:
             "gantool.input": self.input_name,
             "gantool.output": self.output_name,
             "gantool.source_sha256": self.source_sha256,
+            **{f"gantool.source.{k}": str(v) for k, v in self.provenance.items()
+               if k in ("kind", "generator", "file", "file_sha256", "weights", "weights_sha256", "checkpoint") and v},
             "gantool.version": gantool.__version__,
             "torch.version": torch.__version__,
         }

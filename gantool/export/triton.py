@@ -248,14 +248,20 @@ def _torchscript_signature(path: Path):
     """The forward argument name, and dims/dtype of a batch-2 call (TorchScript keeps no output names)."""
     import torch
 
-    from gantool.export.torchscript import quiet_jit
+    import json
 
+    from gantool.export.torchscript import EXTRA_FILE, quiet_jit
+
+    extra = {EXTRA_FILE: ""}
     with quiet_jit():
-        m = torch.jit.load(str(path), map_location="cpu")
+        m = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     arg = m.forward.schema.arguments[1]
     dtype = next(m.parameters()).dtype
     names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-    latent = next(m.parameters()).shape[1]  # the first Linear's weight: (hidden, latent)
+    try:  # the z size the archive was exported with (any generator: MLP, conv, the user's)
+        latent = int(json.loads(extra[EXTRA_FILE])["gantool.latent_dim"])
+    except (ValueError, KeyError, TypeError):
+        latent = next(m.parameters()).shape[1]  # an archive without gantool's metadata: the seed MLP's first Linear
     with torch.inference_mode():
         y = m(torch.zeros(2, latent, dtype=dtype))
     return (arg.name, [latent], names[dtype]), (None, list(y.shape[1:]), names[y.dtype])

@@ -44,6 +44,8 @@ def _import_all() -> None:
 
 def backend_for_path(path: str | Path) -> str:
     """Infer the backend from an artifact's suffix; a run dir or .pt checkpoint means eager."""
+    if not isinstance(path, (str, Path)):
+        return "eager"  # a GeneratorSource (a user generator) runs in PyTorch
     p = Path(path)
     suffix = "".join(p.suffixes[-1:]).lower()
     if p.is_dir() or p.name.endswith(".ckpt") or p.name == "checkpoint.pt":
@@ -59,7 +61,7 @@ def load_runner(
     backend = backend or backend_for_path(source)
     if backend not in _REGISTRY:
         raise ConfigError(f"unknown backend {backend!r}; choose one of: {', '.join(sorted(_REGISTRY))}")
-    if not getattr(_REGISTRY[backend], "remote", False) and not Path(source).exists():
+    if isinstance(source, (str, Path)) and not getattr(_REGISTRY[backend], "remote", False) and not Path(source).exists():
         raise ArtifactError(f"not found: {source}")
     if backend_for_path(source) == "ort" and backend in TORCH_BACKENDS:
         runs = "PyTorch checkpoints" if backend.startswith(("eager", "compile")) else f"{backend} artifacts"

@@ -22,6 +22,19 @@ class RunnerInfo:
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def value_range(self) -> tuple[float, float]:
+        """The generator's output range: its contract, else the artifact's gantool.value_range metadata, else [-1, 1]."""
+        if self.extra.get("value_range"):
+            lo, hi = self.extra["value_range"]
+            return float(lo), float(hi)
+        text = (self.extra.get("metadata") or {}).get("gantool.value_range")
+        try:
+            lo, hi = (float(v) for v in text.split(","))
+            return lo, hi
+        except (AttributeError, ValueError):
+            return -1.0, 1.0
+
 
 class Runner:
     """z (N, latent) -> images (N, C, H, W). Subclasses implement prepare/run and set `info`."""

@@ -150,6 +150,7 @@ class OrtRunner(_OrtBase):
         self.info = RunnerInfo("ort", "cpu", name, latent, shape, str(path),
                                {"providers": self.session.get_providers(), "threads": settings.threads or 0,
                                 "options": {**settings.record(), **split(settings.options or {})[0]},
+                                "metadata": dict(self.session.get_modelmeta().custom_metadata_map),
                                 **quantization_of(self.session.get_modelmeta().custom_metadata_map)})
 
     def prepare(self, z: torch.Tensor) -> np.ndarray:

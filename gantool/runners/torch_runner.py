@@ -1,31 +1,37 @@
-"""PyTorch eager and torch.compile runners, built from a checkpoint."""
+"""PyTorch eager and torch.compile runners, built from a checkpoint or a user generator (gantool.source)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from gantool.checkpoint import load_generator
 from gantool.device import dtype_name, parse_dtype, resolve_device
 from gantool.runners.base import ModuleRunner, Runner, RunnerInfo, register
+
+if TYPE_CHECKING:
+    from gantool.source import GeneratorSource
 
 
 class TorchRunner(ModuleRunner):
     """G in eager mode (or compiled) on `device`, weights and input cast to `dtype`."""
 
-    def __init__(self, checkpoint: str | Path, device: str = "cpu", dtype: str = "fp32",
+    def __init__(self, checkpoint: "str | Path | GeneratorSource", device: str = "cpu", dtype: str = "fp32",
                  compile_mode: str | None = None, ema: bool = True):
+        from gantool.source import generator_source
+
         dev = resolve_device(device)
         self.dtype = parse_dtype(dtype)
-        g, cfg, _ = load_generator(checkpoint, ema=ema, device=dev)
-        g = g.to(self.dtype)
+        src = generator_source(checkpoint)
+        loaded = src.load(dev, ema=ema)
+        g, c = loaded.module.to(self.dtype), loaded.contract
         self.module = torch.compile(g, mode=compile_mode, dynamic=True) if compile_mode else g
         backend = "eager" if compile_mode is None else ("compile" if compile_mode == "default" else f"compile-{compile_mode}")
         # reduce-overhead on CUDA replays cudagraph trees: bench captures before timing and
         # checks parity on a replay (warm-up, record, replay = Runner.capture_calls).
         self.graph = compile_mode == "reduce-overhead" and dev.type == "cuda"
-        self.info = RunnerInfo(backend, str(dev), dtype_name(self.dtype), cfg.latent_dim, cfg.img_shape, str(checkpoint))
+        self.info = RunnerInfo(backend, str(dev), dtype_name(self.dtype), c.latent_dim, c.img_shape, src.label,
+                               {"value_range": list(c.value_range)})
 
 
 @register("eager")

@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
 from gantool.errors import ArtifactError, GantoolError
+
+if TYPE_CHECKING:
+    from gantool.source import GeneratorSource
 from gantool.runners import Runner, load_runner
 from gantool.verify.compare import (BATCH_SIZES, REL_FLOOR, TOLERANCES, ChecksumError, LoadError, MetadataError,
                                     ParityError, ParityResult, ShapeError, verify_runner)
@@ -17,7 +20,7 @@ from gantool.verify.compare import (BATCH_SIZES, REL_FLOOR, TOLERANCES, Checksum
 # onnx.TensorProto FLOAT / FLOAT16 / BFLOAT16 of z; an int8 file takes float32 z
 _ONNX_ELEM = {"fp32": 1, "fp16": 10, "bf16": 16, "int8": 1}
 # An int8 file holds its weights as int8 initializers feeding one of these (QDQ or dynamic).
-_INT8_OPS = {"DequantizeLinear", "MatMulInteger", "QLinearMatMul", "QGemm"}
+_INT8_OPS = {"DequantizeLinear", "MatMulInteger", "QLinearMatMul", "QGemm", "ConvInteger", "QLinearConv"}
 
 
 def check_entry(out: Path, entry: dict[str, Any], reference: Runner, ckpt_sha: str,
@@ -38,7 +41,7 @@ def check_entry(out: Path, entry: dict[str, Any], reference: Runner, ckpt_sha: s
         fail(ChecksumError(f"{entry['file']}: SHA-256 {sha[:12]}... does not match the manifest's "
                            f"{entry['sha256'][:12]}... (the file changed after export)"))
     if entry.get("source_sha256") != ckpt_sha:
-        fail(MetadataError(f"{entry['file']} was exported from checkpoint {str(entry.get('source_sha256'))[:12]}..., "
+        fail(MetadataError(f"{entry['file']} was exported from generator {str(entry.get('source_sha256'))[:12]}..., "
                            f"not from the one given ({ckpt_sha[:12]}...)"))
     if entry["device"] == "cuda" and not torch.cuda.is_available():
         result.skipped = "compiled for cuda; this machine has no CUDA device"
@@ -134,7 +137,7 @@ def _onnx_graph(path: Path, dtype: str, latent: int, img: list[int]) -> list[Par
 def _holds_int8_weights(g: Any) -> bool:
     import onnx
 
-    int8 = {t.name for t in g.initializer if t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) and len(t.dims) == 2}
+    int8 = {t.name for t in g.initializer if t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) and len(t.dims) in (2, 4)}  # Linear / Gemm weights, (transposed) conv filters
     return any(n.op_type in _INT8_OPS and set(n.input) & int8 for n in g.node)
 
 
@@ -146,6 +149,7 @@ class ParityReport:
     checkpoint: str
     results: list[ParityResult]
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    source: Any = field(default=None, repr=False)  # the gantool.source.GeneratorSource compared against
 
     @property
     def passed(self) -> bool:
@@ -172,29 +176,42 @@ class ParityReport:
                               f"({'; '.join(self.lines()) or 'the manifest lists none'})")
 
 
-def verify_exported(out_dir: str | Path, checkpoint: str | Path | None = None, only: set | None = None,
+def reference_source(out: Path, doc: dict[str, Any], given: "str | Path | GeneratorSource | None") -> "GeneratorSource":
+    """The generator to compare against: the one given, else the one the manifest records (a checkpoint,
+    or a user generator re-imported from its recorded path and checked against its recorded sha256)."""
+    from gantool.errors import CheckpointError
+    from gantool.source import GeneratorSource, generator_source, source_of_manifest
+
+    if isinstance(given, GeneratorSource):
+        return given
+    try:
+        src = generator_source(given) if given is not None else source_of_manifest(doc)
+    except CheckpointError as e:
+        if "not found" not in str(e):
+            raise
+        raise ArtifactError(f"source checkpoint {given or doc.get('source_checkpoint')} not found; "
+                            "pass --checkpoint RUN") from None
+    if src is None:
+        raise ArtifactError(f"{out}/manifest.json names no source generator; pass --checkpoint or --generator")
+    return src
+
+
+def verify_exported(out_dir: str | Path, checkpoint: "str | Path | GeneratorSource | None" = None, only: set | None = None,
                     batch_sizes: tuple[int, ...] = BATCH_SIZES, seed: int = 0) -> ParityReport:
     """Check every artifact listed in out_dir/manifest.json; records each result back in the manifest."""
-    from gantool.checkpoint import resolve_checkpoint_path, sha256_file
     from gantool.export import manifest as mf
 
     out = Path(out_dir)
     doc = mf.read_manifest(out)
-    source = checkpoint or doc.get("source_checkpoint")
-    if not source:
-        raise ArtifactError(f"{out}/manifest.json names no source checkpoint; pass --checkpoint")
-    try:
-        ckpt = resolve_checkpoint_path(source)
-    except GantoolError:
-        raise ArtifactError(f"source checkpoint {source} not found; pass --checkpoint RUN") from None
-    reference = load_runner(ckpt, "eager", device="cpu", dtype="fp32")
-    ckpt_sha = sha256_file(ckpt)
+    source = reference_source(out, doc, checkpoint)
+    reference = load_runner(source, "eager", device="cpu", dtype="fp32")
+    ckpt_sha = source.identity
     results = []
     for entry in doc["artifacts"]:
         if only is not None and mf.entry_key(entry) not in only:
             continue
         results.append(check_entry(out, entry, reference, ckpt_sha, batch_sizes, seed))
-    report = ParityReport(str(out), str(ckpt), results)
+    report = ParityReport(str(out), str(source.checkpoint or source.label), results, source=source)
     _record(out, report, only)
     return report
 
@@ -219,7 +236,7 @@ def _record(out: Path, report: ParityReport, only: set | None) -> None:
         pass
 
 
-def verify_distribution(exported: str | Path, checkpoint: str | Path, n: int = 2000, seed: int = 0,
+def verify_distribution(exported: str | Path, checkpoint: "str | Path | GeneratorSource", n: int = 2000, seed: int = 0,
                         dataset: str | None = None, data_dir: str | Path = "data",
                         progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """distribution_parity of eager fp32 against every artifact in an export directory's manifest.
@@ -232,9 +249,15 @@ def verify_distribution(exported: str | Path, checkpoint: str | Path, n: int = 2
 
     out = Path(exported)
     doc = mf.read_manifest(out)
-    reference = load_runner(checkpoint, "eager", device="cpu", dtype="fp32")
+    from gantool.source import generator_source
+
+    source = generator_source(checkpoint)
+    reference = load_runner(source, "eager", device="cpu", dtype="fp32")
+    if tuple(reference.info.img_shape) != (1, 28, 28):
+        raise ArtifactError(f"--distribution compares digits with an MNIST classifier: it needs 1x28x28 images, "
+                            f"this generator makes {'x'.join(map(str, reference.info.img_shape))}")
     # Parity compares digits and FID in the primary space only: the second classifier is not needed.
-    q = QualityReference(dataset or dataset_of(checkpoint) or "mnist-5k", data_dir, spaces=(PRIMARY,), progress=progress)
+    q = QualityReference(dataset or (dataset_of(source.checkpoint) if source.checkpoint else None) or "mnist-5k", data_dir, spaces=(PRIMARY,), progress=progress)
     results = []
     for entry in doc["artifacts"]:
         if entry.get("device") == "cuda" and not torch.cuda.is_available():

@@ -1,0 +1,349 @@
+"""Where a generator comes from: a gantool checkpoint, or the user's own nn.Module.
+
+    src = generator_source("runs/tuned")                              # a run dir / checkpoint.pt
+    src = UserSource("my_gens.py:make", weights="g.pt")                # file.py:CALLABLE
+    src = UserSource("mypkg.models:make", latent_dim=64)               # MODULE:CALLABLE on sys.path
+    g = src.load("cpu")            # -> Loaded(module in eval mode, contract, model_config)
+
+Every command that needs the PyTorch generator (export, eager/compile bench rows, the parity
+reference, sample, eval) opens it through one GeneratorSource. A source is recorded in an export's
+manifest (`record()`); `from_record()` re-imports it from there and refuses, in one line, a file
+that is gone or whose sha256 changed since the export.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gantool.config import VALUE_RANGE, ModelConfig
+from gantool.errors import ArtifactError, GeneratorError, first_line
+
+CHECK_BATCH = 4  # the seeded forward check: rows 0..3 of latent(seed 0)
+RANGE_SLACK = 1e-3  # outputs may pass the declared bounds by this much (float rounding of a Tanh)
+
+
+@dataclass(frozen=True)
+class Contract:
+    """What a generator promises: z (N, latent_dim) float32 -> (N, *img_shape) float32 in value_range."""
+
+    latent_dim: int
+    img_shape: tuple[int, int, int]
+    value_range: tuple[float, float] = VALUE_RANGE
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"latent_dim": self.latent_dim, "img_shape": list(self.img_shape), "value_range": list(self.value_range)}
+
+
+@dataclass
+class Loaded:
+    module: nn.Module  # eval mode, on the device asked for, float32
+    contract: Contract
+    model_config: ModelConfig | None = None  # None for a user generator
+    payload: dict[str, Any] | None = None  # the checkpoint's dict (None for a user generator)
+
+
+class GeneratorSource:
+    """A generator that can be (re)built: `load()`, an `identity` hash, a `label`, a manifest `record()`."""
+
+    kind: str
+    label: str
+
+    def load(self, device: str | torch.device = "cpu", ema: bool = True) -> Loaded:
+        raise NotImplementedError
+
+    @property
+    def identity(self) -> str:
+        """sha256 that names these weights and code: a manifest of one generator holds one identity."""
+        raise NotImplementedError
+
+    def record(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @property
+    def checkpoint(self) -> Path | None:
+        return None
+
+
+class CheckpointSource(GeneratorSource):
+    """A gantool checkpoint (run dir or checkpoint.pt): its ModelConfig rebuilds the generator."""
+
+    kind = "checkpoint"
+
+    def __init__(self, path: str | Path):
+        from gantool.checkpoint import resolve_checkpoint_path
+
+        self.path = resolve_checkpoint_path(path).resolve()
+        self.label = str(path)
+        self._sha: str | None = None
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path
+
+    @property
+    def identity(self) -> str:
+        from gantool.checkpoint import sha256_file
+
+        if self._sha is None:
+            self._sha = sha256_file(self.path)
+        return self._sha
+
+    def load(self, device: str | torch.device = "cpu", ema: bool = True) -> Loaded:
+        from gantool.checkpoint import load_generator
+
+        g, cfg, payload = load_generator(self.path, ema=ema, device=device)
+        return Loaded(g, Contract(cfg.latent_dim, tuple(cfg.img_shape)), cfg, payload)
+
+    def record(self) -> dict[str, Any]:
+        return {"kind": "checkpoint", "checkpoint": str(self.path), "sha256": self.identity}
+
+
+class UserSource(GeneratorSource):
+    """The user's generator: `target` is MODULE:CALLABLE or path/to/file.py:CALLABLE; CALLABLE() returns
+    an nn.Module mapping z (N, latent_dim) to (N, C, H, W). The contract is read from the module's
+    `latent_dim`, `img_shape`, `value_range` attributes, else from the arguments given here; an image
+    shape given nowhere is read off the seeded check's output. `weights`: a state_dict file or a
+    checkpoint holding one under `state_dict` / `generator`."""
+
+    kind = "user"
+
+    def __init__(self, target: str, weights: str | Path | None = None, latent_dim: int | None = None,
+                 img_shape: tuple[int, ...] | None = None, value_range: tuple[float, float] | None = None,
+                 expect: dict[str, Any] | None = None):
+        module, sep, attr = target.rpartition(":")
+        if not sep or not module or not attr:
+            raise GeneratorError(f"--generator {target!r}: give MODULE:CALLABLE or path/to/file.py:CALLABLE")
+        self.target, self.module_name, self.attr = target, module, attr
+        self.is_file = module.endswith(".py") or "/" in module or "\\" in module
+        if self.is_file:
+            p = Path(module)
+            if not p.is_file():
+                raise GeneratorError(f"generator file not found: {module}")
+            self.file: Path | None = p.resolve()
+        else:
+            self.file = None  # found on import
+        self.weights = Path(weights).resolve() if weights is not None else None
+        if weights is not None and not Path(weights).is_file():
+            raise GeneratorError(f"--weights file not found: {weights}")
+        self.declared = {"latent_dim": latent_dim, "img_shape": tuple(img_shape) if img_shape else None,
+                         "value_range": tuple(value_range) if value_range else None}
+        self.expect = expect or {}  # hashes recorded at export: a changed file is refused
+        self.label = target
+        self._record: dict[str, Any] | None = None
+
+    # --- building ---------------------------------------------------------------------------------
+    def _import(self) -> Any:
+        if self.is_file:
+            assert self.file is not None
+            name = "gantool_user_" + hashlib.sha256(str(self.file).encode()).hexdigest()[:12]
+            spec = importlib.util.spec_from_file_location(name, self.file)
+            if spec is None or spec.loader is None:
+                raise GeneratorError(f"cannot import {self.module_name}: not a Python source file")
+            mod = importlib.util.module_from_spec(spec)
+            sys.path.insert(0, str(self.file.parent))  # the file's own imports of its neighbours
+            try:
+                spec.loader.exec_module(mod)
+            except Exception as e:
+                raise GeneratorError(f"cannot import {self.module_name}: {type(e).__name__}: {first_line(e)}") from None
+            finally:
+                sys.path.remove(str(self.file.parent))
+            return mod
+        try:
+            mod = importlib.import_module(self.module_name)
+        except Exception as e:
+            raise GeneratorError(f"cannot import module {self.module_name!r}: {type(e).__name__}: {first_line(e)}") from None
+        self.file = Path(mod.__file__).resolve() if getattr(mod, "__file__", None) else None
+        return mod
+
+    def _build(self) -> nn.Module:
+        from gantool.checkpoint import sha256_file
+
+        if self.is_file:
+            self._check_recorded("file", self.file, "generator source file")
+        mod = self._import()
+        if self.file is not None and not self.is_file:
+            self._check_recorded("file", self.file, "generator source file")
+        fn = getattr(mod, self.attr, None)
+        if fn is None:
+            raise GeneratorError(f"{self.module_name} has no {self.attr!r} (--generator {self.target})")
+        if not callable(fn):
+            raise GeneratorError(f"{self.module_name}:{self.attr} is not callable (it is a {type(fn).__name__})")
+        try:
+            # Seeded: without --weights, the module's own init is its weights, and every command that
+            # rebuilds it (export, the parity reference, bench) must get the same ones.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                g = fn()
+        except Exception as e:
+            raise GeneratorError(f"{self.module_name}:{self.attr}() raised {type(e).__name__}: {first_line(e)}") from None
+        if not isinstance(g, nn.Module):
+            raise GeneratorError(f"{self.module_name}:{self.attr}() returned a {type(g).__name__}, not a torch.nn.Module")
+        self._file_sha = sha256_file(self.file) if self.file is not None else None
+        return g
+
+    def _check_recorded(self, key: str, path: Path | None, what: str) -> None:
+        """A source re-opened from a manifest must be the code / weights that were exported."""
+        from gantool.checkpoint import sha256_file
+
+        want = self.expect.get(f"{key}_sha256")
+        if not want:
+            return
+        if path is None or not path.is_file():
+            raise ArtifactError(f"the {what} {self.expect.get(key) or path} recorded at export is gone; "
+                                f"pass --generator/--weights to name where it is now")
+        have = sha256_file(path)
+        if have != want:
+            raise ArtifactError(f"the {what} {path} changed since the export (sha256 {want[:12]}... then, "
+                                f"{have[:12]}... now); re-export, or restore it")
+
+    def _load_weights(self, g: nn.Module) -> str | None:
+        from gantool.checkpoint import sha256_file
+
+        if self.weights is None:
+            return None
+        self._check_recorded("weights", self.weights, "weights file")
+        try:
+            obj = torch.load(self.weights, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise GeneratorError(f"--weights {self.weights}: unreadable ({type(e).__name__}: {first_line(e)})") from None
+        if isinstance(obj, dict):
+            for key in ("state_dict", "generator"):
+                if isinstance(obj.get(key), dict):
+                    obj = obj[key]
+                    break
+        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise GeneratorError(f"--weights {self.weights}: not a state_dict (a dict of tensors), nor a "
+                                 "checkpoint with a 'state_dict' or 'generator' key")
+        from gantool.checkpoint import strip_compile_prefix
+
+        state = strip_compile_prefix(obj)
+        own = g.state_dict()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        if missing or unexpected:
+            parts = []
+            if missing:
+                parts.append(f"missing {', '.join(missing[:3])}" + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""))
+            if unexpected:
+                parts.append(f"unexpected {', '.join(unexpected[:3])}" + (f" (+{len(unexpected) - 3} more)" if len(unexpected) > 3 else ""))
+            raise GeneratorError(f"--weights {self.weights} do not fit {self.target}: keys {'; '.join(parts)}")
+        for k, v in state.items():
+            if own[k].shape != v.shape:
+                raise GeneratorError(f"--weights {self.weights} do not fit {self.target}: {k} has shape "
+                                     f"{tuple(v.shape)}, the module's is {tuple(own[k].shape)}")
+        g.load_state_dict(state)
+        return sha256_file(self.weights)
+
+    def _contract(self, g: nn.Module) -> tuple[int, tuple[int, ...] | None, tuple[float, float] | None]:
+        out: dict[str, Any] = {}
+        for key, flag in (("latent_dim", "--latent-dim"), ("img_shape", "--img-shape"), ("value_range", "--value-range")):
+            attr, given = getattr(g, key, None), self.declared[key]
+            if attr is not None:
+                try:
+                    attr = int(attr) if key == "latent_dim" else tuple(int(v) if key == "img_shape" else float(v) for v in attr)
+                except (TypeError, ValueError):
+                    raise GeneratorError(f"{self.target}: the module's {key} attribute {attr!r} is not "
+                                         f"{'an int' if key == 'latent_dim' else 'a sequence of numbers'}") from None
+                if given is not None and given != attr:
+                    raise GeneratorError(f"{flag} {given} contradicts the module's {key} attribute {attr}")
+            out[key] = attr if attr is not None else given
+        if out["latent_dim"] is None:
+            raise GeneratorError(f"{self.target}: the module has no latent_dim attribute; pass --latent-dim N")
+        if out["img_shape"] is not None and len(out["img_shape"]) != 3:
+            raise GeneratorError(f"{self.target}: img_shape {out['img_shape']} is not C,H,W")
+        return out["latent_dim"], out["img_shape"], out["value_range"]
+
+    def _check(self, g: nn.Module, latent_dim: int, img_shape: tuple[int, ...] | None,
+               value_range: tuple[float, float]) -> tuple[int, int, int]:
+        """One forward pass on seeded z before any work: names what was expected and what came out."""
+        from gantool.noise import latent
+
+        z = latent(CHECK_BATCH, 0, latent_dim)
+        try:
+            with torch.no_grad():
+                y = g(z)
+        except Exception as e:
+            raise GeneratorError(f"{self.target}: forward on a seeded z of shape ({CHECK_BATCH}, {latent_dim}) raised "
+                                 f"{type(e).__name__}: {first_line(e)}") from None
+        if not isinstance(y, torch.Tensor):
+            raise GeneratorError(f"{self.target}: forward returned a {type(y).__name__}, not a tensor of images")
+        want = (CHECK_BATCH, *img_shape) if img_shape else None
+        if y.dim() != 4 or (want and tuple(y.shape) != want):
+            raise GeneratorError(f"{self.target}: forward on z ({CHECK_BATCH}, {latent_dim}) returned shape "
+                                 f"{tuple(y.shape)}; expected {want or f'({CHECK_BATCH}, C, H, W)'}")
+        if y.dtype != torch.float32:
+            raise GeneratorError(f"{self.target}: forward returned {y.dtype}; expected torch.float32")
+        if not torch.isfinite(y).all():
+            raise GeneratorError(f"{self.target}: forward on a seeded z returned NaN or Inf")
+        lo, hi = value_range
+        if y.min().item() < lo - RANGE_SLACK or y.max().item() > hi + RANGE_SLACK:
+            raise GeneratorError(f"{self.target}: outputs span [{y.min().item():.4g}, {y.max().item():.4g}], outside the "
+                                 f"value range [{lo:g}, {hi:g}]; pass --value-range LO,HI or set value_range on the module")
+        return tuple(y.shape[1:])  # type: ignore[return-value]
+
+    def load(self, device: str | torch.device = "cpu", ema: bool = True) -> Loaded:
+        g = self._build()
+        weights_sha = self._load_weights(g)
+        g = g.float().eval()
+        latent_dim, img_shape, value_range = self._contract(g)
+        value_range = value_range or VALUE_RANGE
+        shape = self._check(g, latent_dim, img_shape, value_range)
+        contract = Contract(latent_dim, shape, tuple(value_range))
+        self._record = {"kind": "user", "generator": self.target,
+                        "file": str(self.file) if self.file else None, "file_sha256": self._file_sha,
+                        "weights": str(self.weights) if self.weights else None, "weights_sha256": weights_sha,
+                        "class": f"{type(g).__module__}.{type(g).__qualname__}",
+                        "img_shape_from": "declared" if img_shape else "output", **contract.to_dict()}
+        return Loaded(g.to(device), contract)
+
+    @property
+    def identity(self) -> str:
+        rec = self.record()  # the code and weights, not where they lie: a re-opened record has the same identity
+        what = [None if self.is_file else self.module_name, self.attr, rec["file_sha256"], rec["weights_sha256"]]
+        return hashlib.sha256(json.dumps(what).encode()).hexdigest()
+
+    def record(self) -> dict[str, Any]:
+        if self._record is None:
+            self.load("cpu")
+        assert self._record is not None
+        return dict(self._record)
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> "UserSource":
+        """Re-open the generator an export recorded: from the file it named, checked against its sha256."""
+        target = rec["generator"]
+        module, _, attr = target.rpartition(":")
+        if rec.get("file") and (module.endswith(".py") or "/" in module):
+            target = f"{rec['file']}:{attr}"  # the absolute path: works from any working directory
+            if not Path(rec["file"]).is_file():
+                raise ArtifactError(f"the generator source file {rec['file']} recorded at export is gone; "
+                                    f"pass --generator/--weights to name where it is now")
+        if rec.get("weights") and not Path(rec["weights"]).is_file():
+            raise ArtifactError(f"the weights file {rec['weights']} recorded at export is gone; "
+                                f"pass --generator/--weights to name where it is now")
+        return cls(target, rec.get("weights"), rec.get("latent_dim"), tuple(rec["img_shape"]),
+                   tuple(rec["value_range"]), expect=rec)
+
+
+def generator_source(src: "str | Path | GeneratorSource") -> GeneratorSource:
+    """A GeneratorSource as is; a path is a gantool checkpoint (run dir or .pt file)."""
+    return src if isinstance(src, GeneratorSource) else CheckpointSource(src)
+
+
+def source_of_manifest(doc: dict[str, Any]) -> GeneratorSource | None:
+    """The generator an export directory's manifest says it came from (None when it names none)."""
+    rec = doc.get("source")
+    if isinstance(rec, dict) and rec.get("kind") == "user":
+        return UserSource.from_record(rec)
+    path = (rec or {}).get("checkpoint") if isinstance(rec, dict) else None
+    path = path or doc.get("source_checkpoint")
+    return CheckpointSource(path) if path else None

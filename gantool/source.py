@@ -3,7 +3,7 @@
     src = generator_source("runs/tuned")                              # a run dir / checkpoint.pt
     src = UserSource("my_gens.py:make", weights="g.pt")                # file.py:CALLABLE
     src = UserSource("mypkg.models:make", latent_dim=64)               # MODULE:CALLABLE on sys.path
-    g = src.load("cpu")            # -> Loaded(module in eval mode, contract, model_config)
+    g = src.load("cpu")            # -> Loaded(module in eval mode, contract)
 
 Every command that needs the PyTorch generator (export, eager/compile bench rows, the parity
 reference, sample, eval) opens it through one GeneratorSource. A source is recorded in an export's
@@ -24,11 +24,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from gantool.config import VALUE_RANGE, ModelConfig
+from gantool.config import VALUE_RANGE
 from gantool.errors import ArtifactError, GeneratorError, first_line
 
 CHECK_BATCH = 4  # the seeded forward check: rows 0..3 of latent(seed 0)
 RANGE_SLACK = 1e-3  # outputs may pass the declared bounds by this much (float rounding of a Tanh)
+
+
+def _gone(what: str, path: object) -> ArtifactError:
+    return ArtifactError(f"the {what} {path} recorded at export is gone; pass --generator/--weights to name where it is now")
 
 
 @dataclass(frozen=True)
@@ -47,14 +51,11 @@ class Contract:
 class Loaded:
     module: nn.Module  # eval mode, on the device asked for, float32
     contract: Contract
-    model_config: ModelConfig | None = None  # None for a user generator
-    payload: dict[str, Any] | None = None  # the checkpoint's dict (None for a user generator)
 
 
 class GeneratorSource:
     """A generator that can be (re)built: `load()`, an `identity` hash, a `label`, a manifest `record()`."""
 
-    kind: str
     label: str
 
     def load(self, device: str | torch.device = "cpu", ema: bool = True) -> Loaded:
@@ -75,8 +76,6 @@ class GeneratorSource:
 
 class CheckpointSource(GeneratorSource):
     """A gantool checkpoint (run dir or checkpoint.pt): its ModelConfig rebuilds the generator."""
-
-    kind = "checkpoint"
 
     def __init__(self, path: str | Path):
         from gantool.checkpoint import resolve_checkpoint_path
@@ -100,8 +99,8 @@ class CheckpointSource(GeneratorSource):
     def load(self, device: str | torch.device = "cpu", ema: bool = True) -> Loaded:
         from gantool.checkpoint import load_generator
 
-        g, cfg, payload = load_generator(self.path, ema=ema, device=device)
-        return Loaded(g, Contract(cfg.latent_dim, tuple(cfg.img_shape)), cfg, payload)
+        g, cfg, _ = load_generator(self.path, ema=ema, device=device)
+        return Loaded(g, Contract(cfg.latent_dim, tuple(cfg.img_shape)))
 
     def record(self) -> dict[str, Any]:
         return {"kind": "checkpoint", "checkpoint": str(self.path), "sha256": self.identity}
@@ -113,8 +112,6 @@ class UserSource(GeneratorSource):
     `latent_dim`, `img_shape`, `value_range` attributes, else from the arguments given here; an image
     shape given nowhere is read off the seeded check's output. `weights`: a state_dict file or a
     checkpoint holding one under `state_dict` / `generator`."""
-
-    kind = "user"
 
     def __init__(self, target: str, weights: str | Path | None = None, latent_dim: int | None = None,
                  img_shape: tuple[int, ...] | None = None, value_range: tuple[float, float] | None = None,
@@ -198,8 +195,7 @@ class UserSource(GeneratorSource):
         if not want:
             return
         if path is None or not path.is_file():
-            raise ArtifactError(f"the {what} {self.expect.get(key) or path} recorded at export is gone; "
-                                f"pass --generator/--weights to name where it is now")
+            raise _gone(what, self.expect.get(key) or path)
         have = sha256_file(path)
         if have != want:
             raise ArtifactError(f"the {what} {path} changed since the export (sha256 {want[:12]}... then, "
@@ -325,11 +321,9 @@ class UserSource(GeneratorSource):
         if rec.get("file") and (module.endswith(".py") or "/" in module):
             target = f"{rec['file']}:{attr}"  # the absolute path: works from any working directory
             if not Path(rec["file"]).is_file():
-                raise ArtifactError(f"the generator source file {rec['file']} recorded at export is gone; "
-                                    f"pass --generator/--weights to name where it is now")
+                raise _gone("generator source file", rec["file"])
         if rec.get("weights") and not Path(rec["weights"]).is_file():
-            raise ArtifactError(f"the weights file {rec['weights']} recorded at export is gone; "
-                                f"pass --generator/--weights to name where it is now")
+            raise _gone("weights file", rec["weights"])
         return cls(target, rec.get("weights"), rec.get("latent_dim"), tuple(rec["img_shape"]),
                    tuple(rec["value_range"]), expect=rec)
 

@@ -172,6 +172,13 @@ def test_bad_user_generators_get_one_line_and_write_nothing(conv_file, tmp_path,
     assert not out.exists() or not any(out.iterdir())
 
 
+def test_sample_refuses_generator_options_without_a_generator(conv_file, tmp_path, exported_dir):
+    out = tmp_path / "grid.png"
+    assert_one_line_error(run("sample", "--from", exported_dir / "generator.fp32.onnx", "--weights", conv_file,
+                              "--out", out), "give --generator")
+    assert not out.exists()
+
+
 def test_forward_that_raises_is_named(tmp_path):
     p = tmp_path / "g.py"
     p.write_text("from torch import nn\nclass G(nn.Module):\n    latent_dim = 8\n"

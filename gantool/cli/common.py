@@ -112,7 +112,7 @@ ValueRangeOpt = Annotated[Optional[str], typer.Option(
     help="--generator's output range, when the module has no value_range attribute. Default: -1,1.")]
 
 
-def generator_source(checkpoint: Optional[Path], generator: Optional[str], weights: Optional[Path] = None,
+def source_from_options(checkpoint: Optional[Path], generator: Optional[str], weights: Optional[Path] = None,
                      latent_dim: Optional[int] = None, img_shape: Optional[str] = None,
                      value_range: Optional[str] = None):
     """--checkpoint as given (a path, or None), or a gantool.source.UserSource for --generator."""

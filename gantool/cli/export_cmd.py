@@ -9,7 +9,7 @@ import typer
 
 from gantool.cli.app import app
 from gantool.cli.common import (GeneratorOpt, ImgShapeOpt, LatentDimOpt, ValueRangeOpt, WeightsOpt, check_writable,
-                                generator_source, parse_choice_list, user_errors)
+                                parse_choice_list, source_from_options, user_errors)
 from gantool.errors import ConfigError
 
 FORMATS = ["onnx", "torchscript", "aoti", "all", "web", "triton"]
@@ -51,7 +51,7 @@ def export(
     from gantool.export.torchscript import deprecation_notice
 
     check_writable((out, "--out"), directory=True)
-    source = generator_source(checkpoint, generator, weights, latent_dim, img_shape, value_range)
+    source = source_from_options(checkpoint, generator, weights, latent_dim, img_shape, value_range)
     formats = parse_choice_list(format, FORMATS, "format")
     dtypes = parse_choice_list(dtype, DTYPES, "dtype")
     if "web" in formats or "triton" in formats:
@@ -117,7 +117,7 @@ def verify(
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Reference checkpoint; default: the manifest's source.")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the parity report as JSON here.")] = None,
     image: Annotated[Optional[Path], typer.Option("--image", help="Write a PNG: each artifact beside eager, with |difference|.")] = None,
-    distribution: Annotated[int, typer.Option("--distribution", help="Also compare the digits each artifact draws on this many fixed z against eager (classifier FID delta, class histogram; for images other than 1x28x28, a seeded random-conv feature space); 0 = off.")] = 0,
+    distribution: Annotated[int, typer.Option("--distribution", help="Also compare the digits each artifact draws on this many fixed z against eager (classifier FID delta, class histogram; 1x28x28 generators only); 0 = off.")] = 0,
     generator: GeneratorOpt = None,
     weights: WeightsOpt = None,
     latent_dim: LatentDimOpt = None,
@@ -129,7 +129,7 @@ def verify(
     from gantool.verify.artifacts import verify_exported
 
     check_writable((json_path, "--json"), (image, "--image"))  # before minutes of parity work, not after
-    source = generator_source(checkpoint, generator, weights, latent_dim, img_shape, value_range)
+    source = source_from_options(checkpoint, generator, weights, latent_dim, img_shape, value_range)
     report = verify_exported(exported, source)
     for line in report.lines():
         typer.echo(line)
@@ -179,9 +179,10 @@ def sample(
     from gantool.sample import sample_grid
 
     check_writable((out, "--out"))
-    if generator is not None and source is not None:
+    user = source_from_options(None, generator, weights, latent_dim, img_shape, value_range)  # refuses a stray --weights
+    if user is not None and source is not None:
         raise ConfigError("give --from PATH or --generator MODULE:CALLABLE, not both")
-    src = generator_source(None, generator, weights, latent_dim, img_shape, value_range) if generator else source
+    src = user or source
     if src is None:
         raise ConfigError("give --from PATH (checkpoint, run directory or exported artifact) or --generator MODULE:CALLABLE")
     path = sample_grid(src, out, n=n, seed=seed, backend=backend, device=device)

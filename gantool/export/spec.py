@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from gantool.config import VALUE_RANGE, ModelConfig
+from gantool.config import VALUE_RANGE
 
 # Export batch >= 2: a batch of 1 would let the tracer specialise N to the constant 1.
 EXAMPLE_BATCH = 4
@@ -26,10 +25,6 @@ class ExportSpec:
     batch_dim: str = "N"
     value_range: tuple[float, float] = VALUE_RANGE
     provenance: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)  # gantool.source record
-
-    @classmethod
-    def from_config(cls, cfg: ModelConfig, checkpoint: str | Path, sha256: str) -> "ExportSpec":
-        return cls(cfg.latent_dim, tuple(cfg.img_shape), str(checkpoint), sha256)
 
     @classmethod
     def from_contract(cls, contract: Any, source: str, sha256: str, record: dict[str, Any] | None = None) -> "ExportSpec":

@@ -147,11 +147,11 @@ class OrtRunner(_OrtBase):
         self.in_name, self.out_name, art, latent, shape = _describe(self.session, path)
         name = resolve_artifact_dtype(dtype, art, path)
         self.np_dtype, _ = io_types(name)
+        meta = dict(self.session.get_modelmeta().custom_metadata_map)
         self.info = RunnerInfo("ort", "cpu", name, latent, shape, str(path),
                                {"providers": self.session.get_providers(), "threads": settings.threads or 0,
                                 "options": {**settings.record(), **split(settings.options or {})[0]},
-                                "metadata": dict(self.session.get_modelmeta().custom_metadata_map),
-                                **quantization_of(self.session.get_modelmeta().custom_metadata_map)})
+                                "metadata": meta, **quantization_of(meta)})
 
     def prepare(self, z: torch.Tensor) -> np.ndarray:
         return np.ascontiguousarray(z.detach().cpu().numpy().astype(self.np_dtype, copy=False))

@@ -278,3 +278,41 @@ def test_each_dtype_is_checked_against_its_own_tolerance(exported_dir, checkpoin
         if r.dtype != "fp32":
             assert 0 < r.max_abs < r.tolerance.atol  # real rounding error, inside its own bound
             assert r.max_abs > TOLERANCES["fp32"].atol  # and fp32's bound would have failed it
+
+
+def test_a_skip_never_hides_a_failure_already_found(exported_dir, tmp_path):
+    """One good CPU artifact beside a CUDA entry whose bytes changed (or that names another
+    checkpoint) must fail on a machine without CUDA: checksum, provenance and the declared contract
+    are checked for every entry on every machine; only loading and the numbers are skipped."""
+    if torch.cuda.is_available():
+        pytest.skip("the case is a machine without CUDA")
+    out = tmp_path / "exp"
+    shutil.copytree(exported_dir, out)
+    doc = json.loads((out / "manifest.json").read_text())
+    ts = next(e for e in doc["artifacts"] if e["format"] == "torchscript" and e["dtype"] == "fp32")
+    ts["device"] = "cuda"  # as if traced on a GPU machine and copied here
+    (out / "manifest.json").write_text(json.dumps(doc))
+    clean = verify_exported(out)
+    assert clean.passed, clean.lines()  # an untouched CUDA entry is skipped, the rest pass
+    (cuda_result,) = [r for r in clean.results if r.name == ts["file"]]
+    assert cuda_result.skipped and cuda_result.acceptable and not cuda_result.failures
+
+    with open(out / ts["file"], "ab") as f:
+        f.write(b"\0")  # bytes changed after export
+    report = verify_exported(out)
+    (r,) = [r for r in report.results if r.name == ts["file"]]
+    assert r.skipped and not r.acceptable and [f.kind for f in r.failures] == ["checksum"]
+    assert not report.passed and "FAIL (checksum)" in r.summary() and "values not compared" in r.summary()
+    with pytest.raises(ChecksumError, match="1 of"):
+        report.raise_if_failed()
+
+    _rehash(out, ts["file"])
+    doc = json.loads((out / "manifest.json").read_text())
+    for e in doc["artifacts"]:
+        if e["file"] == ts["file"]:
+            e["source_sha256"] = "0" * 64  # another checkpoint's artifact
+            e["outputs"][0]["shape"] = ["N", 3, 28, 28]  # and a contract that is not the generator's
+    (out / "manifest.json").write_text(json.dumps(doc))
+    report = verify_exported(out)
+    (r,) = [r for r in report.results if r.name == ts["file"]]
+    assert {f.kind for f in r.failures} == {"metadata", "shape"} and not report.passed

@@ -134,6 +134,11 @@ class ParityResult:
         return self.skipped is None and not self.failures and bool(self.batches)
 
     @property
+    def acceptable(self) -> bool:
+        """Passed, or only its numerical comparison was skipped; a skip never hides a failure found."""
+        return not self.failures and (self.passed or self.skipped is not None)
+
+    @property
     def max_abs(self) -> float:
         return max((b.max_abs for b in self.batches), default=float("nan"))
 
@@ -159,14 +164,15 @@ class ParityResult:
         return sum(b.nonfinite for b in self.batches)
 
     def summary(self) -> str:
-        if self.skipped:
+        if self.skipped and not self.failures:
             return f"{self.name}: skipped ({self.skipped})"
         if self.passed:
             sqnr = f"  SQNR {self.sqnr_db:.1f} dB" if self.tolerance.min_sqnr_db is not None and self.sqnr_db else ""
             return (f"{self.name}: pass  max abs {self.max_abs:.2e}  max rel {self.max_rel:.2e}  "
                     f"p99.9 abs {self.p999_abs:.2e}{sqnr}  (atol {self.tolerance.atol:g}, {self.dtype})")
         kinds = ", ".join(dict.fromkeys(f.kind for f in self.failures)) or "no batches checked"
-        return f"{self.name}: FAIL ({kinds}): {self.failures[0] if self.failures else ''}"
+        skipped = f" (values not compared: {self.skipped})" if self.skipped else ""
+        return f"{self.name}: FAIL ({kinds}): {self.failures[0] if self.failures else ''}{skipped}"
 
     def to_dict(self) -> dict[str, Any]:
         def num(v: float) -> float | None:

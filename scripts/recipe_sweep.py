@@ -36,6 +36,18 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lr4-125": {"epochs": 125, "lr": 4e-4},  # 11,250 steps at the 9,000-step recipe's lr
     "lr5-125": {"epochs": 125, "lr": 5e-4},  # a still faster lr: the default since (gantool.config.TUNED)
     "cw15-125": {"epochs": 125, "lr": 4e-4, "class_weight": 1.5},  # a stronger "be nameable" pull
+    # The conv G (issue 22): the dcgan recipe as it stands, then with the tuned recipe's D (pack 2, class
+    # head), smoothing and EMA on a narrower G that fits 12,500 steps in the 10-minute budget.
+    "dcgan": {"recipe": "dcgan"},
+    "dcg-tricks": {"recipe": "dcgan", "epochs": 125, "batch_size": 50, "lr": 2e-4, "label_smoothing": 0.1,
+                   "class_weight": 1.0, "model": {"g_channels": (64, 32), "d_pack": 2, "d_classes": 10}},
+    "dcg-tricks-lr4": {"recipe": "dcgan", "epochs": 125, "batch_size": 50, "lr": 4e-4, "label_smoothing": 0.1,
+                       "class_weight": 1.0, "model": {"g_channels": (64, 32), "d_pack": 2, "d_classes": 10}},
+    "dcg-cw2": {"recipe": "dcgan", "epochs": 125, "batch_size": 50, "lr": 4e-4, "label_smoothing": 0.1,
+                "class_weight": 2.0, "model": {"g_channels": (64, 32), "d_pack": 2, "d_classes": 10}},
+    "dcg-250-decay": {"recipe": "dcgan", "epochs": 250, "batch_size": 50, "lr": 4e-4, "label_smoothing": 0.1,
+                      "class_weight": 1.0, "lr_decay": 0.3,
+                      "model": {"g_channels": (64, 32), "d_pack": 2, "d_classes": 10}},
 }
 
 
@@ -50,9 +62,11 @@ def run_one(name: str, seed: int, out: Path, threads: int) -> dict[str, Any]:
 
     torch.set_num_threads(threads)
     run = out / f"{name}-s{seed}"
-    overrides = BASE | VARIANTS[name]
+    overrides = dict(VARIANTS[name])
+    recipe = overrides.pop("recipe", "tuned")
+    overrides = (BASE if recipe == "tuned" else {}) | overrides  # BASE is the tuned sweep's lr
     model = overrides.pop("model", None)
-    model_cfg, cfg = resolve_configs("tuned", model=model, seed=seed, device="cpu", **overrides)
+    model_cfg, cfg = resolve_configs(recipe, model=model, seed=seed, device="cpu", **overrides)
     resume = run if (run / CHECKPOINT_NAME).exists() else None
     if resume is not None:
         model_cfg, cfg = resume_configs(run, device="cpu")

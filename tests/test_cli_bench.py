@@ -71,7 +71,7 @@ def test_no_artifacts_for_a_requested_backend_names_the_export(checkpoint_path, 
 
 def test_no_checkpoint_for_eager_is_a_one_line_error(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no ./exported to fall back on
-    assert_one_line_error(invoke("--backends", "eager", *FAST), "needs a checkpoint", "--checkpoint")
+    assert_one_line_error(invoke("--backends", "eager", *FAST), "needs the generator", "--checkpoint")
     assert_one_line_error(invoke("--checkpoint", str(tmp_path / "missing"), "--backends", "eager", *FAST),
                           "checkpoint not found")
 

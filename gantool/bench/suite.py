@@ -22,6 +22,7 @@ from gantool.bench.timing import MODES, BenchResult, Measured, StopRule, check_p
 from gantool.device import INT8_ONLY_ONNX, PRECISIONS, resolve_device
 from gantool.errors import ConfigError, DeviceError, GantoolError, first_line
 from gantool.runners import Runner, load_runner
+from gantool.source import GeneratorSource, generator_source, source_of_manifest
 
 FAILED = ("error", "parity-failed")  # statuses that make `gantool bench` exit non-zero
 
@@ -30,7 +31,7 @@ FAILED = ("error", "parity-failed")  # statuses that make `gantool bench` exit n
 class BenchConfig:
     """What to measure. Empty backends/precisions mean the defaults for the device."""
 
-    checkpoint: Path | None = None
+    checkpoint: "Path | GeneratorSource | None" = None  # a gantool checkpoint or a user generator (gantool.source)
     exported: Path | None = None
     backends: list[str] = field(default_factory=list)
     precisions: list[str] = field(default_factory=list)
@@ -109,19 +110,24 @@ class Bench:
         self.precisions = cfg.precisions or default_precisions(self.dev, self.entries)
         if cfg.precisions == ["int8"] and not set(self.backends) & set(INT8_BACKENDS):
             raise ConfigError(f"--precisions int8 with backends {', '.join(self.backends)}: {INT8_ONLY_ONNX}")
-        self.checkpoint = cfg.checkpoint or self._manifest_checkpoint()
-        check_requested(self.backends, self.explicit, self.entries, cfg.exported, self.checkpoint)
-        if self.checkpoint is None:
-            raise ConfigError("bench checks every backend against eager fp32 and needs the source "
-                              "checkpoint: pass --checkpoint RUN")
+        self.source = generator_source(cfg.checkpoint) if cfg.checkpoint is not None else self._manifest_source()
+        check_requested(self.backends, self.explicit, self.entries, cfg.exported, self.source)
+        if self.source is None:
+            raise ConfigError("bench checks every backend against eager fp32 and needs the source generator: "
+                              "pass --checkpoint RUN or --generator FILE.py:CALLABLE")
         self.peaks = PeakCache()
         self._ref_runner: Runner | None = None
         self._refs: dict[tuple, torch.Tensor] = {}
 
-    def _manifest_checkpoint(self) -> Path | None:
-        """The checkpoint the artifacts were exported from, when it is still on disk."""
-        src = self.manifest.get("source_checkpoint")
-        return Path(src) if src and Path(src).exists() else None
+    def _manifest_source(self) -> GeneratorSource | None:
+        """The generator the artifacts were exported from: a checkpoint still on disk, or the user's
+        generator re-imported from the recorded path (one line when it is gone or changed)."""
+        rec = self.manifest.get("source")
+        if isinstance(rec, dict) and rec.get("kind") == "user":
+            return source_of_manifest(self.manifest)
+        src = (rec or {}).get("checkpoint") if isinstance(rec, dict) else None
+        src = src or self.manifest.get("source_checkpoint")
+        return generator_source(src) if src and Path(src).exists() else None
 
     def reference(self, z: torch.Tensor) -> torch.Tensor:
         """Eager IEEE fp32 output for z, on the bench device when it works there, else on CPU.
@@ -130,7 +136,7 @@ class Bench:
         if key not in self._refs:
             if self._ref_runner is None:
                 dev = self.where if self.dev != "cuda" or torch.cuda.is_available() else "cpu"
-                self._ref_runner = load_runner(self.checkpoint, "eager", device=dev, dtype="fp32")
+                self._ref_runner = load_runner(self.source, "eager", device=dev, dtype="fp32")
             with matmul_precision("fp32"):
                 self._refs[key] = self._ref_runner(z)  # <= 4096 rows (parity_rows): small
         return self._refs[key]
@@ -158,7 +164,7 @@ class Bench:
         why = precision_reason(precision, dev)
         if why:
             return rows(*why)
-        source: Path = self.checkpoint  # type: ignore[assignment]
+        source: Any = self.source
         stored = "fp32" if precision == "tf32" else precision  # tf32 runs the fp32 weights
         if spec.format is not None:
             art = find_artifact(self.entries, self.cfg.exported, spec.format, stored, dev) if self.entries else None
@@ -262,16 +268,16 @@ class Bench:
             torch.cuda.empty_cache()
 
     def run(self) -> dict[str, Any]:
-        from gantool.checkpoint import load_generator, sha256_file, resolve_checkpoint_path
-
         old_threads = torch.get_num_threads()
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
         try:
-            mg, mcfg, _ = load_generator(self.checkpoint)
+            loaded = self.source.load("cpu")
+            contract = loaded.contract
             # FLOPs as torch.utils.flop_counter counts the module (any G); the export recorded the same count
-            self.flops = self.manifest.get("flops_per_sample") or flops_per_sample(mg, mcfg.latent_dim)
-            ckpt = resolve_checkpoint_path(self.checkpoint)
+            self.flops = self.manifest.get("flops_per_sample") or flops_per_sample(loaded.module, contract.latent_dim)
+            del loaded
+            ckpt = self.source.checkpoint
             results: list[BenchResult] = []
             for backend in self.backends:
                 for precision in self.precisions:
@@ -308,9 +314,10 @@ class Bench:
                        "inter_op_threads": c.inter_op_threads, "graph_opt_level": c.graph_opt_level,
                        "ort_options": c.ort_options, "n_inputs": c.n_inputs},
             "environment": env,
-            "model": {"checkpoint": str(ckpt), "checkpoint_sha256": sha256_file(ckpt),
-                      "flops_per_sample": self.flops, "latent_dim": mcfg.latent_dim,
-                      "img_shape": list(mcfg.img_shape)},
+            "model": {"source": self.source.record(), "checkpoint": str(ckpt) if ckpt else None,
+                      "checkpoint_sha256": self.source.identity if ckpt else None,
+                      "flops_per_sample": self.flops, "latent_dim": contract.latent_dim,
+                      "img_shape": list(contract.img_shape)},
             "peaks": [p.to_dict() for p in self.peaks.all()],
             "results": [dict(r.to_dict(), rank=getattr(r, "rank", None)) for r in results],
         }

@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from gantool.cli.app import app
-from gantool.cli.common import check_writable, parse_choice_list, parse_int_list, user_errors
+from gantool.cli.common import (GeneratorOpt, ImgShapeOpt, LatentDimOpt, ValueRangeOpt, WeightsOpt, check_writable,
+                                parse_choice_list, parse_int_list, source_from_options, user_errors)
 from gantool.errors import GantoolError
 
 
@@ -69,7 +70,12 @@ def _percentiles(text: str) -> list[float]:
 @user_errors
 def bench(
     exported: Annotated[Optional[Path], typer.Option(help="Directory of exported artifacts (with manifest.json). Default: ./exported when it exists.")] = None,
-    checkpoint: Annotated[Optional[Path], typer.Option(help="Run dir or checkpoint.pt: eager/compile backends and the parity reference. Default: the manifest's source checkpoint.")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="Run dir or checkpoint.pt: eager/compile backends and the parity reference. Default: the generator the manifest records.")] = None,
+    generator: GeneratorOpt = None,
+    weights: WeightsOpt = None,
+    latent_dim: LatentDimOpt = None,
+    img_shape: ImgShapeOpt = None,
+    value_range: ValueRangeOpt = None,
     backends: Annotated[Optional[str], typer.Option(help="Comma list: eager, compile, compile-reduce-overhead, torchscript, aoti, ort, openvino, ort-cuda, ort-cuda-graph, ort-trt, web (ONNX Runtime Web in headless Chromium; needs scripts/web_deps.sh), triton (needs --url). Default: all that make sense on the device (web and triton only when named).")] = None,
     precisions: Annotated[Optional[str], typer.Option(help="Comma list of fp32 (IEEE everywhere), tf32 (CUDA TF32 tensor cores), bf16, fp16, int8 (ort/openvino on an int8 ONNX file). Default: what the device runs natively (fp32; bf16 where the CPU has avx512_bf16/AMX; tf32, fp16 and bf16 on CUDA sm_80+), plus int8 where an int8 file is exported.")] = None,
     batch_sizes: Annotated[str, typer.Option(help="Comma list of batch sizes (> 0).")] = "1,64,1024,4096",
@@ -128,8 +134,9 @@ def bench(
     if compare is not None:  # bad gate input fails before anything is timed
         band = gate_mod.parse_band(max_regression)
         baseline = gate_mod.read_baseline(compare)
+    source = source_from_options(checkpoint, generator, weights, latent_dim, img_shape, value_range)
     cfg = BenchConfig(
-        checkpoint=checkpoint, exported=exported,
+        checkpoint=source, exported=exported,
         backends=parse_choice_list(backends, list(BACKENDS), "backend") if backends else [],
         precisions=parse_choice_list(precisions, list(PRECISIONS), "precision") if precisions else [],
         batch_sizes=parse_int_list(batch_sizes, "--batch-sizes"), modes=parse_choice_list(modes, list(MODES), "mode"),

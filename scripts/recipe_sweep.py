@@ -48,6 +48,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "dcg-250-decay": {"recipe": "dcgan", "epochs": 250, "batch_size": 50, "lr": 4e-4, "label_smoothing": 0.1,
                       "class_weight": 1.0, "lr_decay": 0.3,
                       "model": {"g_channels": (64, 32), "d_pack": 2, "d_classes": 10}},
+    "dcg-wide": {"recipe": "dcgan", "epochs": 125, "batch_size": 50, "lr": 4e-4, "label_smoothing": 0.1,
+                 "class_weight": 1.0, "lr_decay": 0.3,
+                 "model": {"g_channels": (128, 64), "d_pack": 2, "d_classes": 10}},
+    "dcg-wide-lr2": {"recipe": "dcgan", "epochs": 125, "batch_size": 50, "lr": 2e-4, "label_smoothing": 0.1,
+                     "class_weight": 1.0, "lr_decay": 0.3,
+                     "model": {"g_channels": (128, 64), "d_pack": 2, "d_classes": 10}},
 }
 
 

@@ -16,11 +16,12 @@ def _run(*args: str):
     return CliRunner().invoke(app, ["eval", *args])
 
 
-def _bad(result, fragment: str) -> None:
+def _bad(result, *fragments: str) -> None:
     assert result.exit_code != 0
     err = result.stderr.strip()
     assert err.startswith("error:") and len(err.splitlines()) == 1 and "Traceback" not in result.output
-    assert fragment in err
+    for fragment in fragments:
+        assert fragment in err
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def test_exactly_one_source(checkpoint_path, exported_dir):
 
 def test_not_a_digit_generator(tmp_path):
     small = make_checkpoint(tmp_path / "small.pt", img_size=14)  # G draws 14x14 images
-    _bad(_run("--checkpoint", str(small), "--n", "10"), "not a 28x28 digit generator")
+    _bad(_run("--checkpoint", str(small), "--n", "10"), "makes 1x14x14 images", "do not apply", "--real")
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"this is not an onnx model")
     r = _run("--artifact", str(junk), "--n", "10")

@@ -232,3 +232,78 @@ def test_bench_web_and_triton_take_the_users_generator(conv_file, tmp_path):
     w.write_bytes(w.read_bytes() + b"\0")
     assert_one_line_error(run("bench", "--exported", out, "--backends", "ort", "--batch-sizes", "4",
                               "--device", "cpu"), "changed since the export")
+
+
+def _own_samples(conv_file: Path, w: Path, n: int, seed: int) -> np.ndarray:
+    """Real images for the test: the user's own G on other z, as uint8 pixels (N, H, W, C)."""
+    from gantool.noise import latent
+    from gantool.source import UserSource
+
+    g = UserSource(f"{conv_file}:make", w).load().module
+    with torch.no_grad():
+        x = g(latent(n, seed, 64))
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def test_eval_and_distribution_parity_of_a_3x32x32_generator(conv_file, tmp_path):
+    """Not 1x28x28: eval says the MNIST metrics do not apply and scores in the random-conv space against
+    --real; verify --distribution works without real data, and fails on a broken artifact."""
+    w = _trained_weights(conv_file, tmp_path)
+    gen = ["--generator", f"{conv_file}:make", "--weights", w]
+    assert_one_line_error(run("eval", *gen, "--n", 200), "makes 3x32x32 images", "do not apply", "--real")
+    same = tmp_path / "same.npy"
+    np.save(same, _own_samples(conv_file, w, 1000, seed=7))
+    js = tmp_path / "eval.json"
+    r = run("eval", *gen, "--real", same, "--n", 1000, "--json", js)
+    assert r.exit_code == 0, r.stderr
+    assert "do not apply" in r.stdout and "random-conv features (224-d, untrained)" in r.stdout
+    s = json.loads(js.read_text())
+    sp = s["feature_spaces"]["random-conv"]
+    assert s["img_shape"] == [3, 32, 32] and "recognisability" not in s
+    # scored against its own distribution, the generator sits at the sampling floor...
+    assert sp["fid_over_floor"] < 2.0 and sp["recall"] > 0.5 and s["targets_met"]["fid_over_floor"]
+    noise = tmp_path / "noise.npy"
+    np.save(noise, np.random.default_rng(0).integers(0, 256, (1000, 3, 32, 32), dtype=np.uint8))
+    r = run("eval", *gen, "--real", noise, "--n", 1000, "--json", js)
+    assert r.exit_code == 0, r.stderr
+    far = json.loads(js.read_text())["feature_spaces"]["random-conv"]
+    # ...and against noise it is far from it: the space tells the two apart
+    assert far["fid_over_floor"] > 10 * max(sp["fid_over_floor"], 1.0) and not json.loads(js.read_text())["targets_met"]["fid_over_floor"]
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((200, 1, 28, 28), dtype=np.uint8))
+    assert_one_line_error(run("eval", *gen, "--real", bad, "--n", 100), "the generator makes 3x32x32")
+
+    out = tmp_path / "exp"
+    assert run("export", *gen, "--format", "onnx", "--dtype", "fp32,int8", "--out", out).exit_code == 0
+    r = run("verify", "--exported", out, "--distribution", 500)
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert r.stdout.count("random-conv FID to eager's samples") == 2 and "FAILED" not in r.stdout
+    # swap two output channels of the last conv: every check must see it
+    import onnx
+    from onnx import numpy_helper
+
+    from gantool.checkpoint import sha256_file
+
+    path = out / "generator.fp32.onnx"
+    m = onnx.load(str(path))
+    last = [n for n in m.graph.node if n.op_type == "ConvTranspose"][-1]
+    init = next(t for t in m.graph.initializer if t.name == last.input[1])
+    arr = numpy_helper.to_array(init).copy()
+    arr[:, [0, 1]] = arr[:, [1, 0]]  # ConvTranspose weight (C_in, C_out, kH, kW): red <-> green
+    init.CopyFrom(numpy_helper.from_array(arr, init.name))
+    onnx.save(m, str(path))
+    doc = json.loads((out / "manifest.json").read_text())
+    for e in doc["artifacts"]:
+        if e["file"] == path.name:
+            e["sha256"] = sha256_file(path)
+    (out / "manifest.json").write_text(json.dumps(doc))
+    from gantool.verify.artifacts import verify_distribution
+
+    (dist,) = [d for d in verify_distribution(out, _source_of(out), n=500) if d["candidate"] == path.name]
+    assert not dist["passed"], dist
+
+
+def _source_of(out: Path):
+    from gantool.source import source_of_manifest
+
+    return source_of_manifest(json.loads((out / "manifest.json").read_text()))

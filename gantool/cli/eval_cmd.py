@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from gantool.cli.app import app
-from gantool.cli.common import check_writable, user_errors
+from gantool.cli.common import (GeneratorOpt, ImgShapeOpt, LatentDimOpt, ValueRangeOpt, WeightsOpt, check_writable,
+                                source_from_options, user_errors)
 from gantool.errors import ConfigError
 
 
@@ -16,9 +17,10 @@ ROWS = (("FID", "fid", "{:.2f}"), ("precision", "precision", "{:.3f}"), ("recall
         ("density", "density", "{:.3f}"), ("coverage", "coverage", "{:.3f}"), ("KID", "kid", "{:.4g}"))
 
 
-def _metric_table(spaces: dict) -> list[str]:
+def _metric_table(spaces: dict, untrained: bool = False) -> list[str]:
     """One row a metric, a (sample, real-vs-real) column pair a feature space."""
-    titles = ["{} features ({}-d, acc {:.1%})".format(n, s["features"], s["classifier_accuracy"]) for n, s in spaces.items()]
+    titles = [f"{n} features ({s['features']}-d, untrained)" if untrained else
+              "{} features ({}-d, acc {:.1%})".format(n, s["features"], s["classifier_accuracy"]) for n, s in spaces.items()]
     lines = ["  " + " " * 18 + "".join(f"{t:>32}" for t in titles),
              "  " + " " * 18 + f"{'sample':>16}{'real':>16}" * len(spaces)]
     for label, key, fmt in ROWS:
@@ -31,6 +33,24 @@ def _metric_table(spaces: dict) -> list[str]:
                 cells += [fmt.format(s[key]), fmt.format(s["fid_floor"] if key == "fid" else real[key])]
         lines.append(f"  {label:<18}" + "".join(f"{c:>16}" for c in cells))
     return lines
+
+
+def format_image_scores(s: dict) -> str:
+    """Scores of a generator of any shape: the random-conv space only (gantool.quality.metrics.evaluate_images)."""
+    met, t = s["targets_met"], s["targets"]
+    tick = {True: "ok", False: "below target"}
+    sp = next(iter(s["feature_spaces"].values()))
+    shape = "x".join(map(str, s["img_shape"]))
+    return "\n".join([
+        f"{s['source']} ({s['backend']}, {s['dtype']}): {s['n']} samples of {shape}, seed {s['seed']}, real images {s['dataset']}",
+        f"  not scored       {s['not_applicable']}",
+        *_metric_table(s["feature_spaces"], untrained=True),
+        f"  FID / floor      {sp['fid_over_floor']:.1f}x (target <= {t['fid_over_floor']:.0f}x: {tick[met['fid_over_floor']]})",
+        f"  recall / real    {sp['recall'] / sp['real_vs_real']['recall'] if sp['real_vs_real']['recall'] else 0:.2f}x "
+        f"(target >= {t['recall_over_real']}x: {tick[met['recall_over_real']]})",
+        f"  (random-conv: features of a seeded, untrained 3-layer conv network, comparable only with the real "
+        f"column; real = your real images vs a held-out {s['n_reference']} of them)",
+    ])
 
 
 def format_scores(s: dict) -> str:
@@ -67,6 +87,12 @@ def format_scores(s: dict) -> str:
 def eval_(
     checkpoint: Annotated[Optional[Path], typer.Option(help="Run dir or checkpoint.pt to score (eager PyTorch).")] = None,
     artifact: Annotated[Optional[Path], typer.Option(help="An exported artifact (.onnx, .ts, .pt2) to score.")] = None,
+    generator: GeneratorOpt = None,
+    weights: WeightsOpt = None,
+    latent_dim: LatentDimOpt = None,
+    img_shape: ImgShapeOpt = None,
+    value_range: ValueRangeOpt = None,
+    real: Annotated[Optional[Path], typer.Option(help="Real images to score against (.npy/.npz/.pt, (N, C, H, W) or (N, H, W, C); uint8 pixels or floats in the generator's value range), in a seeded random-conv feature space: the way to score a generator that does not make 1x28x28 digits.")] = None,
     n: Annotated[int, typer.Option("--n", help="Samples to draw (the recipe targets use 10,000).")] = 10_000,
     seed: Annotated[int, typer.Option(help="Seed of the latent vectors z.")] = 0,
     dataset: Annotated[Optional[str], typer.Option(help="Dataset whose classifier and held-out images to use. "
@@ -81,25 +107,41 @@ def eval_(
     The first eval of a dataset trains its two classifiers (mnist-5k: about 10 s on 2 idle CPU cores, minutes on busy ones; progress and time left on stderr) and caches them in $GANTOOL_CACHE (default ~/.cache/gantool). The last stdout line is the scores as compact JSON.
     """
     from gantool.checkpoint import atomic_write_text
-    from gantool.quality.metrics import dataset_of, evaluate_runner
+    from gantool.quality.metrics import NOT_APPLICABLE, dataset_of, evaluate_images, evaluate_runner
     from gantool.runners import load_runner
 
     check_writable((json_path, "--json"))
-    if (checkpoint is None) == (artifact is None):
-        raise ConfigError("give exactly one of --checkpoint RUN or --artifact FILE")
+    source = source_from_options(checkpoint, generator, weights, latent_dim, img_shape, value_range)
+    if sum(x is not None for x in (source, artifact)) != 1:
+        raise ConfigError("give exactly one of --checkpoint RUN, --generator MODULE:CALLABLE or --artifact FILE")
     if n <= 0:
         raise ConfigError(f"--n must be > 0, got {n}")
-    if checkpoint is not None:
-        runner = load_runner(checkpoint, "eager", device=device)
-        dataset = dataset or dataset_of(checkpoint)
+    if real is not None and dataset is not None:
+        raise ConfigError("give --dataset (MNIST-shaped, scored by its classifiers) or --real FILE, not both")
+    if source is not None:
+        runner = load_runner(source, "eager", device=device)
+        dataset = dataset or (dataset_of(checkpoint) if checkpoint is not None else None)
     else:
         runner = load_runner(artifact, backend, device=device, dtype="auto")  # an artifact runs in its own dtype
-    scores = evaluate_runner(runner, dataset or "mnist-5k", data_dir, n=n, seed=seed,
-                             progress=lambda msg: typer.echo(msg, err=True))
+    shape = tuple(runner.info.img_shape)
+    if real is None and shape != (1, 28, 28):
+        raise ConfigError(f"this generator makes {'x'.join(map(str, shape))} images, so {NOT_APPLICABLE}; "
+                          "give --real FILE (real images of that shape) to score FID/KID/precision/recall in a "
+                          "seeded random-conv feature space")
+    if real is not None:
+        from gantool.quality.random_features import load_real_images
+
+        images = load_real_images(real, shape, tuple(runner.info.value_range))
+        scores = evaluate_images(runner, images, real.name, n=n, seed=seed)
+        text = format_image_scores(scores)
+    else:
+        scores = evaluate_runner(runner, dataset or "mnist-5k", data_dir, n=n, seed=seed,
+                                 progress=lambda msg: typer.echo(msg, err=True))
+        text = format_scores(scores)
     from gantool.bench.machine import environment
 
     scores["environment"] = env = environment(runner.device)
-    typer.echo(format_scores(scores))
+    typer.echo(text)
     isa = ",".join(k for k, v in env["cpu_isa"].items() if v) or "none of avx2/avx512/amx"
     typer.echo(f"  machine          {env['device_name']} ({isa}), {env['threads']} threads, torch {env['versions']['torch']}")
     if json_path:

@@ -117,7 +117,7 @@ def verify(
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Reference checkpoint; default: the manifest's source.")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the parity report as JSON here.")] = None,
     image: Annotated[Optional[Path], typer.Option("--image", help="Write a PNG: each artifact beside eager, with |difference|.")] = None,
-    distribution: Annotated[int, typer.Option("--distribution", help="Also compare the digits each artifact draws on this many fixed z against eager (classifier FID delta, class histogram; 1x28x28 generators only); 0 = off.")] = 0,
+    distribution: Annotated[int, typer.Option("--distribution", help="Also compare what each artifact draws on this many fixed z against eager: 1x28x28 generators by the MNIST classifier (FID delta, class histogram, same digit per z), any other shape in a seeded random-conv feature space (FID to eager's samples vs the sampling floor, same nearest image per z); 0 = off.")] = 0,
     generator: GeneratorOpt = None,
     weights: WeightsOpt = None,
     latent_dim: LatentDimOpt = None,
@@ -155,7 +155,7 @@ def verify(
         if bad:
             from gantool.verify.compare import ParityError
 
-            raise ParityError(f"distribution parity failed for {', '.join(bad)} (they draw other digits than eager)")
+            raise ParityError(f"distribution parity failed for {', '.join(bad)} (they draw other images than eager)")
     report.raise_if_failed()
     typer.echo(f"parity: all {sum(r.passed for r in report.results)} checked artifact(s) pass")
 

@@ -104,10 +104,11 @@ def class_scores(probs: torch.Tensor) -> dict[str, Any]:
     }
 
 
-def _check_images(images: torch.Tensor, n: int, what: str) -> torch.Tensor:
-    if images.shape != (n, 1, 28, 28):
-        raise ArtifactError(f"{what} is not a digit generator: it returned shape {tuple(images.shape)}, "
-                            f"expected ({n}, 1, 28, 28)")
+def _check_images(images: torch.Tensor, n: int, what: str, shape: tuple[int, ...] = (1, 28, 28)) -> torch.Tensor:
+    if images.shape != (n, *shape):
+        kind = "a digit generator" if shape == (1, 28, 28) else "the generator its contract says"
+        raise ArtifactError(f"{what} is not {kind}: it returned shape {tuple(images.shape)}, "
+                            f"expected ({n}, {', '.join(map(str, shape))})")
     if not torch.isfinite(images).all():
         raise ArtifactError(f"{what} returned NaN/Inf images")
     return images
@@ -146,12 +147,13 @@ class QualityReference:
         return out
 
 
-def generate(runner, n: int, seed: int) -> torch.Tensor:
-    """n images from any Runner on fixed-seed z, in batches: float32 CPU (n, 1, 28, 28)."""
+def generate(runner, n: int, seed: int, digits: bool = True) -> torch.Tensor:
+    """n images from any Runner on fixed-seed z, in batches: float32 CPU (n, *img_shape); with
+    `digits` the runner must be a 28x28 digit generator (the MNIST classifiers' input)."""
     if n <= 0:
         raise ConfigError(f"--n must be > 0, got {n}")
     shape = tuple(runner.info.img_shape)
-    if shape != (1, 28, 28):
+    if digits and shape != (1, 28, 28):
         raise ArtifactError(f"{runner.info.source or runner.name} is not a 28x28 digit generator "
                             f"(its image shape is {shape})")
     z = latent(n, seed, runner.info.latent_dim)
@@ -162,7 +164,7 @@ def generate(runner, n: int, seed: int) -> torch.Tensor:
     except Exception as e:  # a runtime that rejects our z shape is an artifact that breaks the contract
         raise ArtifactError(f"{runner.name} failed on z of shape (B, {runner.info.latent_dim}): "
                             f"{first_line(e)}") from None
-    return _check_images(images, n, runner.info.source or runner.name)
+    return _check_images(images, n, runner.info.source or runner.name, shape)
 
 
 def evaluate_runner(runner, dataset: str, data_dir: str | Path = "data", n: int = 10_000, seed: int = 0,
@@ -282,3 +284,62 @@ def dataset_of(checkpoint: str | Path) -> str | None:
         if isinstance(d, dict) and d.get("dataset") in DATASETS:
             return d["dataset"]
     return None
+
+
+# --- any image shape: the seeded random-conv feature space (gantool.quality.random_features) ---
+
+NOT_APPLICABLE = ("recognisability, class entropy and the cnn/mlp feature spaces do not apply: they are MNIST digit "
+                  "classifiers, trained on 1x28x28 images")
+RANDOM_HELDOUT = 0.2  # share of the real images held out for FID's statistics (the rest: floor and manifold)
+
+
+def evaluate_images(runner, real: torch.Tensor, real_name: str, n: int = 10_000, seed: int = 0) -> dict[str, Any]:
+    """Score n samples of a generator of any image shape against `real` images (N, C, H, W) in its value
+    range, in the random-conv space: FID beside its floor, precision/recall/density/coverage, KID."""
+    from gantool.quality.random_features import SPACE, RandomConvSpace
+
+    images = generate(runner, n, seed, digits=False)
+    perm = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))
+    held = max(50, int(len(real) * RANDOM_HELDOUT))
+    empty = torch.zeros(0, dtype=torch.long)
+    test, train = (Dataset(real_name, real[idx], empty) for idx in (perm[:held], perm[held:]))
+    space = RandomConvSpace(real.shape[1], runner.info.value_range)
+    s = FeatureSpace(space, train, test, seed).score(images, seed)  # type: ignore[arg-type]
+    out = {"source": runner.info.source, "backend": runner.info.backend, "dtype": runner.info.dtype,
+           "dataset": real_name, "n": n, "seed": seed, "n_reference": len(test), "img_shape": list(real.shape[1:]),
+           "not_applicable": NOT_APPLICABLE, **{k: v for k, v in s.items() if k != "features"},
+           "feature_spaces": {SPACE: s}}
+    out["targets"] = {k: TARGETS[k] for k in ("fid_over_floor", "recall_over_real")}
+    out["targets_met"] = {"fid_over_floor": s["fid_over_floor"] <= TARGETS["fid_over_floor"],
+                          "recall_over_real": s["recall"] >= TARGETS["recall_over_real"] * s["real_vs_real"]["recall"]}
+    return out
+
+
+def nearest_agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Share of rows i whose nearest row of `a` (features of the reference on z_i) is row i itself,
+    seen from b_i (the candidate on the same z_i): 1.0 when the candidate draws the same image per z."""
+    return float((torch.cdist(b, a).argmin(dim=1) == torch.arange(len(b))).double().mean())
+
+
+def distribution_parity_images(reference, candidate, n: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Distribution parity for any image shape, with no real data: in the random-conv space, the
+    candidate's FID against the reference's own statistics (same z) must stay within a quarter of the
+    sampling floor (the reference on other z against the same statistics), and each z's image must be
+    nearest to the reference's image of the same z."""
+    from gantool.quality.random_features import SPACE, RandomConvSpace
+
+    space = RandomConvSpace(reference.info.img_shape[0], reference.info.value_range)
+    fa = space.features(generate(reference, n, seed, digits=False))
+    fb = space.features(generate(candidate, n, seed, digits=False))
+    fid = FID(fa)
+    floor, cand = fid(space.features(generate(reference, n, seed + 1, digits=False))), fid(fb)
+    agreement = nearest_agreement(fa, fb)
+    min_agreement = INT8_MIN_AGREEMENT if candidate.info.dtype == "int8" else PARITY_MIN_AGREEMENT
+    failures = []
+    if cand > PARITY_MAX_FID_DELTA * floor:
+        failures.append(f"FID to eager's samples {cand:.3g} (> {PARITY_MAX_FID_DELTA} x floor {floor:.3g})")
+    if agreement < min_agreement:
+        failures.append(f"only {agreement:.1%} of z give an image nearest to eager's for the same z (< {min_agreement:.0%})")
+    return {"reference": reference.name, "candidate": candidate.name, "n": n, "seed": seed, "space": SPACE,
+            "fid_candidate": cand, "fid_floor": floor, "nn_agreement": agreement,
+            "passed": not failures, "failures": failures}

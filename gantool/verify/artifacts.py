@@ -247,7 +247,7 @@ def verify_distribution(exported: str | Path, checkpoint: "str | Path | Generato
     """
     from gantool.export import manifest as mf
     from gantool.quality.classifier import PRIMARY
-    from gantool.quality.metrics import QualityReference, dataset_of, distribution_parity
+    from gantool.quality.metrics import QualityReference, dataset_of, distribution_parity, distribution_parity_images
 
     out = Path(exported)
     doc = mf.read_manifest(out)
@@ -255,18 +255,21 @@ def verify_distribution(exported: str | Path, checkpoint: "str | Path | Generato
 
     source = generator_source(checkpoint)
     reference = load_runner(source, "eager", device="cpu", dtype="fp32")
-    if tuple(reference.info.img_shape) != (1, 28, 28):
-        raise ArtifactError(f"--distribution compares digits with an MNIST classifier: it needs 1x28x28 images, "
-                            f"this generator makes {'x'.join(map(str, reference.info.img_shape))}")
-    # Parity compares digits and FID in the primary space only: the second classifier is not needed.
-    q = QualityReference(dataset or (dataset_of(source.checkpoint) if source.checkpoint else None) or "mnist-5k", data_dir, spaces=(PRIMARY,), progress=progress)
+    digits = tuple(reference.info.img_shape) == (1, 28, 28)
+    if digits:  # digits and FID in the MNIST classifier's primary space (the second one is not needed)
+        q = QualityReference(dataset or (dataset_of(source.checkpoint) if source.checkpoint else None) or "mnist-5k",
+                             data_dir, spaces=(PRIMARY,), progress=progress)
+    elif dataset is not None:
+        raise ArtifactError(f"--dataset {dataset} is an MNIST-shaped dataset; this generator makes "
+                            f"{'x'.join(map(str, reference.info.img_shape))} images (compared in the random-conv space)")
     results = []
     for entry in doc["artifacts"]:
         if entry.get("device") == "cuda" and not torch.cuda.is_available():
             results.append({"candidate": entry["file"], "skipped": "compiled for cuda; no CUDA device here"})
             continue
         runner = load_runner(out / entry["file"], entry.get("backend"), device=_device(entry), dtype=entry["dtype"])
-        r = distribution_parity(reference, runner, n, seed, quality=q)
+        r = (distribution_parity(reference, runner, n, seed, quality=q) if digits
+             else distribution_parity_images(reference, runner, n, seed))
         results.append({**r, "candidate": entry["file"]})
     return results
 
@@ -275,6 +278,10 @@ def format_distribution(r: dict[str, Any]) -> str:
     if "skipped" in r:
         return f"distribution {r['candidate']}: skipped ({r['skipped']})"
     verdict = "ok" if r["passed"] else "FAILED: " + "; ".join(r["failures"])
+    if r.get("space") == "random-conv":
+        return (f"distribution {r['candidate']}: random-conv FID to eager's samples {r['fid_candidate']:.3g} "
+                f"(floor {r['fid_floor']:.3g}), nearest to eager's image of the same z for {r['nn_agreement']:.1%} "
+                f"of z, on {r['n']} samples: {verdict}")
     return (f"distribution {r['candidate']}: FID {r['fid_candidate']:.3f} vs eager {r['fid_reference']:.3f} "
             f"(delta {r['fid_delta']:.2g}, floor {r['fid_floor']:.3f}), same digit for {r['label_agreement']:.1%} "
             f"of z, class-histogram TV {r['hist_tv']:.3f} on {r['n']} samples: {verdict}")

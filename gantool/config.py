@@ -147,16 +147,20 @@ TUNED = Recipe(
            "ema_decay": 0.999, "class_weight": 1.0},
 )
 
-# The conv G (pytorch/examples' DCGAN sized to 28x28) with the conv D, on DCGAN's own optimiser
-# settings (Adam lr 2e-4, betas (0.5, 0.999), batch 64) plus an EMA of G; measured in docs/quality.md.
+# The conv G (pytorch/examples' DCGAN sized to 28x28, widths 64/32) with the tuned recipe's conv D
+# (PacGAN 2, class head), one-sided smoothing, an EMA of G and a linear lr decay over the last 30 %:
+# the best of the variants in docs/quality.md (scripts/recipe_sweep.py, "dcg-*").
 DCGAN = Recipe(
     name="dcgan",
-    description="DCGAN G (z -> 128@7x7 -> 64@14x14 -> 1@28x28 transposed convolutions with BatchNorm, Tanh) and "
-                "the conv D (32/64 strided 4x4 filters); 60 epochs at batch 64 (4,680 steps, about 4 minutes on 2 "
-                "CPU cores); Adam lr 2e-4, betas (0.5, 0.999), EMA of G 0.999.",
-    epochs=60,
-    model={"g_arch": "dcgan", "g_channels": (128, 64), "d_arch": "conv", "d_channels": (32, 64)},
-    train={"batch_size": 64, "betas": (0.5, 0.999), "lr": 2e-4, "ema_decay": 0.999},
+    description="DCGAN G (z -> 64@7x7 -> 32@14x14 -> 1@28x28 transposed convolutions with BatchNorm, Tanh) and "
+                "the tuned recipe's conv D (32/64 strided 4x4 filters, packs 2, class head); 250 epochs at batch 50 "
+                "(22,500 steps, about 7 minutes on 2 CPU cores); Adam lr 4e-4 falling to 0 over the last 30 %, "
+                "betas (0.5, 0.999), one-sided label smoothing 0.1, EMA of G 0.999.",
+    epochs=250,
+    model={"g_arch": "dcgan", "g_channels": (64, 32), "d_arch": "conv", "d_channels": (32, 64), "d_pack": 2,
+           "d_classes": 10},
+    train={"batch_size": 50, "betas": (0.5, 0.999), "lr": 4e-4, "lr_decay": 0.3, "label_smoothing": 0.1,
+           "ema_decay": 0.999, "class_weight": 1.0},
 )
 
 RECIPES: dict[str, Recipe] = {

@@ -46,9 +46,11 @@ def test_every_variant_is_a_valid_recipe_override():
 
     mod = _module()
     for name, overrides in mod.VARIANTS.items():
-        o = mod.BASE | overrides
-        model_cfg, cfg = resolve_configs("tuned", model=o.pop("model", None), **o)
-        assert cfg.epochs == overrides["epochs"], name
+        o = dict(overrides)
+        recipe = o.pop("recipe", "tuned")
+        o = (mod.BASE if recipe == "tuned" else {}) | o
+        model_cfg, cfg = resolve_configs(recipe, model=o.pop("model", None), **o)
+        assert cfg.epochs == overrides.get("epochs", cfg.epochs) and cfg.recipe == recipe, name
 
 
 def test_unknown_variant_is_one_line(tmp_path):

@@ -338,6 +338,12 @@ def source_of_manifest(doc: dict[str, Any]) -> GeneratorSource | None:
     rec = doc.get("source")
     if isinstance(rec, dict) and rec.get("kind") == "user":
         return UserSource.from_record(rec)
-    path = (rec or {}).get("checkpoint") if isinstance(rec, dict) else None
-    path = path or doc.get("source_checkpoint")
+    path = recorded_checkpoint(doc)
     return CheckpointSource(path) if path else None
+
+
+def recorded_checkpoint(doc: dict[str, Any]) -> str | None:
+    """The checkpoint path a manifest records (its source record, else the older source_checkpoint key)."""
+    rec = doc.get("source")
+    path = rec.get("checkpoint") if isinstance(rec, dict) else None
+    return path or doc.get("source_checkpoint")

@@ -126,12 +126,12 @@ def find_artifact(entries: list[dict[str, Any]], exported: Path, fmt: str, dtype
 
 
 def check_requested(backends: list[str], explicit: bool, entries: list[dict[str, Any]],
-                    exported: Path | None, checkpoint: Any) -> None:
+                    exported: Path | None, source: Any) -> None:
     """Bad input that stops the run before anything is timed (one line each)."""
     for b in backends:
         spec = BACKENDS[b]
         if spec.format is None:
-            if checkpoint is None:
+            if source is None:
                 raise ConfigError(f"backend {b} needs the generator: pass --checkpoint RUN (a run dir or "
                                   "checkpoint.pt) or --generator FILE.py:CALLABLE")
         elif explicit and not any(e["format"] == spec.format for e in entries):

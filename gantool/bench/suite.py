@@ -22,7 +22,7 @@ from gantool.bench.timing import MODES, BenchResult, Measured, StopRule, check_p
 from gantool.device import INT8_ONLY_ONNX, PRECISIONS, resolve_device
 from gantool.errors import ConfigError, DeviceError, GantoolError, first_line
 from gantool.runners import Runner, load_runner
-from gantool.source import GeneratorSource, generator_source, source_of_manifest
+from gantool.source import GeneratorSource, generator_source, recorded_checkpoint, source_of_manifest
 
 FAILED = ("error", "parity-failed")  # statuses that make `gantool bench` exit non-zero
 
@@ -122,12 +122,10 @@ class Bench:
     def _manifest_source(self) -> GeneratorSource | None:
         """The generator the artifacts were exported from: a checkpoint still on disk, or the user's
         generator re-imported from the recorded path (one line when it is gone or changed)."""
-        rec = self.manifest.get("source")
-        if isinstance(rec, dict) and rec.get("kind") == "user":
-            return source_of_manifest(self.manifest)
-        src = (rec or {}).get("checkpoint") if isinstance(rec, dict) else None
-        src = src or self.manifest.get("source_checkpoint")
-        return generator_source(src) if src and Path(src).exists() else None
+        src = recorded_checkpoint(self.manifest)
+        if src is not None and not Path(src).exists():
+            return None  # a checkpoint moved away: --checkpoint names it (the error below says so)
+        return source_of_manifest(self.manifest)
 
     def reference(self, z: torch.Tensor) -> torch.Tensor:
         """Eager IEEE fp32 output for z, on the bench device when it works there, else on CPU.

@@ -43,6 +43,11 @@ class ModelConfig:
     # g_arch existed carry none and load as "mlp".
     g_arch: str = "mlp"
     g_channels: tuple[int, ...] = (128, 64)
+    # Classes G reads from z itself (0 = none; gantool.model.ClassCode): the signs of z's first
+    # CLASS_CODE_BITS coordinates name one of g_classes digits, which G is given as a one-hot beside z
+    # and trained to draw (AC-GAN's loss against D's class head). A z -> image map still: the
+    # artifacts take z alone. Needs d_classes == g_classes.
+    g_classes: int = 0
 
     @property
     def img_shape(self) -> tuple[int, int, int]:

@@ -31,6 +31,39 @@ class Generator(nn.Module):
         return self.net(z).reshape(-1, *self._shape)
 
 
+class ClassCode(nn.Module):
+    """z (B, latent) -> one-hot classes (B, classes), a deterministic function of z.
+
+    A continuous G maps the connected Gaussian onto the data's ten disconnected digit manifolds only by
+    drawing in-between shapes on the way from one to the next; a class read off z lets G jump instead.
+    The class comes from the signs of z's first `bits` coordinates (a code 0..2^bits-1, code * classes
+    // 2^bits): a sign survives every rounding (fp16, bf16, int8 graphs keep z in float), so every
+    artifact picks the same class as eager for the same z. The code, the class and the one-hot comparison
+    are int64 operations: no float arithmetic for a quantizer to approximate. With 10 bits and 10 classes
+    each class has 102 or 103 of the 1,024 codes: probabilities within 0.1 % of uniform.
+    """
+
+    BITS = 10
+
+    def __init__(self, classes: int, latent_dim: int):
+        super().__init__()
+        self.classes, self.bits = classes, min(self.BITS, latent_dim)
+
+    def code(self, z: torch.Tensor) -> torch.Tensor:  # (B, latent) -> (B,) int64 in [0, 2^bits)
+        # Made in forward, not buffers: torch.export cannot unlift non-persistent buffers, and
+        # persistent ones would be weights that a checkpoint could carry wrong.
+        pow2 = 2 ** torch.arange(self.bits, device=z.device)
+        return ((z[:, :self.bits] >= 0).long() * pow2).sum(1)
+
+    def labels(self, z: torch.Tensor) -> torch.Tensor:
+        """The class (B,) int64 that G is asked to draw for each z."""
+        return self.code(z) * self.classes // 2 ** self.bits
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, latent) -> (B, classes) in z's dtype
+        classes = torch.arange(self.classes, device=z.device)
+        return (self.labels(z).unsqueeze(1) == classes).to(z.dtype)
+
+
 class DCGANGenerator(nn.Module):
     """z (B, latent) -> images (B, C, H, W) in [-1, 1]: pytorch/examples' DCGAN G sized to the image.
 
@@ -38,6 +71,7 @@ class DCGANGenerator(nn.Module):
     side S / 2^len(g_channels) (7 for 28, 8 for 32); each further width is a 4x4 stride-2
     ConvTranspose2d + BatchNorm2d + ReLU block that doubles the side; a last stride-2 ConvTranspose2d
     to C channels and Tanh make the image. 28x28 with (128, 64): 100 -> 128@7 -> 64@14 -> 1@28.
+    With cfg.g_classes the one-hot class that ClassCode reads off z enters beside z (100 + 10 maps).
     """
 
     def __init__(self, cfg: ModelConfig = ModelConfig(g_arch="dcgan")):
@@ -45,7 +79,9 @@ class DCGANGenerator(nn.Module):
         self.cfg = cfg
         widths = cfg.g_channels
         start = cfg.img_size // 2 ** len(widths)
-        layers: list[nn.Module] = [nn.ConvTranspose2d(cfg.latent_dim, widths[0], start, 1, 0, bias=False),
+        self.code = ClassCode(cfg.g_classes, cfg.latent_dim) if cfg.g_classes else None
+        self.in_maps = cfg.latent_dim + cfg.g_classes
+        layers: list[nn.Module] = [nn.ConvTranspose2d(self.in_maps, widths[0], start, 1, 0, bias=False),
                                    nn.BatchNorm2d(widths[0]), nn.ReLU(True)]
         for a, b in zip(widths[:-1], widths[1:]):
             layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(True)]
@@ -60,8 +96,10 @@ class DCGANGenerator(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        # (B, latent) -> (B, latent, 1, 1); reshape keeps N dynamic for every exporter.
-        return self.net(z.reshape(-1, self.latent_dim, 1, 1))
+        # (B, latent) -> (B, latent [+ classes], 1, 1); reshape keeps N dynamic for every exporter.
+        if self.code is not None:
+            z = torch.cat([z, self.code(z)], dim=1)
+        return self.net(z.reshape(-1, self.in_maps, 1, 1))
 
 
 # G's builders by ModelConfig.g_arch; validate() checks the name against these keys.
@@ -77,6 +115,10 @@ def g_arch_problem(cfg: ModelConfig) -> str | None:
     """Why `cfg` describes no buildable generator (None when it does)."""
     if cfg.g_arch not in G_ARCHS:
         return f"unknown --arch {cfg.g_arch!r}; choose one of: {', '.join(G_ARCHS)}"
+    if cfg.g_classes and cfg.g_arch != "dcgan":
+        return f"g_classes (a class read from z) is built for g_arch dcgan only, not {cfg.g_arch!r}"
+    if cfg.g_classes < 0 or cfg.g_classes == 1:
+        return f"g_classes must be 0 (off) or >= 2 (got {cfg.g_classes})"
     if cfg.g_arch == "dcgan":
         k = 2 ** len(cfg.g_channels)
         if not cfg.g_channels or min(cfg.g_channels) <= 0 or cfg.img_size % k or cfg.img_size < k:

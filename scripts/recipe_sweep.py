@@ -54,6 +54,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "dcg-wide-lr2": {"recipe": "dcgan", "epochs": 125, "batch_size": 50, "lr": 2e-4, "label_smoothing": 0.1,
                      "class_weight": 1.0, "lr_decay": 0.3,
                      "model": {"g_channels": (128, 64), "d_pack": 2, "d_classes": 10}},
+    # AC-GAN conditioning (gantool.model.ClassCode): G reads a digit class off the signs of z's first 10
+    # coordinates and D's class head teaches it to draw that class, instead of "be nameable".
+    "dcg-ac-125": {"recipe": "dcgan", "epochs": 125, "model": {"g_classes": 10}},
+    "dcg-ac": {"recipe": "dcgan", "model": {"g_classes": 10}},
 }
 
 

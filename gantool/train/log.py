@@ -85,25 +85,27 @@ def _plot(path: Path, series: list[tuple[str, list[float], list[float]]], ylabel
     return path
 
 
-def loss_labels(cfg: Any = None) -> tuple[str, str]:
-    """What d_loss and g_loss hold for this run's options (the trainer's terms, in nats)."""
+def loss_labels(cfg: Any = None, g_classes: int = 0) -> tuple[str, str]:
+    """What d_loss and g_loss hold for this run's options (the trainer's terms, in nats);
+    `g_classes`: G reads a class from z and is asked to draw it (AC-GAN)."""
     smooth = getattr(cfg, "label_smoothing", 0) or 0
     d, g = f"D: BCE(real, {1 - smooth:g}) + BCE(fake, 0)", "G: BCE(D(G(z)), 1)"
     if cfg is not None and getattr(cfg, "top_k", 1) < 1:
         g += " on the top-k samples"
     if cfg is not None and getattr(cfg, "class_weight", 0):
         d += f" + {cfg.class_weight:g} CE(class head, labels)"
-        g += f" + {cfg.class_weight:g} (sample entropy - batch entropy), can go < 0"
+        g += (f" + {cfg.class_weight:g} CE(class head, z's class)" if g_classes
+              else f" + {cfg.class_weight:g} (sample entropy - batch entropy), can go < 0")
     if cfg is not None and getattr(cfg, "r1_gamma", 0):
         d += f" + {cfg.r1_gamma:g}/2 R1"
     return d, g
 
 
-def plot_losses(records: list[dict[str, Any]], path: Path, cfg: Any = None) -> Path | None:
+def plot_losses(records: list[dict[str, Any]], path: Path, cfg: Any = None, g_classes: int = 0) -> Path | None:
     """loss.png: the logged window means of d_loss and g_loss, labelled with the terms they sum."""
     rows = [r for r in records if "d_loss" in r]
     steps = [r["step"] for r in rows]
-    d_label, g_label = loss_labels(cfg)
+    d_label, g_label = loss_labels(cfg, g_classes)
     return _plot(path, [(d_label, steps, [r["d_loss"] for r in rows]),
                         (g_label, steps, [r["g_loss"] for r in rows])],
                  "loss (nats, mean over each log window)", "GAN losses")

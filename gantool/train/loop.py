@@ -230,7 +230,7 @@ def run_loop(t: Trainer, out: Path, metrics: MetricsLog | None, stop, log: Calla
     if main:
         save_grid(t.sampler, t.fixed_noise, samples / "final.png")
         records = metrics.read()
-        plot_losses(records, out / "loss.png", cfg)
+        plot_losses(records, out / "loss.png", cfg, t.model_cfg.g_classes)
         if any("fid" in r.get("eval", {}) for r in records):
             plot_fid(records, out / "fid.png")
     if interrupted:

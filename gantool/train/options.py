@@ -67,6 +67,9 @@ def validate(model: ModelConfig, cfg: TrainConfig, world: int = 1) -> None:
         (model.d_classes >= 0 and cfg.class_weight >= 0, "d_classes and class_weight must be >= 0"),
         ((model.d_classes > 0) == (cfg.class_weight > 0),
          "class_weight > 0 needs a discriminator class head (d_classes > 0) and vice versa"),
+        (not model.g_classes or model.g_classes == model.d_classes,
+         f"g_classes {model.g_classes}: G is trained to draw the class D's head names, so d_classes must "
+         f"equal it (got {model.d_classes})"),
         (cfg.batch_size % model.d_pack == 0, f"--batch-size {cfg.batch_size} is not divisible by the PacGAN pack size {model.d_pack}"),
         (cfg.batch_size % (world * model.d_pack) == 0,
          f"--batch-size {cfg.batch_size} is not divisible by {world} ranks x PacGAN pack {model.d_pack} "

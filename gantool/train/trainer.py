@@ -46,6 +46,7 @@ class Trainer:
         self.provenance = dict(data.provenance)
         torch.manual_seed(cfg.seed)
         self.G = build_generator(model_cfg).to(device)
+        self.G_code = getattr(self.G, "code", None)  # ClassCode when G reads a class from z
         self.D = Discriminator(model_cfg).to(device)
         if dist.enabled:  # the same init on every rank; then each rank its own noise and dropout stream
             torch.manual_seed(rank_seed(cfg.seed, dist.rank))
@@ -126,7 +127,9 @@ class Trainer:
         with amp:
             logits, classes = self._d(fake, frozen=True)
             g_loss = self._g_adversarial(logits)
-            if classes is not None:
+            if classes is not None and self.G_code is not None:  # AC-GAN: draw the class z names
+                g_loss = g_loss + self.cfg.class_weight * F.cross_entropy(classes.float(), self.G_code.labels(z))
+            elif classes is not None:  # CatGAN: be nameable, and all classes appear
                 g_loss = g_loss + self.cfg.class_weight * nameability_loss(classes.float(), self.dist.global_mean)
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler.scale(g_loss).backward()

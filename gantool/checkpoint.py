@@ -14,10 +14,11 @@ import torch
 
 from gantool.config import ModelConfig
 from gantool.errors import CheckpointError, OutputError, first_line
+# torch-free, so the CLI checks paths before it imports torch; re-exported here where they always were
+from gantool.paths import CHECKPOINT_NAME, check_writable, resolve_checkpoint_path  # noqa: F401
 
 FORMAT = "gantool.checkpoint"
 FORMAT_VERSION = 1
-CHECKPOINT_NAME = "checkpoint.pt"
 REQUIRED_KEYS = ("format", "version", "model_config", "generator")
 
 
@@ -30,31 +31,6 @@ def _new_file_mode(path: Path) -> int:
     mask = os.umask(0)  # the only portable way to read the umask: set it, then put it back at once
     os.umask(mask)
     return 0o666 & ~mask
-
-
-def check_writable(path: str | Path, what: str, directory: bool = False) -> Path:
-    """Fail before any work when `path` cannot be written: an existing directory where a file is
-    meant (or a file where a directory is), a parent that is a file, or a folder we may not write.
-
-    Probes the nearest existing folder with a temp file and creates nothing else.
-    """
-    p = Path(path)
-    if directory and p.exists() and not p.is_dir():
-        raise OutputError(f"{what} {p} exists and is not a directory")
-    if not directory and p.is_dir():
-        raise OutputError(f"{what} {p} is a directory; give a file path (e.g. {p / 'NAME'})")
-    folder = p if directory else p.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise OutputError(f"cannot write to {what} {p}: {folder} is not a directory")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".gantool-probe-", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise OutputError(f"cannot write to {what} {p}: {folder}: {e.strerror or e}") from None
-    return p
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -98,16 +74,6 @@ def sha256_file(path: str | Path) -> str:
 def strip_compile_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """torch.compile wraps modules in `_orig_mod.`; checkpoints never carry that prefix."""
     return {k.replace("_orig_mod.", ""): v for k, v in state.items()}
-
-
-def resolve_checkpoint_path(path: str | Path) -> Path:
-    """A run directory means its checkpoint.pt; a file means itself."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / CHECKPOINT_NAME
-    if not p.exists():
-        raise CheckpointError(f"checkpoint not found: {p}")
-    return p
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:

@@ -13,6 +13,11 @@ NORM_STD = 0.5
 VALUE_RANGE = (-1.0, 1.0)
 
 
+# Names the CLI checks before it imports torch; gantool.data and gantool.model hold what they name.
+DATASETS = ("mnist", "mnist-5k", "fashion-mnist")
+G_ARCH_NAMES = ("mlp", "dcgan")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of G and D. Saved inside every checkpoint so load() needs no flags.

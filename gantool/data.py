@@ -11,12 +11,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from gantool.config import NORM_MEAN, NORM_STD
+from gantool.config import DATASETS, NORM_MEAN, NORM_STD
 from gantool.errors import DataError
 
 log = logging.getLogger("gantool.data")
 
-DATASETS = ("mnist", "mnist-5k", "fashion-mnist")
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 

@@ -9,21 +9,9 @@ from typing import Any, Callable, TypeVar
 import torch
 
 from gantool.errors import ConfigError, DeviceError, GantoolError
+from gantool.ranks import QUIET_EXIT_DELAY_S, env_int as _env_int, quiet_rank_exit, speaks  # noqa: F401 (re-exported)
 
 T = TypeVar("T")
-
-
-def _env_int(name: str, default: int) -> int:
-    try:
-        return int(os.environ.get(name, default))
-    except ValueError:
-        return default
-
-
-def speaks() -> bool:
-    """Whether this process prints user-facing lines: always, except a torchrun rank other than 0
-    (every rank validates the same input, so rank 0's one line says it for all of them)."""
-    return _env_int("RANK", 0) == 0
 
 
 def rank_seed(seed: int, rank: int, step: int = 0) -> int:
@@ -269,18 +257,3 @@ def launch(nproc: int, argv: list[str]) -> int:
         # A rank's own code (rank 0's first); the launcher's -15 for ranks it stopped is not one.
         return next((c for r, c in sorted(codes.items()) if c > 0), 1)
     return 0
-
-
-QUIET_EXIT_DELAY_S = 2.0
-
-
-def quiet_rank_exit() -> bool:
-    """On a torchrun rank other than 0 that is about to exit on bad input: wait a moment, so that
-    rank 0 (which found the same problem) prints its line before torchrun stops the job, and say
-    True (print nothing). False on rank 0 and outside torchrun."""
-    import time
-
-    if speaks():
-        return False
-    time.sleep(QUIET_EXIT_DELAY_S)
-    return True

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gantool.config import ModelConfig
+from gantool.config import G_ARCH_NAMES, ModelConfig
 
 
 class Generator(nn.Module):
@@ -104,6 +104,7 @@ class DCGANGenerator(nn.Module):
 
 # G's builders by ModelConfig.g_arch; validate() checks the name against these keys.
 G_ARCHS = {"mlp": Generator, "dcgan": DCGANGenerator}
+assert tuple(G_ARCHS) == G_ARCH_NAMES, "gantool.config.G_ARCH_NAMES names the CLI's --arch choices"
 
 
 def build_generator(cfg: ModelConfig) -> nn.Module:

@@ -44,7 +44,7 @@ class OneLineErrors(TyperGroup):
             e.show()
             sys.exit(e.exit_code)
         except _click.exceptions.ClickException as e:
-            from gantool.distributed import quiet_rank_exit
+            from gantool.ranks import quiet_rank_exit
 
             if not quiet_rank_exit():  # under torchrun, rank 0 says it for every rank
                 typer.echo(f"error: {e.format_message()}", err=True)

@@ -116,6 +116,12 @@ def bench(
     Under torchrun each rank benches its own device (cuda:LOCAL_RANK, or one CPU thread) and
     rank 0 prints one report with the aggregate samples/s and the scaling efficiency.
     """
+    if exported is None and Path("exported/manifest.json").exists():
+        exported = Path("exported")
+    if exported is not None and not exported.exists():
+        raise GantoolError(f"--exported {exported} does not exist (run `gantool export --checkpoint RUN --out {exported}`)")
+    check_writable((json_path, "--json"), (plot, "--plot"))  # before the timing, not after it
+
     from gantool.bench import gate as gate_mod
     from gantool.bench import report as rep
     from gantool.bench.backends import BACKENDS
@@ -125,11 +131,6 @@ def bench(
     from gantool.distributed import Dist
     from gantool.runners.ort_options import parse_ort_options
 
-    if exported is None and Path("exported/manifest.json").exists():
-        exported = Path("exported")
-    if exported is not None and not exported.exists():
-        raise GantoolError(f"--exported {exported} does not exist (run `gantool export --checkpoint RUN --out {exported}`)")
-    check_writable((json_path, "--json"), (plot, "--plot"))  # before the timing, not after it
     baseline = band = None
     if compare is not None:  # bad gate input fails before anything is timed
         band = gate_mod.parse_band(max_regression)

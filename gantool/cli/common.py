@@ -17,7 +17,7 @@ F = TypeVar("F", bound=Callable[..., object])
 def fail(message: str, code: int = 2) -> "typer.Exit":
     """`error: message` on stderr and exit `code`. Under torchrun only rank 0 prints: every rank
     checks the same input, so its line speaks for all of them."""
-    from gantool.distributed import quiet_rank_exit
+    from gantool.ranks import quiet_rank_exit
 
     if not quiet_rank_exit():
         typer.echo(f"error: {message}", err=True)
@@ -43,7 +43,7 @@ def user_errors(fn: F) -> F:
 
 def check_writable(*paths: tuple[Path | None, str], directory: bool = False) -> None:
     """Each (path, flag) given must be writable (gantool.checkpoint.check_writable); call before any work."""
-    from gantool.checkpoint import check_writable as check
+    from gantool.paths import check_writable as check
 
     for path, flag in paths:
         if path is not None:

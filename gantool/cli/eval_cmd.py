@@ -10,7 +10,7 @@ import typer
 from gantool.cli.app import app
 from gantool.cli.common import (GeneratorOpt, ImgShapeOpt, LatentDimOpt, ValueRangeOpt, WeightsOpt, check_writable,
                                 source_from_options, user_errors)
-from gantool.errors import ConfigError
+from gantool.errors import ArtifactError, ConfigError
 
 
 ROWS = (("FID", "fid", "{:.2f}"), ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"),
@@ -106,10 +106,6 @@ def eval_(
 
     The first eval of a dataset trains its two classifiers (mnist-5k: about 10 s on 2 idle CPU cores, minutes on busy ones; progress and time left on stderr) and caches them in $GANTOOL_CACHE (default ~/.cache/gantool). The last stdout line is the scores as compact JSON.
     """
-    from gantool.checkpoint import atomic_write_text
-    from gantool.quality.metrics import NOT_APPLICABLE, dataset_of, evaluate_images, evaluate_runner
-    from gantool.runners import load_runner
-
     check_writable((json_path, "--json"))
     source = source_from_options(checkpoint, generator, weights, latent_dim, img_shape, value_range)
     if sum(x is not None for x in (source, artifact)) != 1:
@@ -118,6 +114,14 @@ def eval_(
         raise ConfigError(f"--n must be > 0, got {n}")
     if real is not None and dataset is not None:
         raise ConfigError("give --dataset (MNIST-shaped, scored by its classifiers) or --real FILE, not both")
+    for path in (checkpoint if generator is None else None, artifact, real):  # before torch is imported
+        if path is not None and not Path(path).exists():
+            raise ArtifactError(f"not found: {path}")
+
+    from gantool.checkpoint import atomic_write_text
+    from gantool.quality.metrics import NOT_APPLICABLE, dataset_of, evaluate_images, evaluate_runner
+    from gantool.runners import load_runner
+
     if source is not None:
         runner = load_runner(source, "eager", device=device)
         dataset = dataset or (dataset_of(checkpoint) if checkpoint is not None else None)

@@ -10,7 +10,8 @@ import typer
 from gantool.cli.app import app
 from gantool.cli.common import (GeneratorOpt, ImgShapeOpt, LatentDimOpt, ValueRangeOpt, WeightsOpt, check_writable,
                                 parse_choice_list, source_from_options, user_errors)
-from gantool.errors import ConfigError
+from gantool.errors import ArtifactError, ConfigError
+from gantool.paths import require_exported, resolve_checkpoint_path
 
 FORMATS = ["onnx", "torchscript", "aoti", "all", "web", "triton"]
 DTYPES = ["fp32", "fp16", "bf16", "int8"]
@@ -47,13 +48,12 @@ def export(
     `--format web` builds a static browser page; `--format triton` writes a Triton model repository
     (generator_onnx and generator_torchscript, each with config.pbtxt and 1/model.*).
     """
-    from gantool.export import export_artifacts
-    from gantool.export.torchscript import deprecation_notice
-
     check_writable((out, "--out"), directory=True)
     source = source_from_options(checkpoint, generator, weights, latent_dim, img_shape, value_range)
     formats = parse_choice_list(format, FORMATS, "format")
     dtypes = parse_choice_list(dtype, DTYPES, "dtype")
+    if generator is None and checkpoint is not None:
+        resolve_checkpoint_path(checkpoint)  # before torch is imported: a wrong path is answered at once
     if "web" in formats or "triton" in formats:
         if len(formats) > 1:
             raise ConfigError(f"--format {formats[0] if formats[0] in ('web', 'triton') else formats[-1]} is exported on "
@@ -84,6 +84,9 @@ def export(
         typer.echo(f"wrote Triton model repository {out}/ ({', '.join(m['triton_model'] for m in models)}); "
                    f"serve it with: tritonserver --model-repository {Path(out).resolve()}")
         return
+    from gantool.export import export_artifacts
+    from gantool.export.torchscript import deprecation_notice
+
     out = out or Path("exported")
     quant = None
     if quantization is not None or calibration_samples is not None:
@@ -125,11 +128,15 @@ def verify(
     value_range: ValueRangeOpt = None,
 ) -> None:
     """Check every exported artifact against PyTorch eager fp32; exit 1 when any fails."""
+    check_writable((json_path, "--json"), (image, "--image"))  # before minutes of parity work, not after
+    source = source_from_options(checkpoint, generator, weights, latent_dim, img_shape, value_range)
+    require_exported(exported)  # these two before torch is imported: a wrong path is answered at once
+    if generator is None and checkpoint is not None:
+        resolve_checkpoint_path(checkpoint)
+
     from gantool.checkpoint import atomic_write_text
     from gantool.verify.artifacts import verify_exported
 
-    check_writable((json_path, "--json"), (image, "--image"))  # before minutes of parity work, not after
-    source = source_from_options(checkpoint, generator, weights, latent_dim, img_shape, value_range)
     report = verify_exported(exported, source)
     for line in report.lines():
         typer.echo(line)
@@ -176,8 +183,6 @@ def sample(
     value_range: ValueRangeOpt = None,
 ) -> None:
     """Draw a grid of n samples through the same loading code as verify and bench."""
-    from gantool.sample import sample_grid
-
     check_writable((out, "--out"))
     user = source_from_options(None, generator, weights, latent_dim, img_shape, value_range)  # refuses a stray --weights
     if user is not None and source is not None:
@@ -185,5 +190,10 @@ def sample(
     src = user or source
     if src is None:
         raise ConfigError("give --from PATH (checkpoint, run directory or exported artifact) or --generator MODULE:CALLABLE")
+    if user is None and not Path(src).exists():
+        raise ArtifactError(f"not found: {src}")  # before torch is imported
+
+    from gantool.sample import sample_grid
+
     path = sample_grid(src, out, n=n, seed=seed, backend=backend, device=device)
     typer.echo(f"wrote {n} samples from {generator or source} to {path}")

@@ -9,8 +9,9 @@ import typer
 
 from gantool.cli.app import app
 from gantool.cli.common import check_writable, user_errors
-from gantool.config import DIGITS_AFTER_STEPS, RECIPES, Recipe, TrainConfig
+from gantool.config import DATASETS, DIGITS_AFTER_STEPS, G_ARCH_NAMES, RECIPES, Recipe, TrainConfig
 from gantool.errors import ConfigError
+from gantool.paths import CHECKPOINT_NAME, resolve_checkpoint_path
 
 _T, _S = RECIPES["tuned"], RECIPES["seed"]  # for the help's defaults
 
@@ -73,9 +74,18 @@ def train(
     Under torchrun (`torchrun --nproc-per-node 2 -m gantool train ...`) every rank trains its share of
     each global batch with DistributedDataParallel; rank 0 alone logs and writes.
     """
-    from gantool.checkpoint import CHECKPOINT_NAME
+    # Checks that need no torch first: a wrong name or path is answered at once (issue 26).
+    if dataset is not None and dataset not in DATASETS:
+        raise ConfigError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
+    if arch is not None and arch not in G_ARCH_NAMES:
+        raise ConfigError(f"unknown --arch {arch!r}; choose one of: {', '.join(G_ARCH_NAMES)}")
+    if recipe is not None and recipe not in RECIPES:
+        raise ConfigError(f"unknown recipe {recipe!r}; choose one of: {', '.join(RECIPES)}")
+    if resume is not None:
+        resolve_checkpoint_path(resume)
+    check_writable((out, "--out"), directory=True)
+
     from gantool.distributed import Dist, launch
-    from gantool.model import G_ARCHS
     from gantool.train import resolve_configs, resume_configs, train as run_train
 
     n = _num(nproc, int, "--nproc")
@@ -92,7 +102,6 @@ def train(
         if dist.is_main:
             typer.echo(f"torchrun restart {dist.restart}: resuming from {out / CHECKPOINT_NAME}")
 
-    check_writable((out, "--out"), directory=True)
     overrides = dict(
         dataset=dataset, data_dir=data_dir, device=device, precision=precision,
         compile=True if compile else None,
@@ -102,8 +111,6 @@ def train(
         sample_every=_num(sample_every, int, "--sample-every"),
         limit=_num(limit, int, "--limit"), max_steps=_num(max_steps, int, "--max-steps"),
     )
-    if arch is not None and arch not in G_ARCHS:
-        raise ConfigError(f"unknown --arch {arch!r}; choose one of: {', '.join(G_ARCHS)}")
     if resume is not None:
         model_cfg, cfg = resume_configs(resume, recipe=recipe, **overrides)
         if arch is not None and arch != model_cfg.g_arch:

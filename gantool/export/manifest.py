@@ -7,8 +7,8 @@ from typing import Any
 
 from gantool.checkpoint import atomic_write
 from gantool.errors import ArtifactError
+from gantool.paths import MANIFEST_NAME, require_exported
 
-MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "gantool.manifest"
 MANIFEST_VERSION = 1
 
@@ -28,11 +28,7 @@ def empty_manifest() -> dict[str, Any]:
 
 def read_manifest(out_dir: str | Path) -> dict[str, Any]:
     """Load and sanity-check the manifest; ArtifactError when it is absent or corrupt."""
-    p = manifest_path(out_dir)
-    if not Path(out_dir).is_dir():
-        raise ArtifactError(f"{out_dir} is not a directory of exported artifacts (run `gantool export` first)")
-    if not p.exists():
-        raise ArtifactError(f"{out_dir} has no {MANIFEST_NAME} (run `gantool export --checkpoint RUN` first)")
+    p = require_exported(out_dir) / MANIFEST_NAME
     try:
         doc = json.loads(p.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

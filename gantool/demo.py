@@ -155,10 +155,12 @@ def read_verify(out: Path, since: float) -> tuple[dict[str, Any], str]:
 
 def read_eval(out: Path, since: float) -> tuple[dict[str, Any], str]:
     s = _read_json(out / "eval.json", since)
-    keys = ("n", "fid", "fid_floor", "fid_over_floor", "recognisability", "class_entropy", "min_class_share", "targets_met")
+    keys = ("n", "fid", "fid_floor", "fid_over_floor", "recognisability", "class_entropy", "min_class_share", "bars")
     res = {k: s.get(k) for k in keys}
+    # the bars' lines are gantool eval's own (gantool.quality.targets), so REPORT.md says what eval says
     text = (f"{s['n']:,} samples: FID {s['fid']:.1f} (real-vs-real floor {s['fid_floor']:.1f}, {s['fid_over_floor']:.1f}x), "
-            f"recognisability {s['recognisability']:.1%}, class entropy {s['class_entropy']:.3f}")
+            f"recognisability {s['recognisability']:.1%}, class entropy {s['class_entropy']:.3f}; "
+            + "; ".join(b["line"] for b in (s.get("bars") or {}).values()))
     return res, text
 
 

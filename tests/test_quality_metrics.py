@@ -262,3 +262,29 @@ def test_training_eval_line_and_plot_show_precision_and_recall(quality_reference
     out = plot_fid(records, tmp_path / "fid.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plot_fid([{"step": 1, "d_loss": 1.0}], tmp_path / "none.png") is None
+
+
+def test_one_set_of_bars_printed_the_same_in_eval_report_and_readme():
+    """Issue 26.3: the README quotes each bar exactly as gantool.quality.targets describes it, and the
+    verdict lines name what falls short with the value beside its threshold."""
+    from pathlib import Path
+
+    from gantool.quality.targets import BARS, describe, judge
+
+    readme = Path(__file__).resolve().parents[1].joinpath("README.md").read_text()
+    for bar in BARS:
+        assert describe(bar) in readme, describe(bar)
+    # the default recipe's kind of run: meets the bar, misses the stretch goal on recognisability and recall
+    s = {"recognisability": 0.892, "class_entropy": 0.992, "recall": 0.17, "real_vs_real": {"recall": 0.86},
+         "feature_spaces": {"cnn": {"fid_over_floor": 4.7}, "mlp": {"fid_over_floor": 5.9}}}
+    j = judge(s)
+    assert j["bar"]["passed"] and j["bar"]["line"].startswith("quality bar: met (")
+    assert not j["stretch"]["passed"]
+    line = j["stretch"]["line"]
+    assert line.startswith("stretch goal: not met: recognisability 89.2% < 90%, FID/floor 5.9x (mlp) > 5x, "
+                           "recall 0.20x real's < 0.8x"), line
+    assert j["stretch"]["met"] == {"recognisability": False, "class_entropy": True, "fid_over_floor": False,
+                                   "recall_over_real": False}
+    # a bar is judged on the worst feature space, not the first
+    s["feature_spaces"]["mlp"]["fid_over_floor"] = 10.5
+    assert not judge(s)["bar"]["passed"] and "FID/floor 10.5x (mlp) > 10x" in judge(s)["bar"]["line"]

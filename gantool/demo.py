@@ -230,6 +230,10 @@ def run_demo(opt: DemoOptions, log: Callable[[str], None] = print) -> dict[str, 
             if previous.get("seconds"):
                 stage.result["trained_seconds"] = previous["seconds"]
                 stage.summary += f", trained in {_dur(previous['seconds'])} by an earlier demo"
+            # the numbering stays whole on a second run: [1/5] is said even when nothing runs
+            step = f" (step {facts['step']:,})" if facts.get("step") is not None else ""
+            log(f"demo: [{asked.index(stage.name) + 1}/{len(asked)}] {stage.name}: reused {opt.out}{step}; "
+                "`make demo FRESH=1` trains a new one")
         else:
             stage.command = "gantool " + " ".join(shlex.quote(a) for a in cmd)
             log(f"demo: [{asked.index(stage.name) + 1}/{len(asked)}] {stage.name}: {stage.command}")

@@ -41,6 +41,8 @@ def test_demo_reuses_a_finished_run_and_resumes_a_half_finished_one(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     s = stage(out, "train")
     assert s["status"] == "reused" and "FRESH=1" in s["summary"] and ckpt.stat().st_mtime_ns == first
+    # the reused stage is still said, with its number and step (issue 26.5: the output began at [2/5])
+    assert f"demo: [1/1] train: reused {out} (step 4)" in r.stdout + r.stderr, r.stdout + r.stderr
 
     # A half-finished run (as after Ctrl-C) is continued, not restarted or refused.
     half = tmp_path / "half"

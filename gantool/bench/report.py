@@ -87,7 +87,8 @@ def row_cells(r: dict[str, Any], note: str = "", wide: bool = False) -> dict[str
     ci = "-" if r.get("ci_rel") is None else f"±{100 * r['ci_rel']:.1f}%"
     rt = r.get("runtime") or {}
     backend = r["backend"] + (f" ({rt['ep']}, {rt['browser'].split('.')[0]})" if rt.get("ep") and rt.get("browser") else "")
-    cells = {"backend": backend, "dtype": dtype_label(r), "mode": MODE_SHORT.get(r.get("mode", "latency"), "?"),
+    cells = {"backend": backend, "dtype": dtype_label(r), "mode": (f"c{r.get('concurrency')}" if r.get("mode") == "load"
+                                                     else MODE_SHORT.get(r.get("mode", "latency"), "?")),
              "batch": str(r["batch"]), "samples/s": fmt_rate(r["samples_per_s"]), "median": fmt_time(r["median_ms"]),
              "±95%": ci, "n": "-" if not r.get("repeats") else str(r["repeats"]),
              "status": r["status"] + (f" [{note}]" if note else "")}
@@ -130,8 +131,10 @@ def print_table(report: dict[str, Any], file: TextIO | None = None, wide: bool =
             note = str(notes.index(r["reason"]) + 1)
         table.append(row_cells(r, note, wide))
     widths = {c: max([len(c)] + [len(t[c]) for t in table]) for c in columns}
-    for line in textwrap.wrap(title(report), WIDTH) + ["  lat: one call a sample, idle device; tput: back-to-back calls; "
-                                                       "±95%: the median's CI"]:
+    legend = ["  lat: one call a sample, idle device; tput: back-to-back calls; ±95%: the median's CI"]
+    if any(r.get("mode") == "load" for r in rows):
+        legend.append("  cN: N requests in flight to a server; median/p90/p99: the client's request latency")
+    for line in textwrap.wrap(title(report), WIDTH) + legend:
         print(line, file=file)
     for cells in [dict(zip(columns, columns)), *table]:
         print("  ".join(cells[c].rjust(widths[c]) if c in RIGHT else cells[c].ljust(widths[c])

@@ -60,6 +60,8 @@ class BenchConfig:
     seed: int = 0
     url: str | None = None  # Triton server's gRPC HOST:PORT (backend triton)
     triton_model: str = "generator_onnx"
+    concurrency: list[int] = field(default_factory=list)  # triton: load-test rows at these concurrencies
+    duration: float = 5.0  # seconds of load per (batch, concurrency) row
 
     def stop_rule(self) -> StopRule:
         return StopRule(self.min_repeats, self.min_time, max(self.max_time, self.min_time), self.ci_target,
@@ -191,6 +193,10 @@ class Bench:
         status_reason = guard(backend, dev, runner)
         if status_reason:
             return rows(*status_reason, art_s)
+        if spec.remote and self.cfg.concurrency:
+            from gantool.bench.load_rows import load_rows
+
+            return load_rows(self, runner, precision, art_s)
         out = []
         for mode in self.cfg.modes:
             for b in self.cfg.batch_sizes:

@@ -66,6 +66,8 @@ class BenchResult:
     # OpenVINO's inference_precision_hint; an int8 file's quantization method.
     runtime: dict[str, Any] | None = None
     server: dict[str, Any] | None = None  # remote rows: url, model, model_version, server_version
+    concurrency: int | None = None  # mode "load": requests kept in flight (bench --concurrency)
+    load: dict[str, Any] | None = None  # mode "load": requests/s, errors, answers checked, Triton's statistics
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

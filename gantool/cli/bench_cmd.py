@@ -105,7 +105,9 @@ def bench(
     train: Annotated[bool, typer.Option("--train", help="Also compare training samples/s: gantool's loop vs the seed's loop.")] = False,
     train_dataset: Annotated[str, typer.Option(help="Dataset for --train.")] = "mnist-5k",
     url: Annotated[Optional[str], typer.Option(help="Triton server's gRPC HOST:PORT (default port 8001) for backend triton.")] = None,
-    triton_model: Annotated[str, typer.Option(help="Model the Triton server serves (from `gantool export --format triton`).")] = "generator_onnx",
+    triton_model: Annotated[str, typer.Option(help="Model the Triton server serves (from `gantool export --format triton`; `gantool serve` names it generator).")] = "generator_onnx",
+    concurrency: Annotated[Optional[str], typer.Option(help="triton: load-test rows instead of one-call timing: keep this many requests in flight (comma list, e.g. 1,4,16), each request --batch-sizes rows.")] = None,
+    duration: Annotated[float, typer.Option(min=0.1, help="triton --concurrency: seconds of load per row.")] = 5.0,
     compare: Annotated[Optional[Path], typer.Option(help="Baseline bench JSON: gate on samples/s ratios (vs eager fp32 at the same batch; train vs seed loop).")] = None,
     max_regression: Annotated[str, typer.Option(help="With --compare: fail when a ratio falls by more than this (0%..100%).")] = "30%",
 ) -> None:
@@ -147,9 +149,12 @@ def bench(
         graph_opt_level=graph_opt_level.value if graph_opt_level else None, ort_options=parse_ort_options(ort_option),
         cache_dir=cache_dir, profile_dir=profile, profile_rows=list(profile_row or []),
         url=url, triton_model=triton_model,
+        concurrency=parse_int_list(concurrency, "--concurrency") if concurrency else [], duration=duration,
     )
     if url and not cfg.backends:
         cfg.backends = ["triton"]
+    if cfg.concurrency and "triton" not in cfg.backends:
+        raise GantoolError("--concurrency load-tests a Triton server: add --backends triton --url HOST:PORT")
     dist = Dist.from_env()
     if dist.enabled:
         if train:
@@ -207,6 +212,11 @@ def _print_report(report, json_path: Optional[Path], plot: Optional[Path], wide:
 
     rep.print_table(report, wide=wide)
     rep.print_peaks(report)
+    if any(r.get("mode") == "load" for r in report["results"]):
+        from gantool.bench.load_rows import summary_lines
+
+        for line in summary_lines(report):
+            typer.echo(line)
     if "train" in report:
         from gantool.bench.train_speed import format_report
 

@@ -32,7 +32,7 @@ def export(
     seed: Annotated[int, typer.Option("--seed", help="web: seed of the page's fixed noise (gantool.noise.latent).")] = 0,
     max_batch_size: Annotated[Optional[int], typer.Option("--max-batch-size", help="triton: the largest batch Triton forms (max_batch_size). Default: 1024.")] = None,
     instances: Annotated[Optional[int], typer.Option("--instances", help="triton: model instances per device (instance_group count). Default: 1.")] = None,
-    kind: Annotated[Optional[str], typer.Option("--kind", help="triton: where instances run: auto (GPU when the server has one), gpu or cpu. Default: auto.")] = None,
+    kind: Annotated[Optional[str], typer.Option("--kind", help="triton: where instances run: auto (GPU when the server has one), gpu or cpu; add python (e.g. python, cpu,python) for a Python-backend model running the ONNX with onnxruntime, which a plain tritonserver loads. Default: auto.")] = None,
     optimize: Annotated[bool, typer.Option("--optimize", help="triton: TensorRT and CUDA-graph settings for the ONNX model's GPU instances.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace what --out already holds: artifacts another checkpoint exported (they are deleted), an earlier site (web), gantool's models in a repository (triton; other models are kept).")] = False,
     quantization: Annotated[Optional[str], typer.Option("--quantization", help="int8 only: static (QDQ, activation ranges calibrated on seeded z; the default) or dynamic (ranges measured at run time).")] = None,
@@ -72,14 +72,15 @@ def export(
         raise ConfigError("--checkpoint RUN (a run directory or checkpoint file) or --generator MODULE:CALLABLE "
                           "is required: the generator to export")
     if "triton" in formats:
-        from gantool.export.triton import TritonSpec, export_triton
+        from gantool.export.triton import TritonSpec, export_triton, parse_kind
 
         if len(dtypes) > 1:
             raise ConfigError("--format triton writes one model repository: give it one --dtype")
         out = out or Path("model_repository")
+        instance_kind, python_model = parse_kind(kind or "auto")
         spec = TritonSpec(max_batch_size=1024 if max_batch_size is None else max_batch_size,
-                          instances=1 if instances is None else instances, kind=kind or "auto",
-                          optimize=optimize, dtype=dtypes[0])
+                          instances=1 if instances is None else instances, kind=instance_kind,
+                          optimize=optimize, dtype=dtypes[0], python=python_model)
         models = export_triton(source, out, spec, force=force, opset=opset, verify=verify, log=typer.echo)
         typer.echo(f"wrote Triton model repository {out}/ ({', '.join(m['triton_model'] for m in models)}); "
                    f"serve it with: tritonserver --model-repository {Path(out).resolve()}")

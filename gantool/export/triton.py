@@ -1,4 +1,5 @@
-"""A Triton Inference Server model repository: generator_onnx (onnxruntime) and generator_torchscript (pytorch)."""
+"""A Triton Inference Server model repository: generator_onnx (onnxruntime) and generator_torchscript (pytorch),
+and with --kind python generator_python (Triton's Python backend running the same ONNX with onnxruntime)."""
 from __future__ import annotations
 
 import json
@@ -16,6 +17,9 @@ MODELS = {
     "generator_onnx": ("onnx", "onnxruntime", None, "model.onnx"),
     "generator_torchscript": ("torchscript", "pytorch", "pytorch_libtorch", "model.pt"),
 }
+# The Python-backend model (--kind python): 1/model.py (triton_python_model.py) runs 1/model.onnx.
+PYTHON_MODEL = "generator_python"
+ALL_MODELS = {**MODELS, PYTHON_MODEL: ("onnx", "python", None, "model.py")}
 TRITON_DTYPES = {"fp32": "TYPE_FP32", "fp16": "TYPE_FP16", "bf16": "TYPE_BF16"}
 KINDS = {"auto": "KIND_AUTO", "gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 VERSION = "1"
@@ -31,6 +35,7 @@ class TritonSpec:
     kind: str = "auto"
     optimize: bool = False
     dtype: str = "fp32"
+    python: bool = False  # also write generator_python (--kind python)
 
     def validate(self) -> None:
         if self.max_batch_size < 1:
@@ -45,11 +50,27 @@ class TritonSpec:
                               "has no bf16 Gemm); use fp32 or fp16")
 
     @property
+    def models(self) -> list[str]:
+        return list(MODELS) + ([PYTHON_MODEL] if self.python else [])
+
+    @property
     def preferred_batch_sizes(self) -> list[int]:
         """Powers of 4 from 16 up to max_batch_size, and max_batch_size itself: the sizes the
         bench shows the generator reaching its throughput plateau at."""
         sizes = [s for s in (16, 64, 256, 1024, 4096) if s < self.max_batch_size]
         return sizes + [self.max_batch_size]
+
+
+def parse_kind(text: str) -> tuple[str, bool]:
+    """--kind: auto|gpu|cpu (where instances run), optionally with python in a comma list
+    ("python", "cpu,python"): (instance kind, whether to add the Python-backend model)."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    python = "python" in parts
+    kinds = [p for p in parts if p != "python"]
+    if len(kinds) > 1 or any(k not in KINDS for k in kinds):
+        raise ConfigError(f"unknown --kind {text!r}: give one of {', '.join(KINDS)}, optionally with python "
+                          "(e.g. python or cpu,python)")
+    return (kinds[0] if kinds else "auto"), python
 
 
 def config_pbtxt(name: str, spec: TritonSpec, latent_dim: int, img_shape: tuple[int, ...],
@@ -58,7 +79,7 @@ def config_pbtxt(name: str, spec: TritonSpec, latent_dim: int, img_shape: tuple[
 
     The batch dimension is Triton's (max_batch_size), so dims leave it out: z [latent], images [C, H, W].
     """
-    fmt, backend, platform, filename = MODELS[name]
+    fmt, backend, platform, filename = ALL_MODELS[name]
     dt = TRITON_DTYPES[spec.dtype]
     lines = [f'name: "{name}"', f'backend: "{backend}"']
     if platform:
@@ -73,12 +94,15 @@ def config_pbtxt(name: str, spec: TritonSpec, latent_dim: int, img_shape: tuple[
         f"  preferred_batch_size: [ {', '.join(map(str, spec.preferred_batch_sizes))} ]",
         f"  max_queue_delay_microseconds: {QUEUE_DELAY_US}",
         "}",
-        f"instance_group [ {{ count: {spec.instances} kind: {KINDS[spec.kind]} }} ]",
+        # The Python model runs onnxruntime's CPU provider, so its instances are CPU ones.
+        f"instance_group [ {{ count: {spec.instances} kind: {'KIND_CPU' if backend == 'python' else KINDS[spec.kind]} }} ]",
     ]
+    if backend == "python":
+        lines.append('parameters: { key: "onnx_file" value: { string_value: "model.onnx" } }')
     if fmt == "torchscript":
         # Inference mode (no autograd bookkeeping) is what gantool's own runners time.
         lines.append('parameters: { key: "INFERENCE_MODE" value: { string_value: "true" } }')
-    if fmt == "onnx" and spec.optimize:
+    if backend == "onnxruntime" and spec.optimize:
         lines += _ort_gpu_accelerators(name, spec, input_name, latent_dim)
     return "\n".join(lines) + "\n"
 
@@ -122,7 +146,7 @@ def check_repository(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise OutputError(f"--out {out} is not empty; pass --force to replace its {' and '.join(MODELS)} models "
+        raise OutputError(f"--out {out} is not empty; pass --force to replace its {', '.join(ALL_MODELS)} models "
                           "(other models in it are kept)")
 
 
@@ -152,11 +176,16 @@ def export_triton(checkpoint: str | Path, out: str | Path, spec: TritonSpec, *, 
                                    dtypes=[spec.dtype], opset=opset, verify=verify, log=say)
         by_format = {e["format"]: e for e in entries}
         written = []
-        for name, (fmt, backend, _, filename) in MODELS.items():
+        for name in spec.models:
+            fmt, backend, _, filename = ALL_MODELS[name]
             entry = dict(by_format[fmt])
             folder = stage / name
             (folder / VERSION).mkdir(parents=True)
-            os.replace(stage / "artifacts" / entry["file"], folder / VERSION / filename)
+            if backend == "python":  # the same ONNX file, run by onnxruntime inside Triton's Python backend
+                shutil.copyfile(stage / "generator_onnx" / VERSION / "model.onnx", folder / VERSION / "model.onnx")
+                shutil.copyfile(Path(__file__).with_name("triton_python_model.py"), folder / VERSION / filename)
+            else:
+                os.replace(stage / "artifacts" / entry["file"], folder / VERSION / filename)
             (folder / "config.pbtxt").write_text(config_pbtxt(name, spec, entry["latent_dim"],
                                                               tuple(entry["outputs"][0]["shape"][1:])))
             entry.update(file=f"{VERSION}/{filename}", triton_model=name, triton_backend=backend,
@@ -166,7 +195,7 @@ def export_triton(checkpoint: str | Path, out: str | Path, spec: TritonSpec, *, 
             written.append((name, entry))
         for name, _ in written:
             _swap_in(stage / name, out / name, stage / f"{name}.old")
-            say(f"wrote {out / name}/ (config.pbtxt, {VERSION}/{MODELS[name][3]})")
+            say(f"wrote {out / name}/ (config.pbtxt, {VERSION}/{ALL_MODELS[name][3]})")
         return [dict(e, folder=str(out / name)) for name, e in written]
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -199,12 +228,16 @@ def check_model(folder: str | Path) -> list[str]:
     own schema, against the real signature of its 1/model.* (names, dims, dtype). [] = consistent."""
     folder = Path(folder)
     cfg = read_config(folder / "config.pbtxt")
-    if cfg.name not in MODELS:
+    if cfg.name not in ALL_MODELS:
         return [f"{folder}: unknown model {cfg.name!r}"]
-    fmt, backend, _, filename = MODELS[cfg.name]
+    fmt, backend, _, filename = ALL_MODELS[cfg.name]
     path = folder / VERSION / (cfg.default_model_filename or filename)
     if not path.is_file():
         return [f"{folder}: no {path.relative_to(folder)}"]
+    if backend == "python":  # model.py runs the ONNX beside it: that file's signature is the contract
+        path = folder / VERSION / "model.onnx"
+        if not path.is_file():
+            return [f"{folder}: no {path.relative_to(folder)}"]
     problems = []
     if cfg.backend != backend:
         problems.append(f"backend {cfg.backend!r}, expected {backend!r}")

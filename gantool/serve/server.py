@@ -1,0 +1,195 @@
+"""`gantool serve`: the exported generator behind PyTriton's Triton (tritonserver 2.51 + Python backend).
+
+Model `generator`: input `z` FP32 [latent], output `images` FP32 [C, H, W], the batch dimension
+Triton's, dynamic batcher on. Each batch the batcher forms is run by gantool's own Runner for the
+artifact (the computation `gantool verify` checked). I/O is FP32 whatever the artifact's dtype: the
+Runner casts, as it does in-process.
+
+Contract for odd requests (Triton answers these before the model sees them, with an error): a wrong
+input name, a wrong shape or dtype, a batch above max_batch_size. An empty batch ([0, latent]) gets
+an error from the model. NaN/Inf in z are served, not rejected: the generator maps rows
+independently, so such a request gets non-finite (or saturated) images and the other requests in
+the same batch are untouched (rejecting would fail the whole batch Triton formed).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from gantool.errors import ArtifactError, ConfigError, DeviceError, GantoolError
+from gantool.serve.env import HOST, check_ports, check_python_abi, require_pytriton, server_env
+
+MODEL = "generator"
+# --backend -> (artifact format in the manifest, gantool runner backend, file suffix)
+BACKENDS = {"ort": ("onnx", "ort", ".onnx"), "openvino": ("onnx", "openvino", ".onnx"),
+            "torch": ("torchscript", "torchscript", ".ts")}
+EXIT_TIMEOUT_S = 4  # after SIGINT/SIGTERM: in-flight requests and the model unload (~2.5 s here) get this long
+
+
+@dataclass
+class ServeOptions:
+    exported: Path | None = None
+    artifact: Path | None = None
+    backend: str = "ort"
+    max_batch_size: int = 256
+    max_queue_delay_us: int = 500
+    instances: int = 1
+    host: str = HOST
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    threads: int | None = None  # ORT/OpenVINO/torch intra-op threads per instance (default: the runtime's)
+
+    def validate(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown --backend {self.backend!r}; choose one of: {', '.join(BACKENDS)}")
+        if self.max_batch_size < 1:
+            raise ConfigError(f"--max-batch-size must be >= 1 (got {self.max_batch_size})")
+        if self.max_queue_delay_us < 0:
+            raise ConfigError(f"--max-queue-delay-us must be >= 0 (got {self.max_queue_delay_us})")
+        if self.instances < 1:
+            raise ConfigError(f"--instances must be >= 1 (got {self.instances})")
+        if self.exported is None and self.artifact is None:
+            raise ConfigError("give --exported DIR (the folder `gantool export` wrote) or --artifact FILE")
+
+
+def resolve_artifact(opts: ServeOptions) -> Path:
+    """--artifact as given (its suffix must fit --backend), else the manifest's fp32 artifact for --backend."""
+    fmt, _, suffix = BACKENDS[opts.backend]
+    if opts.artifact is not None:
+        if not opts.artifact.is_file():
+            raise ArtifactError(f"--artifact {opts.artifact} does not exist")
+        if opts.artifact.suffix != suffix:
+            raise ConfigError(f"--artifact {opts.artifact}: backend {opts.backend} serves {suffix} files")
+        return opts.artifact
+    exported = opts.exported
+    assert exported is not None
+    if not (exported / "manifest.json").is_file():
+        raise ArtifactError(f"--exported {exported} has no manifest.json (run `gantool export --out {exported}`)")
+    from gantool.export.manifest import read_manifest
+
+    entries = [e for e in read_manifest(exported)["artifacts"]
+               if e["format"] == fmt and e["dtype"] == "fp32" and e.get("device", "any") in ("any", "cpu")]
+    if not entries:
+        raise ArtifactError(f"no fp32 {fmt} artifact in {exported} for --backend {opts.backend} "
+                            f"(run `gantool export --format {fmt} --out {exported}`, or pass --artifact FILE)")
+    path = exported / entries[0]["file"]
+    if not path.is_file():
+        raise ArtifactError(f"{path} is listed in {exported}/manifest.json but missing")
+    return path
+
+
+def load_runners(path: Path, opts: ServeOptions) -> list[Any]:
+    """One Runner per instance (each with its own session), loaded before the server starts."""
+    from gantool.runners import load_runner
+
+    _, backend, _ = BACKENDS[opts.backend]
+    kw: dict[str, Any] = {}
+    if opts.threads and backend == "ort":
+        from gantool.runners.onnx_runner import SessionSettings
+
+        kw["settings"] = SessionSettings(opts.threads, None, None, {})
+    elif opts.threads and backend == "openvino":
+        kw["threads"] = opts.threads
+    dtype = _artifact_dtype(path)
+    return [load_runner(path, backend, device="cpu", dtype=dtype, **kw) for _ in range(opts.instances)]
+
+
+def _artifact_dtype(path: Path) -> str:
+    """The dtype the manifest records for `path` (fp32 when there is no manifest beside it)."""
+    import json
+
+    manifest = path.parent / "manifest.json"
+    if manifest.is_file():
+        for e in json.loads(manifest.read_text()).get("artifacts", []):
+            if Path(e["file"]).name == path.name:
+                return "fp32" if e["dtype"] == "int8" and path.suffix == ".onnx" else e["dtype"]
+    return "fp32"
+
+
+def infer_callable(runner: Any) -> Callable[..., Any]:
+    """The batched PyTriton callable: z (N, latent) float32 -> {"images": (N, C, H, W) float32}."""
+    import numpy as np
+    import torch
+    from pytriton.decorators import batch
+    from pytriton.exceptions import PyTritonBadParameterError
+
+    @batch
+    def infer(z: Any) -> dict[str, Any]:
+        if z.shape[0] == 0:
+            raise PyTritonBadParameterError("empty batch: z has 0 rows")
+        images = runner.to_cpu(runner.run(runner.prepare(torch.from_numpy(np.ascontiguousarray(z, np.float32)))))
+        return {"images": images.numpy()}
+
+    return infer
+
+
+def serve(opts: ServeOptions, log: Callable[[str], None] = print, ready: Callable[[], None] | None = None) -> None:
+    """Start the server, log its URLs, block until SIGINT/SIGTERM (or the server dies), stop it."""
+    opts.validate()
+    require_pytriton()
+    path = resolve_artifact(opts)
+    check_python_abi()
+    ports = {"--http-port": opts.http_port, "--grpc-port": opts.grpc_port, "--metrics-port": opts.metrics_port}
+    check_ports(opts.host, ports)
+    runners = load_runners(path, opts)
+    info = runners[0].info
+    os.environ.update(server_env())  # PyTriton starts tritonserver with a copy of os.environ
+    import numpy as np
+    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+    from pytriton.triton import DEFAULT_PROTECTED_ENDPOINTS, Triton, TritonConfig, TritonSecurityConfig
+
+    log_file = Path(tempfile.mkdtemp(prefix="gantool-serve-")) / "tritonserver.log"
+    config = TritonConfig(http_address=opts.host, http_port=opts.http_port, grpc_address=opts.host,
+                          grpc_port=opts.grpc_port, metrics_address=opts.host, metrics_port=opts.metrics_port,
+                          exit_timeout_secs=EXIT_TIMEOUT_S, allow_gpu_metrics=False, log_file=log_file)
+    stop = threading.Event()
+    old = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    # PyTriton guards admin endpoints with a generated token; statistics (read-only, what bench's
+    # load test reports queue/compute time and formed batches from) stay open.
+    security = TritonSecurityConfig(restricted_endpoints=[e for e in DEFAULT_PROTECTED_ENDPOINTS if e != "statistics"])
+    triton = Triton(config=config, security_config=security)
+    try:
+        t0 = time.perf_counter()
+        try:
+            triton.bind(MODEL, [infer_callable(r) for r in runners],
+                        inputs=[Tensor(name="z", dtype=np.float32, shape=(info.latent_dim,))],
+                        outputs=[Tensor(name="images", dtype=np.float32, shape=tuple(info.img_shape))],
+                        config=ModelConfig(max_batch_size=opts.max_batch_size,
+                                           batcher=DynamicBatcher(max_queue_delay_microseconds=opts.max_queue_delay_us)),
+                        strict=True)
+            triton.run()
+        except Exception as e:  # noqa: BLE001 - PyTriton raises its own types; the server log says why
+            from gantool.errors import first_line
+
+            raise DeviceError(f"Triton did not start: {first_line(e)}") from None
+        log(f"serving {path} ({info.backend}, {info.dtype}) as model '{MODEL}' in {time.perf_counter() - t0:.1f} s: "
+            f"max_batch_size {opts.max_batch_size}, max_queue_delay {opts.max_queue_delay_us} µs, "
+            f"{opts.instances} instance(s)")
+        log(f"  HTTP    http://{opts.host}:{opts.http_port}/v2/models/{MODEL}")
+        log(f"  gRPC    {opts.host}:{opts.grpc_port}   (gantool bench --backends triton --url "
+            f"{opts.host}:{opts.grpc_port} --triton-model {MODEL})")
+        log(f"  metrics http://{opts.host}:{opts.metrics_port}/metrics")
+        log(f"  server log {log_file}")
+        log("  stop with Ctrl-C or SIGTERM")
+        if ready:
+            ready()
+        while not stop.wait(0.5):
+            if not triton.is_alive():
+                raise GantoolError("the Triton server stopped on its own (see its log above)")
+        log("stopping the server")
+    finally:
+        t1 = time.perf_counter()
+        triton.stop()
+        for s, h in old.items():
+            signal.signal(s, h)
+        if stop.is_set():
+            log(f"stopped in {time.perf_counter() - t1:.1f} s")
+        sys.stdout.flush()

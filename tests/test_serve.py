@@ -1,0 +1,202 @@
+"""`gantool serve` on a real Triton Inference Server (PyTriton's tritonserver 2.51), on 127.0.0.1 and
+free ports, each step bounded in time: it serves, bench's load rows are ok with every answer checked
+against eager, bad requests get errors while the server keeps serving, SIGTERM stops it with its
+ports and processes gone, a SIGKILLed server makes bench fail in one line without losing rows."""
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import assert_one_line_error
+
+pytest.importorskip("pytriton", reason="needs the serve extra: pip install 'gantool[serve]'")
+import tritonclient.grpc as grpcclient  # noqa: E402
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+from serve_helpers import ServeProcess, run_cli  # noqa: E402
+
+MAX_BATCH = 8
+QUEUE_DELAY_US = 20_000  # long enough that concurrent requests are batched together, reliably
+
+
+@pytest.fixture(scope="module")
+def eager(checkpoint_path):
+    from gantool.runners import load_runner
+
+    runner = load_runner(checkpoint_path, "eager", device="cpu")
+    return lambda z: runner(__import__("torch").from_numpy(z)).numpy()
+
+
+@pytest.fixture(scope="module")
+def server(exported_dir):
+    s = ServeProcess(exported_dir, "--max-batch-size", str(MAX_BATCH), "--max-queue-delay-us", str(QUEUE_DELAY_US))
+    yield s
+    if s.proc.poll() is None:  # a failed test before test_sigterm_stops_cleanly
+        s.kill()
+
+
+def _infer(url: str, name: str, z: np.ndarray, dtype: str = "FP32"):
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        inp = grpcclient.InferInput(name, list(z.shape), dtype)
+        inp.set_data_from_numpy(z)
+        return client.infer("generator", [inp], outputs=[grpcclient.InferRequestedOutput("images")],
+                            client_timeout=10).as_numpy("images")
+    finally:
+        client.close()
+
+
+def _z(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 100)).astype(np.float32)
+
+
+def test_logs_its_urls_on_loopback(server):
+    text = "".join(server.stdout)
+    assert f"http://127.0.0.1:{server.http}/v2/models/generator" in text
+    assert f"127.0.0.1:{server.grpc}" in text and f"http://127.0.0.1:{server.metrics}/metrics" in text
+    assert "generator.fp32.onnx (ort, fp32)" in text
+    assert server.tree, "tritonserver should run as a child of gantool serve"
+
+
+def test_bench_load_rows_are_ok_and_every_answer_matches_eager(server, exported_dir, tmp_path):
+    out = tmp_path / "bench.json"
+    r = run_cli("bench", "--exported", str(exported_dir), "--backends", "triton", "--precisions", "fp32",
+                "--url", server.url, "--triton-model", "generator", "--concurrency", "1,4", "--batch-sizes", "1,2",
+                "--duration", "1", "--json", str(out), timeout=120)
+    assert r.exit_code == 0, r.output
+    report = json.loads(out.read_text())
+    from gantool.bench.report import validate
+
+    validate(report)
+    rows = report["results"]
+    assert sorted((x["batch"], x["concurrency"]) for x in rows) == [(1, 1), (1, 4), (2, 1), (2, 4)]
+    for x in rows:
+        load = x["load"]
+        assert x["status"] == "ok" and x["mode"] == "load" and x["parity"]["passed"], x
+        assert load["errors"] == 0 and load["wrong"] == 0 and load["requests"] > 0
+        assert load["checked"] == load["requests"]  # every answer, against eager for its own z
+        assert x["samples_per_s"] == pytest.approx(load["requests"] * x["batch"] / load["duration_s"], rel=0.02)
+        assert load["server_requests"] >= load["requests"] and load["executions"] > 0
+        assert sum(int(k) * v for k, v in load["batch_sizes"].items()) == load["server_requests"] * x["batch"]
+        assert load["queue_ms"] is not None and load["compute_infer_ms"] > 0
+    c4 = next(x for x in rows if x["concurrency"] == 4 and x["batch"] == 1)
+    assert c4["load"]["mean_batch"] > 1.5, c4["load"]  # the dynamic batcher joined concurrent requests
+    assert "triton c4 b1:" in r.stdout and "requests/s" in r.stdout
+
+
+def test_bad_requests_get_an_error_and_the_server_keeps_serving(server, eager):
+    good = _z(3, seed=1)
+    bad = {
+        "wrong input name": lambda: _infer(server.url, "x", _z(2)),
+        "wrong shape": lambda: _infer(server.url, "z", np.zeros((2, 99), np.float32)),
+        "wrong dtype": lambda: _infer(server.url, "z", _z(2).astype(np.float64), "FP64"),
+        "batch above max_batch_size": lambda: _infer(server.url, "z", _z(MAX_BATCH + 1)),
+        "empty batch": lambda: _infer(server.url, "z", np.zeros((0, 100), np.float32)),
+    }
+    for what, call in bad.items():
+        t0 = time.monotonic()
+        with pytest.raises(InferenceServerException):
+            call()
+        assert time.monotonic() - t0 < 10, what
+        out = _infer(server.url, "z", good)  # the next good request is served, and right
+        np.testing.assert_allclose(out, eager(good), atol=1e-5, rtol=1e-4, err_msg=f"after {what}")
+
+
+def test_nonfinite_z_is_served_and_leaves_its_batch_mates_alone(server, eager):
+    """The documented contract: NaN/Inf in z are served (non-finite images for that request only);
+    a good request batched together with it gets eager's answer."""
+    from tritonclient.grpc.aio import InferenceServerClient, InferInput
+
+    from gantool.serve.load import server_stats
+
+    good, poisoned = _z(2, seed=2), _z(2, seed=3)
+    poisoned[0, 0], poisoned[1, 5] = np.nan, np.inf
+
+    async def both():
+        client = InferenceServerClient(server.url)
+        try:
+            calls = []
+            for z in (good, poisoned):
+                inp = InferInput("z", list(z.shape), "FP32")
+                inp.set_data_from_numpy(z)
+                calls.append(client.infer("generator", [inp], client_timeout=10))
+            return [r.as_numpy("images") for r in await asyncio.gather(*calls)]
+        finally:
+            await client.close()
+
+    before = server_stats(server.url, "generator", 10)
+    out_good, out_poisoned = asyncio.run(both())
+    after = server_stats(server.url, "generator", 10)
+    assert int(after["execution_count"]) - int(before["execution_count"]) == 1  # one batch held both requests
+    np.testing.assert_allclose(out_good, eager(good), atol=1e-5, rtol=1e-4)
+    assert out_poisoned.shape == (2, 1, 28, 28) and not np.isfinite(out_poisoned).all()
+
+
+def test_sigterm_stops_cleanly_ports_and_processes_gone(server):
+    code, took = server.stop(signal.SIGTERM)
+    assert code == 0, server.proc.stderr.read()
+    assert took < 15, f"took {took:.1f} s to stop"
+    server.assert_gone()
+    assert "Traceback" not in server.proc.stderr.read()
+
+
+def test_sigkilled_server_makes_bench_fail_in_one_line_and_keeps_earlier_rows(exported_dir, tmp_path):
+    s = ServeProcess(exported_dir, "--max-batch-size", str(MAX_BATCH))
+    out = tmp_path / "bench.json"
+    bench = subprocess.Popen([sys.executable, "-m", "gantool", "bench", "--exported", str(exported_dir),
+                              "--backends", "triton", "--precisions", "fp32", "--url", s.url, "--triton-model",
+                              "generator", "--concurrency", "1,4", "--batch-sizes", "1", "--duration", "3",
+                              "--json", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        seen = ""
+        while "concurrency 4" not in seen and time.monotonic() < deadline and bench.poll() is None:
+            seen += bench.stderr.readline()  # progress lines: the c4 level has started
+        assert "concurrency 4" in seen, seen
+        time.sleep(1.0)
+        t_kill = time.monotonic()
+        s.kill()
+        stdout, stderr = bench.communicate(timeout=60)
+        took = time.monotonic() - t_kill
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+        if s.proc.poll() is None:
+            s.kill()
+    assert took < 20, f"bench took {took:.1f} s to notice the dead server"
+    from types import SimpleNamespace
+
+    assert_one_line_error(SimpleNamespace(exit_code=bench.returncode, stdout=stdout, stderr=stderr),
+                          "row(s) failed", progress_prefix="bench:")
+    rows = {x["concurrency"]: x for x in json.loads(out.read_text())["results"]}
+    assert rows[1]["status"] == "ok" and rows[1]["load"]["requests"] > 0  # measured before the kill: kept
+    assert rows[4]["status"] == "error" and rows[4]["load"]["errors"] > 0, rows[4]
+    s.assert_gone()
+
+
+def test_port_in_use_artifact_missing_and_no_extra_are_one_line(exported_dir, monkeypatch):
+    from typer.testing import CliRunner
+
+    from gantool.cli import app
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = run_cli("serve", "--exported", str(exported_dir), "--grpc-port", str(port), "--http-port", "0")
+        assert_one_line_error(r, "--http-port 0")
+        r = run_cli("serve", "--exported", str(exported_dir), "--grpc-port", str(port))
+        assert_one_line_error(r, f"--grpc-port {port}", "already in use")
+    assert_one_line_error(run_cli("serve", "--artifact", str(exported_dir / "missing.onnx")), "does not exist")
+    assert_one_line_error(run_cli("serve", "--exported", str(exported_dir), "--backend", "tensorrt"), "tensorrt")
+    monkeypatch.setitem(sys.modules, "pytriton", None)  # as if the serve extra were not installed
+    r = CliRunner().invoke(app, ["serve", "--exported", str(exported_dir)])
+    assert_one_line_error(r, "pip install 'gantool[serve]'")

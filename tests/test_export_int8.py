@@ -69,9 +69,9 @@ def test_int8_artifact_is_self_contained_and_recorded(int8_dirs, method):
     onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
 
 
-def test_int8_file_with_a_weight_scale_times_10_fails_verify(int8_dirs, tmp_path):
-    """The untrained fixture's outputs are small (rms ~0.05), so the absolute bounds pass this file
-    (max abs 0.25); the SQNR bound, which judges the error against the output's size, fails it."""
+def _weight_scale_x10(int8_dirs, tmp_path) -> Path:
+    """A copy of the static int8 export whose first weight scale is x10, re-hashed into the manifest:
+    the file is "what was exported", so only its values can fail it."""
     import numpy as np
     import onnx
     from onnx import numpy_helper
@@ -85,10 +85,16 @@ def test_int8_file_with_a_weight_scale_times_10_fails_verify(int8_dirs, tmp_path
     scale = next(t for t in model.graph.initializer if t.name.endswith("weight_scale"))
     scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * np.float32(10), scale.name))
     onnx.save_model(model, str(path))
-    # Record the new checksum: the file is "what was exported", so only its values can fail it.
     doc = json.loads((d / "manifest.json").read_text())
     doc["artifacts"][0]["sha256"] = sha256_file(path)
     (d / "manifest.json").write_text(json.dumps(doc))
+    return d
+
+
+def test_int8_file_with_a_weight_scale_times_10_fails_verify(int8_dirs, tmp_path):
+    """The untrained fixture's outputs are small (rms ~0.05), so the absolute bounds pass this file
+    (max abs 0.25); the SQNR bound, which judges the error against the output's size, fails it."""
+    d = _weight_scale_x10(int8_dirs, tmp_path)
     r = _cli("verify", "--exported", d, "--json", tmp_path / "v.json")
     assert_one_line_error(r, "parity failed", "generator.int8.onnx", code=1)
     res, = json.loads((tmp_path / "v.json").read_text())["results"]
@@ -172,3 +178,33 @@ def test_tolerances_follow_the_dtype_rounding_and_int8_judges_the_bulk():
     res, failures = compare(small, small * 1.5, tol)  # every bulk bound holds; the error is half the signal
     assert not res.passed and res.max_abs < 0.051 and "SQNR 6.0 dB < 12 dB" in str(failures[0])
     assert compare(small, small * 1.1, tol)[0].passed  # 20.8 dB
+
+
+def test_the_printed_bulk_figures_are_the_judged_ones(int8_dirs, tmp_path):
+    """int8 is judged on p99.9/mean/SQNR pooled over all 1,032 z; the line printed beside "pass"
+    showed batch 1's p99.9 (one pixel), which can sit above the bound the verdict used."""
+    r = _cli("verify", "--exported", int8_dirs["static"], "--json", tmp_path / "v.json")
+    assert r.exit_code == 0, r.output
+    res, = json.loads((tmp_path / "v.json").read_text())["results"]
+    pooled, worst = res["pooled"], max(res["batches"], key=lambda b: b["p999_abs"])
+    assert res["p999_abs"] == pooled["p999_abs"] and pooled["z"] == 1032
+    line, = [ln for ln in r.stdout.splitlines() if ln.startswith("generator.int8.onnx: pass")]
+    assert (f"over all 1,032 z: p99.9 {pooled['p999_abs']:.2e} <= 0.5, mean {pooled['mean_abs']:.2e} <= 0.02, "
+            f"SQNR {pooled['sqnr_db']:.1f} dB >= 12 dB") in line, line
+    assert f"worst single batch: p99.9 {worst['p999_abs']:.2e} at batch {worst['batch']}, not judged alone" in line
+
+
+def test_bench_fails_the_x10_int8_file_at_a_small_batch(int8_dirs, checkpoint_path, tmp_path):
+    """Below batch 64 the bulk bounds were off and int8's atol is 2 (the output range), so a bench
+    row at batch 3 failed only on NaN or a wrong shape. Each small batch is now judged on the bulk of
+    an untimed parity batch of >= 64 z (22 calls of 3 = 66 z): the x10 file fails, the good one passes."""
+    fast = ["--backends", "ort", "--precisions", "int8", "--batch-sizes", "3", "--min-time", "0",
+            "--min-repeats", "2", "--warmup", "0", "--checkpoint", checkpoint_path]
+    for d, want in ((_weight_scale_x10(int8_dirs, tmp_path), "parity-failed"), (int8_dirs["static"], "ok")):
+        r = _cli("bench", "--exported", d, *fast, "--json", tmp_path / "b.json")
+        row, = json.loads((tmp_path / "b.json").read_text())["results"]
+        assert row["status"] == want, (row["status"], row.get("reason"))
+        assert row["parity"]["bulk"]["z"] == 66 and row["parity"]["max_abs_err"] < 2.0  # atol alone passes both
+        assert r.exit_code == (0 if want == "ok" else 1), r.output
+        if want != "ok":
+            assert row["reason"].startswith("parity batch of 66 z (untimed calls at batch 3): ") and "SQNR" in row["reason"]

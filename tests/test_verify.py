@@ -219,7 +219,12 @@ def test_verify_runner_directly(checkpoint_path):
     r = verify_runner(eager, off)
     assert not r.passed and r.failures[0].kind == "tolerance" and r.max_abs == pytest.approx(1e-3, rel=1e-3)
     assert verify_runner(eager, off, atol=2e-3).passed  # an explicit tolerance overrides the dtype's
-    assert verify_runner(eager, _Fake(lambda z: eager(z) + 1e-3, "bf16")).passed  # bf16's looser default
+    # bf16's unit roundoff is 2^-8 = 3.9e-3: an offset of 1e-3 (a quarter of it) is within bf16
+    # rounding by every bound (SQNR 33 dB >= 30.1 on this G's outputs, rms 0.047); 1e-2 is not
+    # (13 dB), though it is far inside bf16's per-pixel atol of 0.25
+    assert verify_runner(eager, _Fake(lambda z: eager(z) + 1e-3, "bf16")).passed
+    off_bf16 = verify_runner(eager, _Fake(lambda z: eager(z) + 1e-2, "bf16"))
+    assert not off_bf16.passed and off_bf16.max_abs < 0.25 and "SQNR 13." in str(off_bf16.failures[0])
     flat = _Fake(lambda z: eager(z).reshape(-1, 784))
     assert [f.kind for f in verify_runner(eager, flat).failures] == ["shape"] * 3
 
@@ -316,3 +321,63 @@ def test_a_skip_never_hides_a_failure_already_found(exported_dir, tmp_path):
     report = verify_exported(out)
     (r,) = [r for r in report.results if r.name == ts["file"]]
     assert {f.kind for f in r.failures} == {"metadata", "shape"} and not report.passed
+
+
+# ---- the half dtypes' bulk bounds (issue 25.2) -------------------------------------------------
+
+def _ts_half(checkpoint: Path, tmp: Path) -> Path:
+    from gantool.export import export_artifacts
+
+    out = tmp / "half"
+    export_artifacts(checkpoint, ["torchscript"], out, dtypes=["fp16", "bf16"], verify=False)
+    return out
+
+
+def _break_ts(src: Path, tmp: Path, dtype: str, corruption: str) -> Path:
+    """A copy of src's `dtype` TorchScript file with one corruption, re-hashed into its manifest."""
+    from gantool.export.torchscript import EXTRA_FILE, quiet_jit
+
+    name = f"generator.{dtype}.ts"
+    work = tmp / f"{dtype}-{corruption.replace(' ', '-')}"
+    work.mkdir()
+    out = _one_artifact(src, work, name)
+    with quiet_jit():
+        extra = {EXTRA_FILE: ""}
+        m = torch.jit.load(str(out / name), _extra_files=extra)
+        params = list(m.parameters())
+        weights = [p for p in params if p.dim() == 2]  # the four Linear layers, (out, in)
+        with torch.no_grad():
+            if corruption == "all zero":
+                for p in params:
+                    p.zero_()  # every output tanh(0) = 0
+            elif corruption == "one layer x2":
+                weights[1].mul_(2)
+            elif corruption == "image rows 13 and 14 swapped":  # the last layer's 2 x 28 output rows
+                last_w, last_b = weights[-1], params[-1]
+                a, b = list(range(13 * 28, 14 * 28)), list(range(14 * 28, 15 * 28))
+                last_w[a + b], last_b[a + b] = last_w[b + a].clone(), last_b[b + a].clone()
+        torch.jit.save(m, str(out / name), _extra_files=extra)
+    _rehash(out, name)
+    return out
+
+
+@pytest.mark.parametrize("trained", [False, True], ids=["untrained", "trained"])
+def test_half_dtypes_fail_a_zero_a_scaled_and_a_row_swapped_file(checkpoint_path, request, tmp_path, trained):
+    """fp16/bf16 had only atol = 64 u; the untrained G's outputs are small (max 0.26), so an all-zero
+    bf16 file passed it. The bulk bounds (p99.9, mean, SQNR in units of u) fail each corruption as
+    fp16 and as bf16, on an untrained and a 270-step G, while the untouched files pass."""
+    src = _ts_half(request.getfixturevalue("trained_checkpoint_path") if trained else checkpoint_path, tmp_path)
+    for dtype in ("fp16", "bf16"):
+        for corruption in ("all zero", "one layer x2", "image rows 13 and 14 swapped"):
+            (r,) = verify_exported(_break_ts(src, tmp_path, dtype, corruption)).results
+            assert not r.passed and _kinds_of(r) == {"tolerance"}, (dtype, corruption, r.summary())
+            # failed on the bulk, not only on atol (which, for bf16, the scaled and swapped files pass)
+            assert str(r.failures[-1]).startswith("all 1,032 z (1, 7, 1024): "), r.summary()
+    good = verify_exported(src)
+    assert good.passed, good.lines()
+    for r in good.results:  # real rounding error, inside every bound
+        assert r.pooled["sqnr_db"] > r.tolerance.min_sqnr_db and r.pooled["p999_abs"] < r.tolerance.p999_abs
+
+
+def _kinds_of(result) -> set[str]:
+    return {f.kind for f in result.failures}

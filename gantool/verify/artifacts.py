@@ -68,7 +68,7 @@ def check_entry(out: Path, entry: dict[str, Any], reference: Runner, ckpt_sha: s
                            "differs from the manifest's"))
     # 4. values, at each batch size
     values = verify_runner(reference, runner, batch_sizes, seed, name=entry["file"])
-    result.batches = values.batches
+    result.batches, result.pooled = values.batches, values.pooled  # the pooled figures are the judged ones
     result.failures.extend(values.failures)
     return result
 

@@ -16,6 +16,11 @@ from gantool.config import DIGITS_AFTER_STEPS
 from gantool.errors import GantoolError, OutputError
 
 STAGES = ("train", "export", "verify", "eval", "bench")
+# Only when asked for (--stages ...,serve): needs the serve extra and adds ~25 s (server start/stop, 3 loads).
+OPTIONAL_STAGES = ("serve",)
+ALL_STAGES = STAGES + OPTIONAL_STAGES
+SERVE_CONCURRENCY = "1,4,16"
+SERVE_DURATION_S = 2.0
 REPORT_SCHEMA = "gantool.demo/1"
 
 
@@ -105,7 +110,31 @@ def plan_stages(opt: DemoOptions, state: str) -> list[tuple[Stage, list[str] | N
         "bench": ["bench", "--exported", str(ex), "--checkpoint", str(out), "--batch-sizes", opt.batch_sizes,
                   "--json", str(out / "bench.json"), "--plot", str(out / "bench.png"), *opt.bench_args],
     }
-    return [(Stage(name), cmds[name]) for name in STAGES]
+    if "serve" in opt.stages:  # run by serve_stage: `gantool serve` on free ports, this bench against it, stop
+        cmds["serve"] = ["bench", "--exported", str(ex), "--checkpoint", str(out), "--backends", "triton",
+                         "--precisions", "fp32", "--triton-model", "generator", "--concurrency", SERVE_CONCURRENCY,
+                         "--batch-sizes", "1", "--duration", str(SERVE_DURATION_S), "--json", str(out / "bench_serve.json")]
+    return [(Stage(name), cmds[name]) for name in ALL_STAGES if name in cmds]
+
+
+def serve_stage(opt: DemoOptions, cmd: list[str], log: Callable[[str], None]) -> int:
+    """Start `gantool serve` on free loopback ports, run the load-test bench `cmd` against it, stop it
+    (SIGTERM); the bench's exit code, or 1 when the server does not start or stop cleanly."""
+    from gantool.errors import first_line
+    from gantool.serve.child import ServeChild
+
+    try:
+        server = ServeChild(opt.out / "exported")
+    except GantoolError as e:
+        log(f"error: {first_line(e)}")
+        return 1
+    log(f"demo: serve: gantool serve on 127.0.0.1 (gRPC {server.grpc}, HTTP {server.http})")
+    try:
+        rc = subprocess.call(_gantool(*cmd, "--url", server.url))
+    finally:
+        code, took = server.stop()
+    log(f"demo: serve: server stopped in {took:.1f} s (exit {code})")
+    return rc or (1 if code else 0)
 
 
 def _fresh(path: Path, since: float) -> Path:
@@ -164,6 +193,20 @@ def read_eval(out: Path, since: float) -> tuple[dict[str, Any], str]:
     return res, text
 
 
+def read_serve(out: Path, since: float) -> tuple[dict[str, Any], str]:
+    doc = _read_json(out / "bench_serve.json", since)
+    rows = [{"concurrency": r.get("concurrency"), "batch": r["batch"], "samples_per_s": r.get("samples_per_s"),
+             "status": r["status"], **{k: (r.get("load") or {}).get(k) for k in
+                                       ("requests_per_s", "client_latency_ms", "errors", "checked", "wrong",
+                                        "queue_ms", "compute_infer_ms", "mean_batch")}}
+            for r in doc["results"]]
+    text = "gantool serve (Triton via PyTriton, ort): " + ", ".join(
+        f"c{r['concurrency']} {r['samples_per_s'] or 0:,.0f} samples/s p99 "
+        f"{(r['client_latency_ms'] or {}).get('p99') or float('nan'):.1f} ms, {r['errors']} errors, "
+        f"{r['checked']} answers checked ({r['wrong']} wrong)" for r in rows)
+    return {"rows": rows}, text
+
+
 def read_bench(out: Path, since: float) -> tuple[dict[str, Any], str]:
     doc = _read_json(out / "bench.json", since)
     rows = [{k: r.get(k) for k in ("backend", "precision", "batch", "samples_per_s", "median_ms", "ranked", "reason")}
@@ -179,7 +222,8 @@ def read_bench(out: Path, since: float) -> tuple[dict[str, Any], str]:
 
 
 READERS: dict[str, Callable[[Path, float], tuple[dict[str, Any], str]]] = {
-    "train": read_train, "export": read_export, "verify": read_verify, "eval": read_eval, "bench": read_bench}
+    "train": read_train, "export": read_export, "verify": read_verify, "eval": read_eval, "bench": read_bench,
+    "serve": read_serve}
 
 
 def machine() -> dict[str, Any]:
@@ -215,7 +259,7 @@ def run_demo(opt: DemoOptions, log: Callable[[str], None] = print) -> dict[str, 
     plan = plan_stages(opt, state)
     stages = [s for s, _ in plan]
     t_all, failed = time.perf_counter(), None
-    asked = [name for name in STAGES if name in opt.stages]
+    asked = [name for name in ALL_STAGES if name in opt.stages]
     for stage, cmd in plan:
         if stage.name not in opt.stages:
             stage.status, cmd = "skipped", None
@@ -238,7 +282,7 @@ def run_demo(opt: DemoOptions, log: Callable[[str], None] = print) -> dict[str, 
             stage.command = "gantool " + " ".join(shlex.quote(a) for a in cmd)
             log(f"demo: [{asked.index(stage.name) + 1}/{len(asked)}] {stage.name}: {stage.command}")
             since, t0 = time.time(), time.perf_counter()
-            rc = subprocess.call(_gantool(*cmd))
+            rc = serve_stage(opt, cmd, log) if stage.name == "serve" else subprocess.call(_gantool(*cmd))
             stage.seconds = round(time.perf_counter() - t0, 1)
             stage.status = "ok" if rc == 0 else "failed"
             if rc:
@@ -305,6 +349,18 @@ def to_markdown(report: dict[str, Any]) -> str:
             cells = {r["batch"]: r["samples_per_s"] for r in rows if (r["backend"], r["precision"]) == key}
             lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(
                 f"{cells[b]:,.0f}" if cells.get(b) else "-" for b in batches) + " |")
+    serve = next((s for s in report["stages"] if s["name"] == "serve" and s["result"].get("rows")), None)
+    if serve:
+        ms = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
+        lines += ["", "Served by `gantool serve` (Triton + PyTriton, ORT per batch), batch-1 requests on loopback; "
+                  "latency is the client's, queue/compute Triton's own per request:", "",
+                  "| concurrency | samples/s | p50 ms | p99 ms | queue ms | compute ms | mean batch formed | errors | "
+                  "answers checked (wrong) |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for r in serve["result"]["rows"]:
+            lat = r.get("client_latency_ms") or {}
+            lines.append(f"| {r['concurrency']} | {r['samples_per_s'] or 0:,.0f} | {ms(lat.get('p50'))} | "
+                         f"{ms(lat.get('p99'))} | {ms(r.get('queue_ms'))} | {ms(r.get('compute_infer_ms'))} | "
+                         f"{ms(r.get('mean_batch'))} | {r['errors']} | {r['checked']} ({r['wrong']}) |")
     out = Path(report["out"])
     pics = [("samples", "samples/final.png"), ("losses", "loss.png"), ("parity", "verify.png"), ("bench", "bench.png")]
     have = [f"[{label}]({p})" for label, p in pics if (out / p).exists()]

@@ -1,112 +1,12 @@
-"""Helpers for the tests that start a real Triton server on 127.0.0.1: a `gantool serve` child,
-its process tree read from /proc, and a one-line-error check for subprocess results."""
+"""Helpers for the tests that start a real Triton server on 127.0.0.1 (the server child itself is
+gantool.serve.child, shared with the demo's serve stage), and subprocess CLI runs."""
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 from types import SimpleNamespace
 
-from gantool.serve.env import free_ports, port_free
-
-START_TIMEOUT_S = 90.0
-STOP_TIMEOUT_S = 20.0
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live process below `pid` (children of children too), from /proc."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        parents.setdefault(ppid, []).append(int(entry.name))
-    out, todo = set(), [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            if child not in out:
-                out.add(child)
-                todo.append(child)
-    return out
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-class ServeProcess:
-    """`gantool serve` in a child process on free ports, ready once it logs its URLs."""
-
-    def __init__(self, exported: Path, *extra: str):
-        self.http, self.grpc, self.metrics = free_ports(3)
-        self.cmd = [sys.executable, "-m", "gantool", "serve", "--exported", str(exported),
-                    "--http-port", str(self.http), "--grpc-port", str(self.grpc),
-                    "--metrics-port", str(self.metrics), *extra]
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     start_new_session=True)
-        self.stdout: list[str] = []
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.stdout.append(line)
-            if "stop with" in line:
-                break
-        if not any("stop with" in ln for ln in self.stdout):
-            self.kill()
-            raise AssertionError(f"gantool serve did not start: {''.join(self.stdout)}{self.proc.stderr.read()}")
-        self.tree = descendants(self.proc.pid)  # tritonserver and its Python-backend stub(s)
-
-    @property
-    def url(self) -> str:
-        return f"127.0.0.1:{self.grpc}"
-
-    @property
-    def ports(self) -> list[int]:
-        return [self.http, self.grpc, self.metrics]
-
-    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, float]:
-        """Send `sig`, wait; (exit code, seconds it took)."""
-        t0 = time.monotonic()
-        self.proc.send_signal(sig)
-        try:
-            code = self.proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"gantool serve still running {STOP_TIMEOUT_S:.0f} s after signal {sig}") from None
-        return code, time.monotonic() - t0
-
-    def kill(self) -> None:
-        """SIGKILL the server and every process it started (the tests' last resort, and the crash test)."""
-        for pid in [self.proc.pid, *self.tree, *descendants(self.proc.pid)]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.proc.wait(STOP_TIMEOUT_S)
-
-    def assert_gone(self) -> None:
-        """No process of the server left, its ports free again (within a few seconds)."""
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            left = [p for p in self.tree if alive(p)]
-            taken = [p for p in self.ports if not port_free(p)]
-            if not left and not taken:
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"after stop: processes {left} alive, ports {taken} taken")
+from gantool.serve.child import ServeChild as ServeProcess, alive, descendants  # noqa: F401
 
 
 def run_cli(*args: str, timeout: float = 120, **kw) -> SimpleNamespace:

@@ -200,3 +200,24 @@ def test_port_in_use_artifact_missing_and_no_extra_are_one_line(exported_dir, mo
     monkeypatch.setitem(sys.modules, "pytriton", None)  # as if the serve extra were not installed
     r = CliRunner().invoke(app, ["serve", "--exported", str(exported_dir)])
     assert_one_line_error(r, "pip install 'gantool[serve]'")
+
+
+def test_demo_runs_serve_only_when_asked_and_reports_its_rows(tmp_path):
+    """The demo's serve stage (~25 s with a real server; `make demo` leaves it out): planned only
+    for --stages ...,serve, with bench's load rows read back into REPORT.md."""
+    from gantool.demo import DemoOptions, plan_stages, read_serve, to_markdown
+
+    names = lambda stages: [s.name for s, _ in plan_stages(DemoOptions(out=tmp_path, stages=stages), "new")]  # noqa: E731
+    assert names(("train", "bench")) == ["train", "export", "verify", "eval", "bench"]
+    assert names(("serve",))[-1] == "serve"
+    row = {"backend": "triton", "batch": 1, "concurrency": 16, "samples_per_s": 900.0, "status": "ok",
+           "load": {"requests_per_s": 900.0, "client_latency_ms": {"p50": 15.0, "p99": 33.0}, "errors": 0,
+                    "checked": 1800, "wrong": 0, "queue_ms": 4.0, "compute_infer_ms": 7.0, "mean_batch": 8.0}}
+    (tmp_path / "bench_serve.json").write_text(json.dumps({"results": [row]}))
+    res, text = read_serve(tmp_path, 0.0)
+    assert "c16 900 samples/s p99 33.0 ms, 0 errors, 1800 answers checked (0 wrong)" in text
+    md = to_markdown({"out": str(tmp_path), "created": "now", "total_seconds": 1.0,
+                      "machine": {"cpu": "x", "cpu_count": 2, "threads": 2, "isa": {}, "gpus": [], "platform": "p",
+                                  "versions": {}, "onnxruntime_providers": []},
+                      "stages": [{"name": "serve", "status": "ok", "seconds": 25.0, "summary": text, "result": res}]})
+    assert "| 16 | 900 | 15 | 33 | 4 | 7 | 8 | 0 | 1800 (0) |" in md

@@ -20,7 +20,7 @@ class DemoFailed(GantoolError):
 def demo(
     out: Annotated[Path, typer.Option(help="Run directory; everything the demo writes goes here.")] = Path("runs/demo"),
     fresh: Annotated[bool, typer.Option("--fresh", help="Start over: rename the previous run to OUT.prev-<time> (nothing is deleted) and train anew.")] = False,
-    stages: Annotated[str, typer.Option(help="Comma list of stages to run: train, export, verify, eval, bench.")] = "train,export,verify,eval,bench",
+    stages: Annotated[str, typer.Option(help="Comma list of stages to run: train, export, verify, eval, bench; and serve (not by default: needs the serve extra, ~25 s): gantool serve on free loopback ports, a load test at concurrency 1,4,16, stop.")] = "train,export,verify,eval,bench",
     epochs: Annotated[Optional[str], typer.Option(metavar="<int>", hidden=True, help="Epochs of a new run (tests).")] = None,
     limit: Annotated[Optional[str], typer.Option(metavar="<int>", hidden=True, help="Images of a new run (tests).")] = None,
     formats: Annotated[str, typer.Option(hidden=True, help="Export formats.")] = "all",
@@ -34,11 +34,11 @@ def demo(
     same `gantool` command you would type; REPORT.md in the run directory sums them up with the
     machine, versions and the wall time of each stage.
     """
-    from gantool.demo import STAGES, DemoOptions, run_demo
+    from gantool.demo import ALL_STAGES, DemoOptions, run_demo
 
     train_args = [a for flag, v in (("--epochs", epochs), ("--limit", limit)) if v is not None for a in (flag, v)]
     bench_args = ["--backends", "eager,torchscript,ort", "--warmup", "0", "--min-time", "0", "--min-repeats", "1"] if quick else []
-    opt = DemoOptions(out=out, fresh=fresh, stages=tuple(parse_choice_list(stages, list(STAGES), "stage")),
+    opt = DemoOptions(out=out, fresh=fresh, stages=tuple(parse_choice_list(stages, list(ALL_STAGES), "stage")),
                       train_args=tuple(train_args), formats=formats, n=n, batch_sizes=batch_sizes,
                       bench_args=tuple(bench_args))
     report = run_demo(opt, log=typer.echo)

@@ -104,14 +104,46 @@ def test_verify_distribution_passes_on_faithful_artifacts(exported_dir, checkpoi
     assert all(ln.endswith(": ok") for ln in lines), lines
 
 
-def test_verify_distribution_fails_when_digits_change(exported_dir, checkpoint_path, quality_reference, monkeypatch):
-    import gantool.quality.metrics as quality
+def test_verify_distribution_fails_an_onnx_whose_last_layer_rows_are_permuted(exported_dir, checkpoint_path,
+                                                                              quality_reference, tmp_path):
+    """A real wrong artifact, at the default thresholds: the fp32 ONNX with its last Gemm's 784 output
+    rows (weights and bias) in a seeded random order, re-hashed into the manifest so that only its
+    values can tell. Element-wise parity fails it and is reported; distribution parity fails it too."""
+    import shutil
 
-    # Demand more agreement than is possible: the check must then fail the command (exit 1).
-    monkeypatch.setattr(quality, "PARITY_MIN_AGREEMENT", 1.01)
-    r = _verify("--exported", str(exported_dir), "--checkpoint", str(checkpoint_path), "--distribution", "100")
-    _bad(r, "distribution parity failed")
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from gantool.checkpoint import sha256_file
+
+    name = "generator.fp32.onnx"
+    out = tmp_path / "exp"
+    out.mkdir()
+    shutil.copy(exported_dir / name, out / name)
+    doc = json.loads((exported_dir / "manifest.json").read_text())
+    doc["artifacts"] = [e for e in doc["artifacts"] if e["file"] == name]
+    model = onnx.load(str(out / name))
+    last = [n for n in model.graph.node if n.op_type == "Gemm"][-1]
+    trans_b = next((a.i for a in last.attribute if a.name == "transB"), 0)
+    perm = np.random.default_rng(0).permutation(784)
+    inits = {i.name: i for i in model.graph.initializer}
+    for arg, axis in ((last.input[1], 0 if trans_b else 1), (last.input[2], 0)):  # B (784 output rows), bias
+        arr = numpy_helper.to_array(inits[arg])
+        inits[arg].CopyFrom(numpy_helper.from_array(np.take(arr, perm, axis=axis), arg))
+    onnx.save(model, str(out / name))
+    doc["artifacts"][0]["sha256"] = sha256_file(out / name)
+    (out / "manifest.json").write_text(json.dumps(doc))
+
+    r = _verify("--exported", str(out), "--checkpoint", str(checkpoint_path), "--distribution", "300",
+                "--json", str(tmp_path / "v.json"))
+    _bad(r, "distribution parity failed for generator.fp32.onnx")
     assert r.exit_code == 1
+    assert f"{name}: FAIL (tolerance)" in r.stdout  # element-wise parity, reported beside it
+    v = json.loads((tmp_path / "v.json").read_text())
+    (d,) = v["distribution"]
+    assert d["passed"] is False and d["label_agreement"] < 0.98, d  # default: >= 98% of z keep their digit
+    assert not v["results"][0]["passed"]
 
 
 def test_eval_reports_precision_recall_kid_in_two_feature_spaces(checkpoint_scores):

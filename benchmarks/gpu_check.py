@@ -4,6 +4,10 @@ Run through benchmarks/gpu_check.sh, which first installs an onnxruntime-gpu whe
 when they are there. Every step is written to $OUT/bench-<card>.json as soon as it ends; a step
 that fails is recorded and the rest go on. `--dry-run` runs the same steps on the CPU at toy sizes
 (a test runs it), so the script itself is checked where there is no GPU.
+
+Exit status: 0 only when training, every export and verify succeeded and every requested bench row
+(backend x precision x batch x mode) ran and passed parity; 1 otherwise, with each reason on stderr
+and under "verdict" in the JSON, so a GPU run that failed cannot be taken for a good one.
 """
 from __future__ import annotations
 
@@ -29,6 +33,8 @@ CUDA_BACKENDS = ["eager", "ort-cuda", "ort-cuda-graph", "ort-trt", "torchscript"
 CUDA_PRECISIONS = ["fp32", "tf32", "bf16", "fp16"]
 CUDA_BATCHES = [1, 64, 4096, 65536]
 DRY_BACKENDS = ["eager", "torchscript", "ort", "ort-cuda"]  # ort-cuda: the unavailable row, for real
+DRY_UNAVAILABLE = {"ort-cuda"}  # on the CPU its rows must say "unavailable"; every other row must pass
+MODES = ["latency", "throughput"]
 
 
 def log(msg: str) -> None:
@@ -151,14 +157,14 @@ def main() -> int:
     save()
 
     backends = DRY_BACKENDS if dry else CUDA_BACKENDS
+    precisions, batches = (["fp32"], [1, 8]) if dry else (CUDA_PRECISIONS, CUDA_BATCHES)
     reports = []
     for b in backends:
         if time.perf_counter() - t_start > args.budget_s:
             doc["steps"].setdefault("skipped_for_time", []).append(b)
             continue
         cfg = BenchConfig(checkpoint=run, exported=exported, backends=[b], device=device,
-                          precisions=["fp32"] if dry else CUDA_PRECISIONS, batch_sizes=[1, 8] if dry else CUDA_BATCHES,
-                          modes=["latency", "throughput"], warmup=1 if dry else 10, min_time=0.0 if dry else 0.1,
+                          precisions=precisions, batch_sizes=batches, modes=MODES, warmup=1 if dry else 10, min_time=0.0 if dry else 0.1,
                           max_time=0.05 if dry else 0.5, min_repeats=3 if dry else 10,
                           repeats=3 if dry else None, cache_dir=work / "trt-cache", peak_probe=not dry)
         try:
@@ -209,10 +215,42 @@ def main() -> int:
     if "bench" in doc:
         doc["bench"]["train"] = doc["train"]
     save()
-    log(f"wrote {path} in {time.perf_counter() - t_start:.0f} s")
-    print(json.dumps({"json": str(path), "card": card,
+    bad = problems(doc, backends, precisions, batches, DRY_UNAVAILABLE if dry else set())
+    doc["verdict"] = {"passed": not bad, "problems": bad}
+    save()
+    for why in bad:
+        log(f"FAILED: {why}")
+    log(f"wrote {path} in {time.perf_counter() - t_start:.0f} s: {'every requested row ran and passed parity' if not bad else f'{len(bad)} problem(s)'}")
+    print(json.dumps({"json": str(path), "card": card, "passed": not bad,
                       "best": rep.summary(doc["bench"])["best"] if reports else []}, separators=(",", ":")))
-    return 0
+    return 1 if bad else 0
+
+
+def problems(doc: dict, backends: list[str], precisions: list[str], batches: list[int],
+             unavailable: set[str]) -> list[str]:
+    """Why this run is not a good check: a failed step, or a requested row that is missing, did not
+    run ok, or failed parity. Backends in `unavailable` must report exactly that (the dry run's CUDA row)."""
+    steps, out = doc["steps"], []
+    if not steps.get("train", {}).get("ok"):
+        out.append("training failed (bench timed an untrained generator)")
+    out += [f"export {e['format']} {e['dtype']} failed: {e.get('error')}" for e in steps.get("export", []) if not e["ok"]]
+    if steps.get("verify", {}).get("exit") != 0:
+        out.append(f"verify exited {steps.get('verify', {}).get('exit')}: {' / '.join(steps.get('verify', {}).get('tail', []))}")
+    out += [f"bench {b} not run: out of time" for b in steps.get("skipped_for_time", [])]
+    out += [f"bench {b}: {e}" for b, e in steps.get("bench_errors", {}).items()]
+    # the ort-trt fp32 rows measured again with TF32 off come later in the list and replace the first ones
+    rows = {(r["backend"], r["precision"], r["batch"], r["mode"]): r for r in doc.get("bench", {}).get("results", [])}
+    for key in ((b, p, n, m) for b in backends for p in precisions for n in batches for m in MODES):
+        r, name = rows.get(key), " ".join(map(str, key))
+        if key[0] in unavailable:
+            if r is None or r["status"] != "unavailable":
+                out.append(f"{name}: expected unavailable here, got {r and r['status']}")
+        elif r is None:
+            if key[0] not in steps.get("skipped_for_time", []) and key[0] not in steps.get("bench_errors", {}):
+                out.append(f"{name}: no row")
+        elif r["status"] != "ok" or not (r.get("parity") or {}).get("passed"):
+            out.append(f"{name}: {r['status']}: {r.get('reason') or 'parity not checked'}")
+    return out
 
 
 def merge(reports: list[dict]) -> dict:

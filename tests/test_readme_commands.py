@@ -1,0 +1,94 @@
+"""Every `gantool ...` command the README shows runs as written (issue 26.4): the pipeline table's commands
+and each line of its bash blocks, in a temp folder after the table's own `gantool train`, with small sizes
+appended where the command has options for them (the last value of an option wins)."""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+# Options appended to shrink a command without changing what it does (a user's run is bigger, not other).
+SMALL = {
+    "train": ["--epochs", "1", "--limit", "200", "--no-progress"],
+    "eval": ["--n", "300"],
+    "bench": ["--max-time", "0.1", "--batch-sizes", "1"],
+    "demo": ["--quick", "--n", "300", "--formats", "onnx,torchscript", "--batch-sizes", "1"],
+}
+# Commands that need what a test cannot start: a Triton server listening on --url (gantool serve's own
+# tests start one), Chromium for the web backend.
+NEEDS = {"--url": "a Triton server at --url (tests/test_serve.py)", "web": "Chromium (tests/test_export_web.py)"}
+
+
+def readme_commands(text: str) -> list[str]:
+    """`gantool ...` of the pipeline table (in order), then every line of each bash block that starts with it
+    (continuations joined, trailing comments dropped)."""
+    table = [m for line in text.splitlines() if line.startswith("|")
+             for m in re.findall(r"`(gantool [^`]+)`", line)]
+    blocks = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.split(r"\s+#", line, maxsplit=1)[0].strip()
+            if line.startswith("gantool "):
+                blocks.append(line)
+    return table + blocks
+
+
+def needs(args: list[str]) -> str | None:
+    if "--url" in args:
+        return NEEDS["--url"]
+    backends = args[args.index("--backends") + 1].split(",") if "--backends" in args[:-1] else []
+    if args[0] == "bench" and "web" in backends:
+        return NEEDS["web"]
+    return None
+
+
+def test_the_readme_lists_the_commands_this_test_runs():
+    cmds = readme_commands(README.read_text())
+    heads = {shlex.split(c)[1] for c in cmds}
+    assert {"train", "export", "verify", "sample", "eval", "bench", "demo"} <= heads, heads
+    assert any("--generator my_gen.py:make" in c for c in cmds) and any("--format web" in c for c in cmds)
+
+
+@pytest.mark.slow
+def test_every_readme_command_runs_as_written(tmp_path):
+    text = README.read_text()
+    # What a user brings: my_gen.py is the README's own file; g.pt its README line makes; real.npy their images
+    python_block = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    (tmp_path / "my_gen.py").write_text(python_block)
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "real.npy", rng.integers(0, 256, (300, 3, 32, 32), dtype=np.uint8))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(tmp_path)}
+    setup = [line for line in text.splitlines() if line.startswith("python3 -c ") and "g.pt" in line]
+    assert setup, "the README says how g.pt is made"
+    for line in setup:
+        code = shlex.split(re.split(r"\s+#", line, maxsplit=1)[0])[2]
+        subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, check=True, timeout=120)
+
+    ran, skipped = [], []
+    for cmd in readme_commands(text):
+        args = shlex.split(cmd)[1:]
+        why = needs(args)
+        if why:
+            skipped.append(f"{cmd} (needs {why})")
+            continue
+        args = [*args, *SMALL.get(args[0], [])]
+        if args[:2] == ["verify", "--exported"] and "--distribution" in args:
+            args += ["--distribution", "200"]
+        r = subprocess.run([sys.executable, "-m", "gantool", *args], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=600)
+        assert r.returncode == 0, f"README command failed: {cmd}\n(ran: gantool {' '.join(args)})\n{r.stderr[-1500:]}"
+        ran.append(cmd)
+    assert len(ran) >= 15, ran
+    assert all("--url" in s or "web" in s for s in skipped), skipped
+    # what the commands wrote is what the README says they write
+    for path in ("runs/demo/checkpoint.pt", "runs/demo/exported/manifest.json", "runs/demo/grid.png",
+                 "runs/demo/site/index.html", "exp/manifest.json", "grid.png", "site/index.html",
+                 "runs/demo/REPORT.md"):
+        assert (tmp_path / path).is_file(), path

@@ -49,29 +49,54 @@ def test_gate_passes_on_itself_and_fails_past_the_band():
     assert [r["verdict"] for r in gate.compare(gone, base, 0.3)["rows"]] == ["ok", "not measured"]
 
 
-@pytest.mark.parametrize("band,ok", [("30%", 0.3), ("5", 0.05), ("0%", 0.0), ("100%", 1.0)])
+@pytest.mark.parametrize("band,ok", [("30%", 0.3), ("5", 0.05), ("0%", 0.0), ("99.5%", 0.995)])
 def test_band_parsing(band, ok):
     assert gate.parse_band(band) == pytest.approx(ok)
 
 
-def test_compare_on_the_cli_passes_on_its_baseline_and_fails_on_a_doctored_one(checkpoint_path, exported_dir, tmp_path):
+@pytest.fixture
+def fixed_times(monkeypatch):
+    """Every timed call of eager takes 2 ms and of any other backend 1 ms: two bench runs give the
+    same ratios to the last bit, so the gate can be held to 0% through the CLI."""
+    import numpy as np
+
+    from gantool.bench import suite
+
+    real = suite.measure
+
+    def measure(runner, *args, **kw):
+        m = real(runner, *args, **kw)
+        m.times = np.full(len(m.times), 2e-3 if runner.info.backend == "eager" else 1e-3)
+        return m
+
+    monkeypatch.setattr(suite, "measure", measure)
+
+
+def test_compare_on_the_cli_holds_at_0_percent_and_fails_on_a_doctored_baseline(checkpoint_path, exported_dir,
+                                                                                tmp_path, fixed_times):
+    """--max-regression 100% could never fail (a ratio cannot fall by 100%). Against its own report
+    the gate passes at 0%; a baseline whose ort ratio is 1% higher fails it at 0% and passes at 2%."""
     base = tmp_path / "base.json"
     args = ["--checkpoint", str(checkpoint_path), "--exported", str(exported_dir), "--backends", "eager,ort",
             "--precisions", "fp32", "--batch-sizes", "64", *FAST]
     res = invoke(*args, "--json", str(base))
     assert res.exit_code == 0, res.output + res.stderr
-    res = invoke(*args, "--compare", str(base), "--max-regression", "100%")
+    doc = json.loads(base.read_text())
+    assert gate.ratios(doc) == {"ort fp32 latency b64": 2.0}
+    assert gate.compare(doc, doc, 0.0)["passed"]  # a report against itself, at 0%
+    res = invoke(*args, "--compare", str(base), "--max-regression", "0%")
     assert res.exit_code == 0, res.output + res.stderr
     assert "ratio gate" in res.stdout and "ort fp32 latency b64" in res.stdout
-    doc = json.loads(base.read_text())
     for r in doc["results"]:
         if r["backend"] == "ort":
-            r["samples_per_s"] *= 1000  # a baseline where ort was 1000x eager: today is far slower
+            r["samples_per_s"] *= 1.01  # a baseline where ort was 2.02x eager: today's 2.0x is 1% slower
     doctored = tmp_path / "doctored.json"
     doctored.write_text(json.dumps(doc))
-    res = invoke(*args, "--compare", str(doctored), "--max-regression", "30%")
+    res = invoke(*args, "--compare", str(doctored), "--max-regression", "0%")
     assert_one_line_error(res, "ratio gate failed", code=1, progress_prefix="bench: ")
     assert "fail" in res.stdout
+    res = invoke(*args, "--compare", str(doctored), "--max-regression", "2%")
+    assert res.exit_code == 0, res.output + res.stderr
 
 
 @pytest.mark.parametrize("extra,needles", [
@@ -80,8 +105,9 @@ def test_compare_on_the_cli_passes_on_its_baseline_and_fails_on_a_doctored_one(c
     (["--ort-option", "use_tf32=1"], ["gantool sets this one itself", "tf32"]),
     (["--compare", "MISSING"], ["--compare", "no such file"]),
     (["--compare", "NOTJSON"], ["--compare", "not a JSON bench report"]),
-    (["--compare", "BASE", "--max-regression", "-5%"], ["--max-regression", "between 0% and 100%"]),
-    (["--compare", "BASE", "--max-regression", "150%"], ["--max-regression", "between 0% and 100%"]),
+    (["--compare", "BASE", "--max-regression", "-5%"], ["--max-regression", "at least 0%"]),
+    (["--compare", "BASE", "--max-regression", "150%"], ["--max-regression", "below 100%"]),
+    (["--compare", "BASE", "--max-regression", "100%"], ["--max-regression", "a ratio cannot fall by 100%"]),
     (["--compare", "BASE", "--max-regression", "lots"], ["--max-regression", "percentage"]),
     (["--percentiles", "50,100"], ["--percentiles", "between 0 and 100"]),
     (["--modes", "fast"], ["unknown mode", "fast"]),

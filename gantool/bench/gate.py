@@ -11,14 +11,15 @@ REFERENCE = ("eager", "fp32")  # every inference ratio is over this row at the s
 
 
 def parse_band(text: str) -> float:
-    """'30%' or '30' -> 0.30; negative or over 100% is a one-line error."""
+    """'30%' or '30' -> 0.30; negative, or 100% and over (a gate no ratio can fail), is a one-line error."""
     raw = text.strip()
     try:
         value = float(raw.removesuffix("%").strip())
     except ValueError:
         raise ConfigError(f"--max-regression {text!r}: give a percentage such as 30%") from None
-    if not 0 <= value <= 100 or value != value:
-        raise ConfigError(f"--max-regression {text!r}: must be between 0% and 100%")
+    if not 0 <= value < 100 or value != value:
+        # a ratio falls by 100% only at 0 samples/s, so a band of 100% or more could never fail
+        raise ConfigError(f"--max-regression {text!r}: must be at least 0% and below 100% (a ratio cannot fall by 100%)")
     return value / 100
 
 

@@ -109,7 +109,7 @@ def bench(
     concurrency: Annotated[Optional[str], typer.Option(help="triton: load-test rows instead of one-call timing: keep this many requests in flight (comma list, e.g. 1,4,16), each request --batch-sizes rows.")] = None,
     duration: Annotated[float, typer.Option(min=0.1, help="triton --concurrency: seconds of load per row.")] = 5.0,
     compare: Annotated[Optional[Path], typer.Option(help="Baseline bench JSON: gate on samples/s ratios (vs eager fp32 at the same batch; train vs seed loop).")] = None,
-    max_regression: Annotated[str, typer.Option(help="With --compare: fail when a ratio falls by more than this (0%..100%).")] = "30%",
+    max_regression: Annotated[str, typer.Option(help="With --compare: fail when a ratio falls by more than this (0% up to, not including, 100%).")] = "30%",
 ) -> None:
     """Measure samples/s and latency (median with its 95% CI) of every backend, checked against eager fp32.
 

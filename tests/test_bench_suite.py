@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import time
 from pathlib import Path
 
 import jsonschema
@@ -21,21 +20,42 @@ from gantool.runners import Runner, RunnerInfo
 FAST = dict(warmup=1, min_time=0.0, repeats=3, peak_probe=False)
 
 
-class FakeRunner(Runner):
-    """Records which prepared input each run() saw; output = a fixed function of z."""
+class FakeClock:
+    """bench's clock in tests: time passes only when a FakeRunner runs (its `delay` ticks a call), so
+    assertions are on ticks, never on how fast this machine is today."""
 
-    def __init__(self, device="cpu", backend="fake", providers=None, delay=0.0):
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    from gantool.bench import timing
+
+    fake = FakeClock()
+    monkeypatch.setattr(timing, "time", fake)  # gantool.bench.timing reads time.perf_counter only
+    return fake
+
+
+class FakeRunner(Runner):
+    """Records which prepared input each run() saw; output = a fixed function of z. Each run()
+    advances `ticks` (a FakeClock) by `delay` seconds."""
+
+    def __init__(self, device="cpu", backend="fake", providers=None, delay=0.0, ticks=None):
         self.info = RunnerInfo(backend, device, "fp32", 100, (1, 28, 28), "", {"providers": providers} if providers else {})
         self.seen: list[int] = []
-        self.delay = delay
+        self.delay, self.ticks = delay, ticks  # (Runner.clock means a self-timing runner: not this)
 
     def prepare(self, z):
         return z
 
     def run(self, x):
         self.seen.append(id(x))
-        if self.delay:
-            time.sleep(self.delay)
+        if self.ticks is not None:
+            self.ticks.now += self.delay() if callable(self.delay) else self.delay
         return torch.tanh(x[:, :1]).expand(-1, 784).reshape(-1, 1, 28, 28)
 
     def sync(self):
@@ -52,41 +72,38 @@ def exported(checkpoint_path, tmp_path_factory) -> Path:
     return out
 
 
-def test_measure_rotates_inputs_and_honours_min_repeats_and_min_time():
-    r = FakeRunner(delay=0.001)
+def test_measure_rotates_inputs_and_honours_min_repeats_and_min_time(clock):
+    r = FakeRunner(delay=0.001, ticks=clock)  # 1 ms of fake time a call
     zs = [torch.randn(4, 100) for _ in range(3)]
-    t0 = time.perf_counter()
     m = measure(r, zs, warmup=2, stop=StopRule(min_repeats=5, min_time=0.05, max_time=0.05))
-    assert time.perf_counter() - t0 >= 0.05  # kept timing until min_time had passed
-    assert len(m.times) >= 5
+    # kept timing until min_time had passed: 50 calls of 1 ms (51 where float sums land just under)
+    assert len(m.times) in (50, 51) and m.times == pytest.approx(0.001)
+    assert clock.now == pytest.approx(0.001 * (1 + 2 + len(m.times)))  # first call, warm-up, timed
     assert set(r.seen) == {id(z) for z in zs}  # every buffer was used, not one hot input
     assert m.timer == "perf_counter" and m.mode == "latency" and m.capture_s is None and m.replayed is None
     # first call and warm-up are not among the timed samples
     assert len(r.seen) == 1 + 2 + len(m.times)
 
 
-def test_measure_stops_when_the_medians_ci_is_tight_or_at_the_cap():
-    steady = FakeRunner()
+def test_measure_stops_when_the_medians_ci_is_tight_or_at_the_cap(clock):
+    steady = FakeRunner(delay=0.001, ticks=clock)
     m = measure(steady, [torch.randn(2, 100)], warmup=0, stop=StopRule(min_repeats=10, min_time=0.0, max_time=5.0))
-    assert m.ci_met and len(m.times) < 10_000  # a steady call reaches ±2% quickly
+    assert m.ci_met and len(m.times) == 10  # identical calls: the CI is tight at the first check
     rng = iter(torch.rand(100_000).tolist())
-
-    class Noisy(FakeRunner):
-        def run(self, x):
-            time.sleep(0.0005 * next(rng) * 4)
-            return super().run(x)
-
-    t0 = time.perf_counter()
-    m = measure(Noisy(), [torch.randn(2, 100)], warmup=0, stop=StopRule(min_repeats=10, min_time=0.0, max_time=0.1, ci_target=1e-6))
-    assert not m.ci_met and 0.1 <= time.perf_counter() - t0 < 2  # never tight enough: the cap stopped it
+    noisy = FakeRunner(delay=lambda: 0.002 * next(rng), ticks=clock)  # 0-2 ms a call: never within 1e-6
+    t0 = clock.now
+    m = measure(noisy, [torch.randn(2, 100)], warmup=0,
+                stop=StopRule(min_repeats=10, min_time=0.0, max_time=0.1, ci_target=1e-6))
+    elapsed = clock.now - t0 - m.first_s  # the timed loop's ticks
+    assert not m.ci_met and 0.1 <= elapsed < 0.1 + 0.002  # the cap stopped it, after the call that crossed it
 
 
-def test_throughput_mode_times_blocks_of_back_to_back_calls():
-    r = FakeRunner(delay=0.0005)
+def test_throughput_mode_times_blocks_of_back_to_back_calls(clock):
+    r = FakeRunner(delay=0.0005, ticks=clock)
     m = measure(r, [torch.randn(2, 100)], warmup=2, stop=StopRule(repeats=4), mode="throughput")
     assert m.mode == "throughput" and m.calls_per_sample > 1 and len(m.times) == 4
     assert len(r.seen) == 1 + 2 + 4 * m.calls_per_sample
-    assert all(t >= 0.0004 for t in m.times)  # per-call time: the block's time / its calls
+    assert m.times == pytest.approx(0.0005)  # per-call time: the block's time / its calls
 
 
 def test_summary_reports_p99_only_from_100_samples():

@@ -32,7 +32,7 @@ demo: $(STAMP)
 	$(BIN)/python -m gantool demo --out runs/demo $(if $(filter 1 yes true,$(FRESH)),--fresh)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q tests $(PYTEST_ARGS)
 
 # The ratio gate's short suite (docs/bench.md): an untrained checkpoint (speed does not depend on
 # the weights), ONNX + TorchScript, three backends at two batches, and the train-loop ratio.

@@ -91,7 +91,7 @@ def _python_backend(exported: Path):
     ckpt = (manifest.get("source") or {}).get("checkpoint") or manifest.get("source_checkpoint")
     repo = Path(tempfile.mkdtemp(prefix="gantool-pyrepo-")) / "repo"
     subprocess.run([sys.executable, "-m", "gantool", "export", "--checkpoint", str(ckpt), "--format", "triton",
-                    "--kind", "python", "--max-batch-size", "256", "--out", str(repo), "--no-verify"], check=True)
+                    "--kind", "python", "--max-batch-size", "1024", "--out", str(repo), "--no-verify"], check=True)
     server = TritonServerProcess(repo, [PYTHON_MODEL], *free_ports(3)).start()
     from gantool.serve.child import descendants
 

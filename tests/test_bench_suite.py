@@ -15,6 +15,7 @@ from gantool.bench.suite import BenchConfig, run_bench
 from gantool.bench.timing import StopRule, measure
 from gantool.bench.backends import guard
 from gantool.errors import ArtifactError, ConfigError
+from gantool.model import Generator, flops_per_sample
 from gantool.runners import Runner, RunnerInfo
 
 FAST = dict(warmup=1, min_time=0.0, repeats=3, peak_probe=False)
@@ -324,7 +325,7 @@ def test_report_orders_by_samples_per_second_and_plots(checkpoint_path, tmp_path
     assert [(r["backend"], r["batch"]) for r in collapsed][-1] == ("b", "1,64")  # one line, both batches
     assert rep.fmt_time(0.0123) == "12.3 µs" and rep.fmt_time(4.56) == "4.56 ms" and rep.fmt_time(1200) == "1.2 s"
     report = {"environment": {"device": "cpu", "device_name": "X", "threads": 2, "versions": {"torch": "t"}},
-              "model": {"flops_per_sample": 2_970_000}, "results": rows, "peaks": []}
+              "model": {"flops_per_sample": flops_per_sample(Generator(), 100)}, "results": rows, "peaks": []}
     assert rep.plot(report, tmp_path / "p.png") is None
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     # without rich the table is plain text; without matplotlib the plot is a note, not a crash

@@ -75,10 +75,25 @@ def test_verify_shape_contract_violation(cli_exported, checkpoint_path, tmp_path
 
 @pytest.mark.parametrize("src", ["checkpoint", "generator.fp32.onnx", "generator.fp32.ts"])
 def test_sample_from_checkpoint_or_artifact(cli_exported, checkpoint_path, tmp_path, src):
+    """The grid's decoded pixels are eager G's images of the same z (seed 3): each 28x28 tile of the
+    4x4 grid (2-pixel padding) is (x + 1) / 2 in 8 bits, within one level (an artifact's 1e-6 may
+    round the other way)."""
+    import numpy as np
+    from PIL import Image
+
+    from gantool import noise
+    from gantool.runners import load_runner
+
     source = checkpoint_path if src == "checkpoint" else cli_exported / src
     r = run("sample", "--from", source, "--n", "16", "--seed", "3", "--out", tmp_path / "g.png")
     assert r.exit_code == 0, r.stdout + r.stderr
-    assert (tmp_path / "g.png").read_bytes()[:8] == PNG
+    png = np.asarray(Image.open(tmp_path / "g.png").convert("L"), dtype=np.int64)
+    assert png.shape == (4 * 30 + 2, 4 * 30 + 2)
+    want = load_runner(checkpoint_path, "eager")(noise.latent(16, 3, 100))[:, 0].numpy()
+    want = np.floor((want + 1) / 2 * 255 + 0.5).astype(np.int64)  # torchvision's save_image rounding
+    tiles = np.stack([png[2 + 30 * (i // 4):30 * (i // 4) + 30, 2 + 30 * (i % 4):30 * (i % 4) + 30] for i in range(16)])
+    assert np.abs(tiles - want).max() <= 1, np.abs(tiles - want).max()
+    assert np.abs(tiles - np.roll(want, 1, axis=0)).max() > 1  # the tiles are told apart: another z's would fail
 
 
 # ---- bad input: one line, non-zero exit, nothing written ----

@@ -9,12 +9,21 @@ from gantool.model import Discriminator, Dropout, Generator, MinibatchStd, build
 from gantool.train.seed_loop import SeedDiscriminator, SeedGenerator
 
 
+def mlp_params(*widths: int) -> int:
+    """Weights and biases of Linear layers between these widths: sum of (in + 1) x out."""
+    return sum((i + 1) * o for i, o in zip(widths, widths[1:]))
+
+
+# The seed article's layers (docs/seed_article.md): G 100-256-512-1024-784, D 784-1024-512-256-1.
+G_WIDTHS, D_WIDTHS = (100, 256, 512, 1024, 784), (784, 1024, 512, 256, 1)
+
+
 def test_seed_parameter_counts():
-    assert count_params(Generator()) == 1_486_352
-    assert count_params(Discriminator()) == 1_460_225
+    assert count_params(Generator()) == mlp_params(*G_WIDTHS)  # 1,486,352, as the README says
+    assert count_params(Discriminator()) == mlp_params(*D_WIDTHS)  # 1,460,225
     # The faithful seed re-implementation has the same layers, so the same counts.
-    assert count_params(SeedGenerator()) == 1_486_352
-    assert count_params(SeedDiscriminator()) == 1_460_225
+    assert count_params(SeedGenerator()) == mlp_params(*G_WIDTHS)
+    assert count_params(SeedDiscriminator()) == mlp_params(*D_WIDTHS)
 
 
 @pytest.mark.parametrize("batch", [1, 7, 64])

@@ -137,7 +137,7 @@ def test_tuned_recipe_keeps_the_seed_generator_and_is_the_default():
     seed_model, _ = resolve_configs("seed")
     # Every exported artifact depends on G's z -> images contract: same G, same parameter count.
     assert (model.latent_dim, model.g_hidden, model.img_shape) == (seed_model.latent_dim, seed_model.g_hidden, (1, 28, 28))
-    assert count_params(Generator(model)) == count_params(Generator(seed_model)) == 1_486_352
+    assert count_params(Generator(model)) == count_params(Generator(seed_model))
     assert Discriminator(model)(torch.zeros(cfg.batch_size, 1, 28, 28)).shape == (cfg.batch_size // model.d_pack, 1)
     # Issue 13's budget: fewer passes over the data than the seed; `--recipe fast` is the same run.
     assert cfg.epochs < RECIPES["seed"].epochs
@@ -183,8 +183,9 @@ def test_gaussian_noise_has_neither_precision_nor_recall(manifold_scores):
     s = manifold_scores["gaussian_noise"]
     for sp in _spaces(s):
         # Precision's k-NN balls let a little noise in around outlying real digits (Naeem et al.'s
-        # point; measured 0.01 in the CNN space, 0.11 in the MLP's); density is the robust one.
-        assert sp["precision"] < 0.15 and sp["precision"] < sp["real_vs_real"]["precision"] / 5, sp
+        # point), so it is not 0; the bound is relative: noise is at most a fifth as precise as
+        # real digits are against real digits. Density is the robust one.
+        assert sp["precision"] < sp["real_vs_real"]["precision"] / 5, sp
         assert sp["recall"] < 0.02 and sp["density"] < 0.05, sp
         assert sp["fid_over_floor"] > 10 and sp["kid"] > 10 * sp["kid_std"]
     assert not any(s["targets_met"].values())

@@ -81,32 +81,51 @@ def _isolated_python(code: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-def test_onnx_runs_with_onnxruntime_alone(exported_dir, tmp_path):
-    # torch is blocked too: the .onnx needs nothing but onnxruntime (and numpy).
+def _saved_eager_output(eager, tmp_path: Path) -> str:
+    """z (300 fixed draws) and eager fp32's images for it, as .npy files the isolated process reads;
+    returns the snippet that loads them and the fp32 tolerance (gantool.verify.compare's) to judge by."""
+    import numpy as np
+
+    from gantool import noise
+    from gantool.verify.compare import TOLERANCES
+
+    z = noise.latent(300, 0, 100)
+    np.save(tmp_path / "z.npy", z.numpy())
+    np.save(tmp_path / "ref.npy", eager(z).numpy())
+    tol = TOLERANCES["fp32"]
+    return (f"import numpy as np\nz, ref = np.load('z.npy'), np.load('ref.npy')\n"
+            f"def close(y):\n    err = np.abs(np.asarray(y, dtype=np.float64) - ref)\n"
+            f"    assert y.shape == ref.shape and (err <= {tol.atol!r} + {tol.rtol!r} * np.abs(ref)).all(), err.max()\n")
+
+
+def test_onnx_runs_with_onnxruntime_alone(exported_dir, eager, tmp_path):
+    # torch is blocked too: the .onnx needs nothing but onnxruntime (and numpy), and computes eager's values.
     code = (
         "sys.modules['torch'] = None\n"
-        "import numpy as np, onnxruntime as ort\n"
+        + _saved_eager_output(eager, tmp_path) +
+        "import onnxruntime as ort\n"
         f"s = ort.InferenceSession({str(exported_dir / 'generator.fp32.onnx')!r}, providers=['CPUExecutionProvider'])\n"
         "assert [i.name for i in s.get_inputs()] == ['z'] and [o.name for o in s.get_outputs()] == ['images']\n"
-        "for n in (1, 300):\n"
-        "    y = s.run(None, {'z': np.random.randn(n, 100).astype(np.float32)})[0]\n"
-        "    assert y.shape == (n, 1, 28, 28) and np.abs(y).max() <= 1, y.shape\n"
+        "close(s.run(None, {'z': z})[0])\n"
+        "close(np.concatenate([s.run(None, {'z': z[i:i + 1]})[0] for i in range(3)] + [ref[3:]]))  # batch 1 too\n"
         "print('ok')\n"
     )
     p = _isolated_python(code, tmp_path)
     assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr[-2000:] + p.stdout
 
 
-def test_torchscript_and_aoti_load_with_torch_alone(exported_dir, aoti_dir, tmp_path):
+def test_torchscript_and_aoti_load_with_torch_alone(exported_dir, aoti_dir, eager, tmp_path):
     # One fresh process for both (importing torch costs seconds): torch.jit.load and aoti_load_package only.
     code = (
         "import warnings; warnings.simplefilter('ignore')\n"
+        + _saved_eager_output(eager, tmp_path) +
         "import torch, torch._inductor\n"
         f"ts = torch.jit.load({str(exported_dir / 'generator.fp32.ts')!r})\n"
         f"pt2 = torch._inductor.aoti_load_package({str(aoti_dir / 'generator.fp32.cpu.pt2')!r})\n"
-        "for m in (ts, pt2):\n"
-        "    for n in (1, 300):\n"
-        "        assert m(torch.randn(n, 100)).shape == (n, 1, 28, 28)\n"
+        "with torch.no_grad():\n"
+        "    for m in (ts, pt2):\n"
+        "        close(m(torch.from_numpy(z)).numpy())\n"
+        "        close(np.concatenate([m(torch.from_numpy(z[:1])).numpy(), ref[1:]]))  # batch 1 too\n"
         "print('ok')\n"
     )
     p = _isolated_python(code, tmp_path)

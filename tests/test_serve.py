@@ -70,8 +70,9 @@ def test_bench_load_rows_are_ok_and_every_answer_matches_eager(server, exported_
     out = tmp_path / "bench.json"
     r = run_cli("bench", "--exported", str(exported_dir), "--backends", "triton", "--precisions", "fp32",
                 "--url", server.url, "--triton-model", "generator", "--concurrency", "1,4", "--batch-sizes", "1,2",
-                "--duration", "1", "--json", str(out), timeout=120)
+                "--duration", "1", "--json", str(out), "--plot", str(tmp_path / "bench.png"), timeout=120)
     assert r.exit_code == 0, r.output
+    assert (tmp_path / "bench.png").stat().st_size > 0  # the load rows in the same plot as in-process rows
     report = json.loads(out.read_text())
     from gantool.bench.report import validate
 

@@ -214,7 +214,8 @@ def plot(report: dict[str, Any], path: str | Path) -> str | None:
     series: dict[str, list[tuple[int, float]]] = {}
     for r in report["results"]:
         if r["ranked"]:
-            mode = "" if r.get("mode", "latency") == "latency" else " (throughput)"
+            mode = {"latency": "", "load": f" (served, {r.get('concurrency')} in flight)"}.get(
+                r.get("mode", "latency"), " (throughput)")
             series.setdefault(f"{r['backend']} {r['precision']}{mode}", []).append((r["batch"], r["samples_per_s"]))
     if not series:
         return f"no ranked rows: no plot written to {path}"

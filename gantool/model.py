@@ -50,10 +50,15 @@ class ClassCode(nn.Module):
         self.classes, self.bits = classes, min(self.BITS, latent_dim)
 
     def code(self, z: torch.Tensor) -> torch.Tensor:  # (B, latent) -> (B,) int64 in [0, 2^bits)
-        # Made in forward, not buffers: torch.export cannot unlift non-persistent buffers, and
-        # persistent ones would be weights that a checkpoint could carry wrong.
-        pow2 = 2 ** torch.arange(self.bits, device=z.device)
-        return ((z[:, :self.bits] >= 0).long() * pow2).sum(1)
+        # Bit by bit with Python-int weights: every exporter takes that. A weight tensor does not:
+        # a buffer (torch.export cannot unlift non-persistent ones; persistent ones would be weights a
+        # checkpoint could carry wrong), a torch.tensor literal (the ONNX exporter refuses the lifted
+        # constant), `2 ** torch.arange(bits)` (AOTInductor, torch 2.14, compiles that pow to garbage).
+        bits = (z[:, :self.bits] >= 0).long()
+        code = bits[:, 0]
+        for i in range(1, self.bits):
+            code = code + bits[:, i] * (1 << i)
+        return code
 
     def labels(self, z: torch.Tensor) -> torch.Tensor:
         """The class (B,) int64 that G is asked to draw for each z."""

@@ -36,28 +36,29 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lr4-125": {"epochs": 125, "lr": 4e-4},  # 11,250 steps at the 9,000-step recipe's lr
     "lr5-125": {"epochs": 125, "lr": 5e-4},  # a still faster lr: the default since (gantool.config.TUNED)
     "cw15-125": {"epochs": 125, "lr": 4e-4, "class_weight": 1.5},  # a stronger "be nameable" pull
-    # The conv G (issue 22): the dcgan recipe as it stands, then with the tuned recipe's D (pack 2, class
+    # The conv G (issue 22): the dcgan recipe as it stands, then (g_classes 0: no class read from z, as
+    # these ran before the recipe took one) with the tuned recipe's D (pack 2, class
     # head), smoothing and EMA on a narrower G that fits 12,500 steps in the 10-minute budget.
     "dcgan": {"recipe": "dcgan"},
     "dcg-tricks": {"recipe": "dcgan", "epochs": 125, "batch_size": 50, "lr": 2e-4, "label_smoothing": 0.1,
-                   "class_weight": 1.0, "model": {"g_channels": (64, 32), "d_pack": 2, "d_classes": 10}},
+                   "class_weight": 1.0, "model": {"g_classes": 0, "g_channels": (64, 32), "d_pack": 2, "d_classes": 10}},
     "dcg-tricks-lr4": {"recipe": "dcgan", "epochs": 125, "batch_size": 50, "lr": 4e-4, "label_smoothing": 0.1,
-                       "class_weight": 1.0, "model": {"g_channels": (64, 32), "d_pack": 2, "d_classes": 10}},
+                       "class_weight": 1.0, "model": {"g_classes": 0, "g_channels": (64, 32), "d_pack": 2, "d_classes": 10}},
     "dcg-cw2": {"recipe": "dcgan", "epochs": 125, "batch_size": 50, "lr": 4e-4, "label_smoothing": 0.1,
-                "class_weight": 2.0, "model": {"g_channels": (64, 32), "d_pack": 2, "d_classes": 10}},
+                "class_weight": 2.0, "model": {"g_classes": 0, "g_channels": (64, 32), "d_pack": 2, "d_classes": 10}},
     "dcg-250-decay": {"recipe": "dcgan", "epochs": 250, "batch_size": 50, "lr": 4e-4, "label_smoothing": 0.1,
                       "class_weight": 1.0, "lr_decay": 0.3,
-                      "model": {"g_channels": (64, 32), "d_pack": 2, "d_classes": 10}},
+                      "model": {"g_classes": 0, "g_channels": (64, 32), "d_pack": 2, "d_classes": 10}},
     "dcg-wide": {"recipe": "dcgan", "epochs": 125, "batch_size": 50, "lr": 4e-4, "label_smoothing": 0.1,
                  "class_weight": 1.0, "lr_decay": 0.3,
-                 "model": {"g_channels": (128, 64), "d_pack": 2, "d_classes": 10}},
+                 "model": {"g_classes": 0, "g_channels": (128, 64), "d_pack": 2, "d_classes": 10}},
     "dcg-wide-lr2": {"recipe": "dcgan", "epochs": 125, "batch_size": 50, "lr": 2e-4, "label_smoothing": 0.1,
                      "class_weight": 1.0, "lr_decay": 0.3,
-                     "model": {"g_channels": (128, 64), "d_pack": 2, "d_classes": 10}},
+                     "model": {"g_classes": 0, "g_channels": (128, 64), "d_pack": 2, "d_classes": 10}},
     # AC-GAN conditioning (gantool.model.ClassCode): G reads a digit class off the signs of z's first 10
     # coordinates and D's class head teaches it to draw that class, instead of "be nameable".
-    "dcg-ac-125": {"recipe": "dcgan", "epochs": 125, "model": {"g_classes": 10}},
-    "dcg-ac": {"recipe": "dcgan", "model": {"g_classes": 10}},
+    "dcg-ac-125": {"recipe": "dcgan", "epochs": 125, "model": {"g_classes": 10}},  # the recipe since
+    "dcg-ac": {"recipe": "dcgan", "epochs": 250, "model": {"g_classes": 10}},
 }
 
 

@@ -127,3 +127,25 @@ def test_artifacts_keep_the_class_and_a_wrong_class_table_fails_verify(ac_checkp
     (bad / "manifest.json").write_text(json.dumps({**doc, "artifacts": [entry]}))
     r = cli("verify", "--exported", bad, "--checkpoint", ac_checkpoint)
     assert r.exit_code == 1 and "generator.fp32.onnx" in r.stderr + r.stdout
+
+
+def test_aoti_keeps_the_class(tmp_path):
+    """AOTInductor compiled `2 ** torch.arange(10)` to garbage (every class wrong, one-hot all zero): the
+    code's powers of two are a literal; the package must name the same classes as eager."""
+    g = build_generator(ModelConfig(**AC)).eval()
+    z = torch.randn(33, 100, generator=torch.Generator().manual_seed(2))
+    program = torch.export.export(_Code(g), (z[:2],), dynamic_shapes={"z": {0: torch.export.Dim("batch", min=1)}})
+    path = torch._inductor.aoti_compile_and_package(program, package_path=str(tmp_path / "code.pt2"))
+    package = torch._inductor.aoti_load_package(path)
+    assert torch.equal(package(z).float(), g.code(z))
+
+
+class _Code(torch.nn.Module):
+    """G's one-hot class as a module's whole output, so a wrong class cannot hide in small conv weights."""
+
+    def __init__(self, g):
+        super().__init__()
+        self.g = g
+
+    def forward(self, z):
+        return self.g.code(z)

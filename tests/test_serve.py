@@ -24,7 +24,7 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 from serve_helpers import ServeProcess, run_cli  # noqa: E402
 
 MAX_BATCH = 8
-QUEUE_DELAY_US = 20_000  # long enough that concurrent requests are batched together, reliably
+QUEUE_DELAY_US = 50_000  # long enough that concurrent requests are batched together even on a busy machine
 
 
 @pytest.fixture(scope="module")
@@ -173,10 +173,11 @@ def test_sigkilled_server_makes_bench_fail_in_one_line_and_keeps_earlier_rows(ex
         if s.proc.poll() is None:
             s.kill()
     assert took < 20, f"bench took {took:.1f} s to notice the dead server"
-    from types import SimpleNamespace
-
-    assert_one_line_error(SimpleNamespace(exit_code=bench.returncode, stdout=stdout, stderr=stderr),
-                          "row(s) failed", progress_prefix="bench:")
+    # one error line, after progress lines and bench's own warnings (e.g. a busy machine's load)
+    lines = stderr.strip().splitlines()
+    assert bench.returncode == 1 and "Traceback" not in stdout + stderr, stderr
+    assert lines[-1].startswith("error: ") and "row(s) failed" in lines[-1], stderr
+    assert all(ln.startswith(("bench: ", "warning: ")) for ln in lines[:-1]), stderr
     rows = {x["concurrency"]: x for x in json.loads(out.read_text())["results"]}
     assert rows[1]["status"] == "ok" and rows[1]["load"]["requests"] > 0  # measured before the kill: kept
     assert rows[4]["status"] == "error" and rows[4]["load"]["errors"] > 0, rows[4]

@@ -143,10 +143,10 @@ def test_nonfinite_z_is_served_and_leaves_its_batch_mates_alone(server, eager):
 
 def test_sigterm_stops_cleanly_ports_and_processes_gone(server):
     code, took = server.stop(signal.SIGTERM)
-    assert code == 0, server.proc.stderr.read()
+    assert code == 0, server.stderr()
     assert took < 15, f"took {took:.1f} s to stop"
     server.assert_gone()
-    assert "Traceback" not in server.proc.stderr.read()
+    assert "Traceback" not in server.stderr()
 
 
 def test_sigkilled_server_makes_bench_fail_in_one_line_and_keeps_earlier_rows(exported_dir, tmp_path):

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -66,7 +67,9 @@ class ServeChild:
         self.cmd = [sys.executable, "-m", "gantool", "serve", "--exported", str(exported),
                     "--http-port", str(self.http), "--grpc-port", str(self.grpc),
                     "--metrics-port", str(self.metrics), *extra]
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # stderr to a file, not a pipe nobody drains: a server that logs a lot must never block on it
+        self._err = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=self._err, text=True,
                                      start_new_session=True)
         self.stdout: list[str] = []
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -79,8 +82,13 @@ class ServeChild:
                 break
         if not any("stop with" in ln for ln in self.stdout):
             self.kill()
-            raise DeviceError(f"gantool serve did not start: {(''.join(self.stdout) + self.proc.stderr.read()).strip()[-300:]}")
+            raise DeviceError(f"gantool serve did not start: {(''.join(self.stdout) + self.stderr()).strip()[-300:]}")
         self.tree = descendants(self.proc.pid)  # tritonserver and its Python-backend stub(s)
+
+    def stderr(self) -> str:
+        """What the server wrote to stderr so far."""
+        self._err.seek(0)
+        return self._err.read()
 
     @property
     def url(self) -> str:

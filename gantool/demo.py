@@ -218,7 +218,11 @@ def read_bench(out: Path, since: float) -> tuple[dict[str, Any], str]:
     env = doc.get("environment", {})
     text = f"{env.get('device', '?')}: best " + ", ".join(
         f"batch {b} {r['backend']} {r['precision']} {r['samples_per_s']:,.0f}/s" for b, r in sorted(best.items()))
-    return {"device": env.get("device"), "rows": rows}, text
+    from gantool.bench.watch import warning_line
+
+    if (warning := warning_line(doc.get("conditions"))):  # beside the numbers it affects
+        text += f" ({warning})"
+    return {"device": env.get("device"), "rows": rows, "conditions": doc.get("conditions")}, text
 
 
 READERS: dict[str, Callable[[Path, float], tuple[dict[str, Any], str]]] = {

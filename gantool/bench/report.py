@@ -15,7 +15,9 @@ WIDE_COLUMNS = ["#", "backend", "dtype", "mode", "device", "batch", "samples/s",
                 "p90", "p99", "first call", "capture", "GFLOP/s", "% peak", "mem MB", "parity", "status"]
 RIGHT = {"#", "batch", "samples/s", "median", "±95%", "n", "IQR", "p90", "p99", "first call", "capture",
          "GFLOP/s", "% peak", "mem MB"}
-MODE_SHORT = {"latency": "lat", "throughput": "tput"}
+# What one timed sample is, in words that fit every batch size (a 4096-row "latency" call is a throughput
+# figure too): one call of `batch` z waited for, or a block of calls issued back to back.
+MODE_SHORT = {"latency": "call", "throughput": "pipe"}
 
 
 def ordered(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -131,7 +133,8 @@ def print_table(report: dict[str, Any], file: TextIO | None = None, wide: bool =
             note = str(notes.index(r["reason"]) + 1)
         table.append(row_cells(r, note, wide))
     widths = {c: max([len(c)] + [len(t[c]) for t in table]) for c in columns}
-    legend = ["  lat: one call a sample, idle device; tput: back-to-back calls; ±95%: the median's CI"]
+    legend = ["  mode call: each timing is one call of `batch` z, waited for (samples/s = batch / median);",
+              "  pipe: calls back to back, none waited for; ±95%: the median's CI"]
     if any(r.get("mode") == "load" for r in rows):
         legend.append("  cN: N requests in flight to a server; median/p90/p99: the client's request latency")
     for line in textwrap.wrap(title(report), WIDTH) + legend:

@@ -15,6 +15,7 @@ from gantool.bench.backends import (BACKENDS, INT8_BACKENDS, check_requested, de
                                     find_artifact, guard, missing_reason, peak_dtype, precision_reason,
                                     precision_support, read_artifacts, row_device)
 from gantool.bench.conditions import MemoryProbe, matmul_precision
+from gantool.bench.watch import MachineWatch
 from gantool.bench.machine import environment
 from gantool.bench.roofline import PeakCache, achieved_gflops, flops_per_sample
 from gantool.bench.stats import summarize
@@ -286,12 +287,19 @@ class Bench:
             del loaded
             ckpt = self.source.checkpoint
             results: list[BenchResult] = []
+            # The machine's peak before, between and after the backends (gantool.bench.watch): a machine
+            # that slowed down or filled with other work is said, not hidden behind tight intervals.
+            watch = MachineWatch(self.where) if self.cfg.peak_probe else None
+            if watch:
+                watch.sample("start")
             for backend in self.backends:
                 for precision in self.precisions:
                     if precision == "int8" and backend not in INT8_BACKENDS and not self.cfg.precisions:
                         continue  # the default int8 rows are the ONNX backends' only
                     self.progress(f"{backend} {precision}: loading")
                     results += self.rows_for(backend, precision)
+                if watch:
+                    watch.sample(f"after {backend}")
             if self.dev == "cuda" and not torch.cuda.is_available():
                 env = environment(torch.device("cpu"))  # versions and CPU; nothing ran on a GPU
                 env.update(device=str(self.device), device_name=f"unavailable: no CUDA device for torch {torch.__version__}")
@@ -326,6 +334,7 @@ class Bench:
                       "flops_per_sample": self.flops, "latent_dim": contract.latent_dim,
                       "img_shape": list(contract.img_shape)},
             "peaks": [p.to_dict() for p in self.peaks.all()],
+            "conditions": watch.conditions() if watch else None,
             "results": [dict(r.to_dict(), rank=getattr(r, "rank", None)) for r in results],
         }
 

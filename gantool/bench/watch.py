@@ -1,0 +1,100 @@
+"""Did the machine stay the same while bench ran? The matmul peak probed before, between and after the
+backends, and the CPU time other processes took, so a slowed or busy machine is said, not hidden behind
+tight intervals (issue 26: a VM whose eager b64 fell from 14.4k to 1.0k samples/s still said `ok`).
+
+    watch = MachineWatch("cpu")
+    watch.sample("start"); ...rows...; watch.sample("after eager"); ...; watch.sample("end")
+    report["conditions"] = watch.conditions()     # probes, spread, other work, warnings
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable
+
+# The peak may move this much (best / worst - 1) before bench says the machine changed speed: repeat
+# probes on a quiet 2-core VM agree within ~5 %; the slowdowns worth a warning were 2x and more.
+MAX_DRIFT = 0.15
+# Share of the machine's CPU time that other processes may take during the run before bench says so.
+MAX_OTHER = 0.25
+PROBE_S = 0.2
+
+
+def _cpu_ticks() -> tuple[float, float] | None:
+    """(busy seconds of the whole machine, this process's CPU seconds) from /proc; None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [float(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    t = os.times()
+    return (sum(fields[:8]) - idle) / hz, t.user + t.system + t.children_user + t.children_system
+
+
+class MachineWatch:
+    """Probes of the machine during one bench run. `probe(device) -> GFLOP/s`, `ticks`, `loadavg` and
+    `clock` are injectable so the tests can play a machine that slows down."""
+
+    def __init__(self, device: str, probe: Callable[[str], float] | None = None,
+                 ticks: Callable[[], tuple[float, float] | None] = _cpu_ticks,
+                 loadavg: Callable[[], tuple[float, float, float]] = os.getloadavg,
+                 clock: Callable[[], float] = time.monotonic, cores: int | None = None):
+        self.device = device
+        self.probe = probe or _matmul_gflops
+        self.ticks, self.loadavg, self.clock = ticks, loadavg, clock
+        self.cores = cores or os.cpu_count() or 1
+        self.probes: list[dict[str, Any]] = []
+        self._t0 = self._ticks0 = None
+
+    def sample(self, when: str) -> None:
+        if self._t0 is None:
+            self._t0, self._ticks0 = self.clock(), self.ticks()
+        t = round(self.clock() - self._t0, 2)
+        try:
+            gflops = round(self.probe(self.device), 2)
+        except (RuntimeError, TypeError, AssertionError):  # no such device here (its rows say unavailable)
+            return
+        self.probes.append({"when": when, "t_s": t, "gflops": gflops, "load1": round(self.loadavg()[0], 2)})
+
+    def conditions(self) -> dict[str, Any]:
+        """What the JSON's `conditions` holds: the probes, the peak's spread, other work, the warnings."""
+        out: dict[str, Any] = {"probes": self.probes, "max_drift": MAX_DRIFT, "max_other_share": MAX_OTHER,
+                               "peak_spread": None, "other_cpu_share": None, "warnings": []}
+        if len(self.probes) >= 2:
+            best = max(self.probes, key=lambda p: p["gflops"])
+            worst = min(self.probes, key=lambda p: p["gflops"])
+            out["peak_spread"] = round(best["gflops"] / worst["gflops"] - 1, 3) if worst["gflops"] > 0 else None
+            if out["peak_spread"] is None or out["peak_spread"] > MAX_DRIFT:
+                first, last = self.probes[0], self.probes[-1]
+                out["warnings"].append(
+                    f"the machine's speed moved during this run: matmul peak {worst['gflops']:.1f} GFLOP/s "
+                    f"({worst['when']}) vs {best['gflops']:.1f} ({best['when']}), {first['gflops']:.1f} at the start and "
+                    f"{last['gflops']:.1f} at the end; rows timed in the slow stretch read low, and ratios "
+                    f"between them mean less")
+        end, start = self.ticks(), self._ticks0
+        if end is not None and start is not None and self.probes:
+            wall = max(self.clock() - self._t0, 1e-9)  # the same span as the ticks
+            other = max(0.0, (end[0] - start[0]) - (end[1] - start[1])) / (wall * self.cores)
+            out["other_cpu_share"] = round(other, 3)
+            if other > MAX_OTHER:
+                load = max(p["load1"] for p in self.probes)
+                out["warnings"].append(
+                    f"other processes used {other:.0%} of this machine's {self.cores} cores during the run "
+                    f"(load average up to {load:.1f}): every row shared the CPU, so its samples/s is low by an "
+                    f"unknown factor")
+        return out
+
+
+def _matmul_gflops(device: str) -> float:
+    from gantool.bench.roofline import measure_peak
+
+    return measure_peak(device, "fp32", min_time=PROBE_S, min_repeats=3).gflops
+
+
+def warning_line(conditions: dict[str, Any] | None) -> str | None:
+    """The one stderr / REPORT.md line for a run's conditions, or None when nothing moved."""
+    if not conditions or not conditions.get("warnings"):
+        return None
+    return "warning: " + "; and ".join(conditions["warnings"])

@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 
@@ -54,15 +56,26 @@ def main() -> None:
         if a.soak:  # allocator pools and caches fill in the first seconds: growth is measured after them
             run_bench(BenchConfig(backends=["triton"], batch_sizes=ints(a.request_batches), url=url, triton_model=model,
                                   concurrency=conc, duration=a.soak_warmup, **common))
-        rss0 = rss_mb(pids)
+        tree = lambda: sorted({*pids, *descendants(pids[0])})  # noqa: E731 - the server and what it started
+        rss0 = rss_mb(tree())
+        series, done = [], threading.Event()
+
+        def sample() -> None:  # the server tree's RSS every 10 s of the load: growth that levels off, or not
+            t0 = time.monotonic()
+            while not done.wait(10.0):
+                series.append((round(time.monotonic() - t0, 1), round(rss_mb(tree()), 1)))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         load = run_bench(BenchConfig(backends=["triton"], batch_sizes=ints(a.request_batches), url=url,
                                      triton_model=model, concurrency=conc, duration=duration, **common),
                          progress=lambda m: print(f"bench: {m}", flush=True))
-        rss1 = rss_mb(pids + sorted(descendants(pids[0]) - set(pids)))
+        done.set()
+        rss1 = rss_mb(tree())
     finally:
         server.stop()
     report = dict(load, results=(ort["results"] if ort else []) + load["results"])
-    report["server_rss_mb"] = {"warmup_s": a.soak_warmup if a.soak else 0, "before": round(rss0, 1), "after": round(rss1, 1), "growth": round(rss1 - rss0, 1),
+    report["server_rss_mb"] = {"warmup_s": a.soak_warmup if a.soak else 0, "series_s_mb": series, "before": round(rss0, 1), "after": round(rss1, 1), "growth": round(rss1 - rss0, 1),
                                "processes": "gantool serve + tritonserver + Python-backend stub"
                                if not a.python_backend else "tritonserver + Python-backend stub"}
     report["serve_args"] = a.serve_args or None
@@ -72,7 +85,8 @@ def main() -> None:
     rep.print_table(report, wide=True)
     for line in summary_lines(report):
         print(line)
-    print(f"server RSS {rss0:.0f} MB -> {rss1:.0f} MB ({rss1 - rss0:+.1f} MB) over the load")
+    print(f"server RSS {rss0:.0f} MB -> {rss1:.0f} MB ({rss1 - rss0:+.1f} MB) over the load; every 10 s: "
+          + ", ".join(f"{t:.0f} s {mb:.0f}" for t, mb in series))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     rep.write_json(report, a.out)
     print(f"wrote {a.out}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+import shutil
 import signal
 import tempfile
 import threading
@@ -131,8 +132,9 @@ def infer_callable(runner: Any) -> Callable[..., Any]:
     return infer
 
 
-def serve(opts: ServeOptions, log: Callable[[str], None] = print, ready: Callable[[], None] | None = None) -> None:
-    """Start the server, log its URLs, block until SIGINT/SIGTERM (or the server dies), stop it."""
+def serve(opts: ServeOptions, log: Callable[[str], None] = print) -> None:
+    """Start the server, log its URLs, block until SIGINT/SIGTERM (or the server dies), stop it.
+    The server's own log goes to a temp file, named in the output; it is removed after a clean stop."""
     opts.validate()
     require_pytriton()
     path = resolve_artifact(opts)
@@ -169,7 +171,7 @@ def serve(opts: ServeOptions, log: Callable[[str], None] = print, ready: Callabl
         except Exception as e:  # noqa: BLE001 - PyTriton raises its own types; the server log says why
             from gantool.errors import first_line
 
-            raise DeviceError(f"Triton did not start: {first_line(e)}") from None
+            raise DeviceError(f"Triton did not start: {first_line(e)} (server log: {log_file})") from None
         log(f"serving {path} ({info.backend}, {info.dtype}) as model '{MODEL}' in {time.perf_counter() - t0:.1f} s: "
             f"max_batch_size {opts.max_batch_size}, max_queue_delay {opts.max_queue_delay_us} µs, "
             f"{opts.instances} instance(s)")
@@ -177,13 +179,11 @@ def serve(opts: ServeOptions, log: Callable[[str], None] = print, ready: Callabl
         log(f"  gRPC    {opts.host}:{opts.grpc_port}   (gantool bench --backends triton --url "
             f"{opts.host}:{opts.grpc_port} --triton-model {MODEL})")
         log(f"  metrics http://{opts.host}:{opts.metrics_port}/metrics")
-        log(f"  server log {log_file}")
+        log(f"  server log {log_file} (removed after a clean stop)")
         log("  stop with Ctrl-C or SIGTERM")
-        if ready:
-            ready()
         while not stop.wait(0.5):
             if not triton.is_alive():
-                raise GantoolError("the Triton server stopped on its own (see its log above)")
+                raise GantoolError(f"the Triton server stopped on its own (server log: {log_file})")
         log("stopping the server")
     finally:
         t1 = time.perf_counter()
@@ -192,4 +192,5 @@ def serve(opts: ServeOptions, log: Callable[[str], None] = print, ready: Callabl
             signal.signal(s, h)
         if stop.is_set():
             log(f"stopped in {time.perf_counter() - t1:.1f} s")
+            shutil.rmtree(log_file.parent, ignore_errors=True)  # a clean stop: nothing in it to look at
         sys.stdout.flush()

@@ -8,6 +8,7 @@ Python version is linked into a backend folder beside the log, as PyTriton does 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -119,6 +120,8 @@ class TritonServerProcess:
         except (ProcessLookupError, PermissionError):
             pass
         self.proc.wait()
+        if self.proc.returncode == 0:  # a clean stop: the log and the stub links are not needed
+            shutil.rmtree(self.work, ignore_errors=True)
         return self.proc.returncode
 
     def __enter__(self) -> "TritonServerProcess":

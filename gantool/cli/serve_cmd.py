@@ -25,9 +25,9 @@ def serve(
     grpc_port: Annotated[int, typer.Option(help="gRPC port (what `gantool bench --url` takes).")] = 8001,
     metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port.")] = 8002,
 ) -> None:
-    """Serve the exported generator as Triton model `generator` (z [latent] -> images [C,H,W]) until Ctrl-C/SIGTERM.
+    """Serve the exported generator as Triton model `generator` (z: latent -> images: C,H,W) until Ctrl-C/SIGTERM.
 
-    Needs the serve extra: pip install 'gantool[serve]'. Load-test it with
+    Needs the serve extra: pip install 'gantool\\[serve]'. Load-test it with
     `gantool bench --backends triton --url HOST:GRPC_PORT --triton-model generator --concurrency 1,4,16`.
     """
     from gantool.errors import ConfigError

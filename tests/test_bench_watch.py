@@ -42,7 +42,7 @@ def test_a_machine_that_slows_down_is_said_with_both_peaks():
     c = run(FakeMachine([68.7, 67.9, 30.1, 30.4]))
     assert c["peak_spread"] > 1.2
     line = warning_line(c)
-    assert line.startswith("warning: the machine's speed moved during this run: matmul peak 30.1 GFLOP/s "
+    assert line.startswith("bench: warning: the machine's speed moved during this run: matmul peak 30.1 GFLOP/s "
                            "(after ort) vs 68.7 (start)"), line
     # 16 % moves: just past the bound still warns, 10 % does not
     assert run(FakeMachine([50.0, 43.0]), ("start", "end"))["warnings"]
@@ -68,5 +68,5 @@ def test_read_bench_puts_the_warning_beside_the_numbers(tmp_path):
         "conditions": run(FakeMachine([68.7, 30.1]), ("start", "end"))}
     (tmp_path / "bench.json").write_text(json.dumps(doc))
     res, text = read_bench(tmp_path, time.time() - 60)
-    assert "batch 64 ort fp32 1,000/s (warning: the machine's speed moved" in text
+    assert "batch 64 ort fp32 1,000/s (bench: warning: the machine's speed moved" in text
     assert res["conditions"]["warnings"]

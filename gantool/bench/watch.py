@@ -97,4 +97,4 @@ def warning_line(conditions: dict[str, Any] | None) -> str | None:
     """The one stderr / REPORT.md line for a run's conditions, or None when nothing moved."""
     if not conditions or not conditions.get("warnings"):
         return None
-    return "warning: " + "; and ".join(conditions["warnings"])
+    return "bench: warning: " + "; and ".join(conditions["warnings"])  # a progress-style line, before any error

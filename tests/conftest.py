@@ -1,11 +1,14 @@
 """Shared fixtures: a seed-architecture checkpoint made without training, so tests stay fast."""
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import pytest
 import torch
+
+from gantool.runners import Runner, RunnerInfo
 
 # Two cores are shared between torch's intra-op pool and the test process; keep runs predictable.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -89,6 +92,46 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def gantool_cli(*args, **kwargs):
+    """`gantool ARGS...` in-process through typer's CliRunner (arguments str()-ed, stderr apart from
+    stdout): the one way tests call the CLI. A plain function, imported like make_checkpoint, since
+    module-level helpers and module-scoped fixtures call it too."""
+    from typer.testing import CliRunner
+
+    from gantool.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], **kwargs)
+
+
+class FakeRunner(Runner):
+    """The one stand-in runner: images = fn(z) (default: tanh of z's first value, in every pixel)
+    with the RunnerInfo given. It records each prepared z (`calls`) and the id of each run's input
+    (`seen`); with `ticks` (an object with a float `now`, a fake clock), each run advances it by
+    `delay` seconds (a number, or a function returning one)."""
+
+    def __init__(self, fn=None, dtype="fp32", *, backend="fake", device="cpu", latent_dim=100, img_shape=(1, 28, 28),
+                 source="", providers=None, delay=0.0, ticks=None):
+        self.fn = fn or (lambda z: torch.tanh(z[:, :1]).expand(-1, math.prod(img_shape)).reshape(-1, *img_shape))
+        self.info = RunnerInfo(backend, device, dtype, latent_dim, tuple(img_shape), source,
+                               {"providers": providers} if providers else {})
+        self.calls: list[torch.Tensor] = []
+        self.seen: list[int] = []
+        self.delay, self.ticks = delay, ticks  # (Runner.clock would mean a self-timing runner: not this)
+
+    def prepare(self, z):
+        self.calls.append(z.clone())
+        return z
+
+    def run(self, x):
+        self.seen.append(id(x))
+        if self.ticks is not None:
+            self.ticks.now += self.delay() if callable(self.delay) else self.delay
+        return self.fn(x)
+
+    def sync(self):
+        pass
 
 
 def assert_one_line_error(result, *needles: str, code: int | None = None, progress_prefix: str | None = None) -> None:

@@ -5,17 +5,15 @@ import copy
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, gantool_cli
 from gantool.bench import gate
-from gantool.cli import app
 
 FAST = ["--warmup", "0", "--min-time", "0", "--repeats", "3", "--device", "cpu", "--threads", "1"]
 
 
 def invoke(*args: str):
-    return CliRunner().invoke(app, ["bench", *args])
+    return gantool_cli("bench", *args)
 
 
 def _row(backend, batch, sps, status="ok", mode="latency"):

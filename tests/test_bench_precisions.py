@@ -6,11 +6,9 @@ import json
 import sys
 
 import pytest
-from typer.testing import CliRunner
 
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, gantool_cli
 from gantool.bench import backends
-from gantool.cli import app
 from gantool.device import bf16_support, cpu_isa
 
 FAST = ["--batch-sizes", "3", "--min-time", "0", "--min-repeats", "2", "--warmup", "0"]
@@ -19,7 +17,7 @@ SAPPHIRE = AVX2 | {"avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_til
 
 
 def _bench(*args):
-    return CliRunner().invoke(app, ["bench", *[str(a) for a in args], *FAST])
+    return gantool_cli("bench", *args, *FAST)
 
 
 @pytest.fixture(scope="module")

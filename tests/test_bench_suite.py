@@ -8,6 +8,7 @@ import jsonschema
 import pytest
 import torch
 
+from conftest import FakeRunner
 from gantool.bench import suite as bench_mod
 from gantool.bench import report as rep
 from gantool.bench.stats import median_ci_ranks, summarize
@@ -16,14 +17,13 @@ from gantool.bench.timing import StopRule, measure
 from gantool.bench.backends import guard
 from gantool.errors import ArtifactError, ConfigError
 from gantool.model import Generator, flops_per_sample
-from gantool.runners import Runner, RunnerInfo
 
 FAST = dict(warmup=1, min_time=0.0, repeats=3, peak_probe=False)
 
 
 class FakeClock:
-    """bench's clock in tests: time passes only when a FakeRunner runs (its `delay` ticks a call), so
-    assertions are on ticks, never on how fast this machine is today."""
+    """bench's clock in tests: time passes only when a FakeRunner (conftest) runs, by its `delay` a
+    call, so assertions are on ticks, never on how fast this machine is today."""
 
     def __init__(self):
         self.now = 0.0
@@ -39,28 +39,6 @@ def clock(monkeypatch) -> FakeClock:
     fake = FakeClock()
     monkeypatch.setattr(timing, "time", fake)  # gantool.bench.timing reads time.perf_counter only
     return fake
-
-
-class FakeRunner(Runner):
-    """Records which prepared input each run() saw; output = a fixed function of z. Each run()
-    advances `ticks` (a FakeClock) by `delay` seconds."""
-
-    def __init__(self, device="cpu", backend="fake", providers=None, delay=0.0, ticks=None):
-        self.info = RunnerInfo(backend, device, "fp32", 100, (1, 28, 28), "", {"providers": providers} if providers else {})
-        self.seen: list[int] = []
-        self.delay, self.ticks = delay, ticks  # (Runner.clock means a self-timing runner: not this)
-
-    def prepare(self, z):
-        return z
-
-    def run(self, x):
-        self.seen.append(id(x))
-        if self.ticks is not None:
-            self.ticks.now += self.delay() if callable(self.delay) else self.delay
-        return torch.tanh(x[:, :1]).expand(-1, 784).reshape(-1, 1, 28, 28)
-
-    def sync(self):
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -216,14 +194,14 @@ def test_a_backend_that_disagrees_with_eager_is_flagged_and_not_ranked(checkpoin
 
 def test_guard_never_lets_cpu_work_pass_as_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # past the no-device check
-    assert guard("eager", "cuda", FakeRunner("cpu")) == ("error", "asked for cuda, but the runner loaded on cpu")
-    status, reason = guard("ort-cuda", "cuda", FakeRunner("cuda", "ort-cuda", providers=["CPUExecutionProvider"]))
+    assert guard("eager", "cuda", FakeRunner(device="cpu")) == ("error", "asked for cuda, but the runner loaded on cpu")
+    status, reason = guard("ort-cuda", "cuda", FakeRunner(device="cuda", backend="ort-cuda", providers=["CPUExecutionProvider"]))
     assert status == "unavailable" and "CPUExecutionProvider" in reason and "CUDAExecutionProvider did not load" in reason
-    assert "did not load" in guard("ort-trt", "cuda", FakeRunner("cuda", "ort-trt",
+    assert "did not load" in guard("ort-trt", "cuda", FakeRunner(device="cuda", backend="ort-trt",
                                                                  providers=["CUDAExecutionProvider", "CPUExecutionProvider"]))[1]
-    assert guard("ort", "cpu", FakeRunner("cpu", "ort", providers=["CPUExecutionProvider"])) is None
+    assert guard("ort", "cpu", FakeRunner(device="cpu", backend="ort", providers=["CPUExecutionProvider"])) is None
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    ok_providers = FakeRunner("cuda", "ort-cuda", providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    ok_providers = FakeRunner(device="cuda", backend="ort-cuda", providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert guard("ort-cuda", "cuda", ok_providers)[0] == "unavailable"
 
 

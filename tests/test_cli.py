@@ -2,18 +2,16 @@
 from __future__ import annotations
 
 import pytest
-from typer.testing import CliRunner
 
+from conftest import gantool_cli
 from gantool import __version__
 from gantool.cli import app
 
-runner = CliRunner()
-
 
 def test_version_and_help():
-    r = runner.invoke(app, ["--version"])
+    r = gantool_cli("--version")
     assert r.exit_code == 0 and r.stdout.strip() == f"gantool {__version__}"
-    r = runner.invoke(app, ["-h"])
+    r = gantool_cli("-h")
     assert r.exit_code == 0
     for cmd in ("train", "export", "verify", "sample", "eval", "bench"):
         assert cmd in r.stdout
@@ -26,7 +24,7 @@ def test_version_and_help():
     (["train", "--no-such-flag"], "No such option"),
 ])
 def test_usage_errors_are_one_line(argv, needle):
-    r = runner.invoke(app, argv)
+    r = gantool_cli(*argv)
     assert r.exit_code == 2
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, r.stderr
@@ -51,7 +49,7 @@ def test_help_uses_one_placeholder_convention():
                 assert p.metavar == "", (name, p.name, p.metavar)  # a flag takes no value: no placeholder
             else:
                 assert p.metavar is None or re.fullmatch(r"<[a-z|]+>", p.metavar), (name, p.name, p.metavar)
-        r = runner.invoke(app, [name, "-h"], env={"COLUMNS": "200"})
+        r = gantool_cli(name, "-h", env={"COLUMNS": "200"})
         assert r.exit_code == 0
         assert "<bool>" not in r.stdout and not re.search(r"\s(INT|FLOAT|TEXT|PATH|INTEGER)\s", r.stdout), (name, r.stdout)
         assert "range>" not in r.stdout

@@ -4,17 +4,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from conftest import assert_one_line_error
-from gantool.cli import app
+from conftest import assert_one_line_error, gantool_cli
 from gantool.bench.report import validate
 
 FAST = ["--warmup", "0", "--min-time", "0", "--repeats", "3", "--device", "cpu"]
 
 
 def invoke(*args: str):
-    return CliRunner().invoke(app, ["bench", *args])
+    return gantool_cli("bench", *args)
 
 
 

@@ -4,16 +4,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from conftest import make_checkpoint
-from gantool.cli import app
+from conftest import gantool_cli, make_checkpoint
 
 N = "600"
 
 
 def _run(*args: str):
-    return CliRunner().invoke(app, ["eval", *args])
+    return gantool_cli("eval", *args)
 
 
 def _bad(result, *fragments: str) -> None:
@@ -91,7 +89,7 @@ def test_dataset_without_data_or_cached_classifier(checkpoint_path, tmp_path, mo
 
 
 def _verify(*args: str):
-    return CliRunner().invoke(app, ["verify", *args])
+    return gantool_cli("verify", *args)
 
 
 def test_verify_distribution_passes_on_faithful_artifacts(exported_dir, checkpoint_path, quality_reference, tmp_path):

@@ -9,17 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from conftest import assert_one_line_error
-from gantool.cli import app
-
-cli = CliRunner()
+from conftest import assert_one_line_error, gantool_cli
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def run(*args: str):
-    return cli.invoke(app, [str(a) for a in args])
+run = gantool_cli
 
 
 

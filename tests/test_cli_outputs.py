@@ -7,16 +7,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from conftest import assert_one_line_error
-from gantool.cli import app
-
-cli = CliRunner()
+from conftest import assert_one_line_error, gantool_cli
 
 
-def run(*args):
-    return cli.invoke(app, [str(a) for a in args])
+run = gantool_cli
 
 
 def _writable(folder: Path) -> bool:

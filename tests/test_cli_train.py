@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from gantool.checkpoint import load_checkpoint, sha256_file
 from gantool.train.trainer import Trainer
-from conftest import assert_one_line_error, make_checkpoint
+from conftest import assert_one_line_error, gantool_cli, make_checkpoint
 
 # --limit (hidden) keeps runs to a few seconds: 200 images, batch 50 -> 4 steps an epoch. The seed
 # recipe is named so a tuned default recipe (e.g. PacGAN packs that 50 is not a multiple of) can't break these.
@@ -18,9 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def invoke(*args: str):
-    from gantool.cli import app
-
-    return CliRunner().invoke(app, ["train", *args])
+    return gantool_cli("train", *args)
 
 
 

@@ -8,18 +8,13 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from conftest import assert_one_line_error
-from gantool.cli import app
-
-cli = CliRunner()
+from conftest import assert_one_line_error, gantool_cli
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["--batch-sizes", "2", "--warmup", "0", "--min-time", "0", "--min-repeats", "1"]
 
 
-def run(*args):
-    return cli.invoke(app, [str(a) for a in args])
+run = gantool_cli
 
 
 @pytest.fixture

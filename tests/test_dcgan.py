@@ -11,18 +11,15 @@ import pytest
 import torch
 from onnx import numpy_helper
 from PIL import Image
-from typer.testing import CliRunner
 
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, gantool_cli
 from gantool.checkpoint import load_checkpoint, load_generator, sha256_file
-from gantool.cli import app
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 SMALL = ["--limit", "200", "--batch-size", "20", "--log-every", "5"]
 
 
 def run(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
+    return gantool_cli(*args)
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, gantool_cli
 from gantool.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,13 +115,11 @@ def test_kill_9_of_a_rank_then_torchrun_restart_resumes(tmp_path):
 
 def test_resume_with_another_world_size(dist_run, tmp_path):
     """One process continues the 2-rank run: same global batch and data order, fresh noise streams."""
-    from gantool.cli import app
-
     cwd, _ = dist_run
     run = tmp_path / "run"
     run.mkdir()
     (run / "checkpoint.pt").write_bytes((cwd / "run" / "checkpoint.pt").read_bytes())
-    out = CliRunner().invoke(app, ["train", "--resume", str(run), "--epochs", "7", "--no-progress"])
+    out = gantool_cli("train", "--resume", run, "--epochs", "7", "--no-progress")
     assert out.exit_code == 0, out.output + out.stderr
     assert "the run had 2 rank(s), now 1" in out.stdout
     payload = load_checkpoint(run)
@@ -194,8 +191,6 @@ def as_rank(monkeypatch):
 ])
 def test_bad_input_one_line_from_rank0_and_every_rank_fails(args, needle, as_rank, tmp_path, monkeypatch,
                                                             checkpoint_path):
-    from gantool.cli import app
-
     monkeypatch.chdir(tmp_path)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "other_model").mkdir()
@@ -206,7 +201,7 @@ def test_bad_input_one_line_from_rank0_and_every_rank_fails(args, needle, as_ran
     codes = []
     for r in (0, 1):
         as_rank(r)
-        res = CliRunner().invoke(app, args)
+        res = gantool_cli(*args)
         if r == 0:
             assert_one_line_error(res, needle)
         else:

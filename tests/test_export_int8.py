@@ -7,14 +7,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from conftest import assert_one_line_error
-from gantool.cli import app
+from conftest import assert_one_line_error, gantool_cli
 
 
-def _cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
+_cli = gantool_cli
 
 
 @pytest.fixture(scope="module")

@@ -11,18 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from conftest import assert_one_line_error
-from gantool.cli import app
+from conftest import assert_one_line_error, gantool_cli
 
-cli = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
 READY = "document.body.dataset.state === 'ready' || document.body.dataset.state === 'error'"
 
 
-def run(*args):
-    return cli.invoke(app, [str(a) for a in args])
+run = gantool_cli
 
 
 def fake_runtime(folder: Path) -> Path:

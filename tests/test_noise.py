@@ -5,22 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import FakeRunner
 from gantool.noise import BLOCK_ROWS, latent
-from gantool.runners import Runner, load_runner
-
-
-class Recording(Runner):
-    """Eager fp32 of a checkpoint that remembers every z it was called on."""
-
-    def __init__(self, inner: Runner):
-        self.inner, self.info, self.calls = inner, inner.info, []
-
-    def prepare(self, z):
-        self.calls.append(z.clone())
-        return self.inner.prepare(z)
-
-    def run(self, x):
-        return self.inner.run(x)
+from gantool.runners import load_runner
 
 
 @pytest.mark.parametrize("n", [1, 7, BLOCK_ROWS, BLOCK_ROWS + 3, 3 * BLOCK_ROWS - 1])
@@ -41,7 +28,9 @@ def test_seeds_differ_and_repeat_exactly():
 
 @pytest.fixture()
 def recording(checkpoint_path):
-    return Recording(load_runner(checkpoint_path, "eager"))
+    """Eager fp32 of a checkpoint that remembers every z it was called on (`calls`)."""
+    eager = load_runner(checkpoint_path, "eager")
+    return FakeRunner(eager, latent_dim=eager.info.latent_dim, img_shape=eager.info.img_shape)
 
 
 def test_sample_uses_the_seeded_z(recording, monkeypatch, tmp_path):

@@ -4,28 +4,21 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import FakeRunner
 from gantool.data import Dataset
 from gantool.errors import ArtifactError, ConfigError
 from gantool.quality import manifold
 from gantool.quality.metrics import TrainingEvaluator, class_scores, distribution_parity, evaluate_runner
-from gantool.runners import Runner, RunnerInfo
 
 N = 1000
 
 
-class ImageRunner(Runner):
+def ImageRunner(pool: torch.Tensor, name: str, img_shape=(1, 28, 28), latent_dim: int = 100) -> FakeRunner:
     """A stand-in 'generator': row i of `pool` for the i-th z of a call (cycling), ignoring z's values."""
-
-    def __init__(self, pool: torch.Tensor, name: str, img_shape=(1, 28, 28), latent_dim: int = 100):
-        self.pool = pool
-        self.info = RunnerInfo(name, "cpu", "fp32", latent_dim, tuple(img_shape), source=name)
-
-    def prepare(self, z):
-        return z
-
-    def run(self, z):
-        idx = torch.arange(len(z)) % len(self.pool)
-        return self.pool[idx]
+    r = FakeRunner(lambda z: pool[torch.arange(len(z)) % len(pool)], backend=name, source=name,
+                   img_shape=img_shape, latent_dim=latent_dim)
+    r.pool = pool
+    return r
 
 
 def _draw(images: torch.Tensor, n: int, seed: int) -> torch.Tensor:

@@ -10,12 +10,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
-from gantool.cli import app
-from tests.conftest import assert_one_line_error
+from tests.conftest import assert_one_line_error, gantool_cli
 
-cli = CliRunner()
 
 CONV_G = textwrap.dedent('''
     import torch
@@ -57,8 +54,7 @@ MLP_G = textwrap.dedent('''
 ''')
 
 
-def run(*args):
-    return cli.invoke(app, [str(a) for a in args])
+run = gantool_cli
 
 
 @pytest.fixture()

@@ -10,12 +10,13 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+from conftest import FakeRunner
 from gantool.checkpoint import sha256_file
 from gantool.errors import ArtifactError
 from gantool.verify.compare import (REL_FLOOR, ChecksumError, LoadError, MetadataError, NonFiniteError, ParityError,
                             ShapeError, Tolerance, ToleranceError, compare, verify_runner)
 from gantool.verify.artifacts import verify_exported
-from gantool.runners import Runner, RunnerInfo, load_runner
+from gantool.runners import load_runner
 
 ONNX = "generator.fp32.onnx"
 
@@ -200,16 +201,7 @@ def test_tampered_torchscript_weight_is_caught(exported_dir, tmp_path):
     assert _kinds(verify_exported(out)) == {"tolerance"}
 
 
-class _Fake(Runner):
-    def __init__(self, fn, dtype="fp32"):
-        self.fn = fn
-        self.info = RunnerInfo("fake", "cpu", dtype, 100, (1, 28, 28))
-
-    def prepare(self, z):
-        return z
-
-    def run(self, x):
-        return self.fn(x)
+_Fake = FakeRunner  # (fn, dtype): images = fn(z)
 
 
 def test_verify_runner_directly(checkpoint_path):

@@ -42,11 +42,11 @@ def bench_checkpoint(tmp_path_factory) -> Path:
 def bench_exported(bench_checkpoint, bench_device, tmp_path_factory) -> Path:
     """fp32 ONNX, TorchScript and AOTInductor artifacts, exported once a session.
 
-    verify=False: every benchmark case checks its own first output against eager fp32 (values,
+    Not verified here: every benchmark case checks its own first output against eager fp32 (values,
     per dtype), which is what a speed number needs; the full verify is the export tests' job."""
     from gantool.export import export_artifacts
 
     out = tmp_path_factory.mktemp("bench-exported")
     formats = [f for f in os.environ.get("GANTOOL_BENCH_FORMATS", "onnx,torchscript,aoti").split(",") if f]
-    export_artifacts(bench_checkpoint, formats, out, dtypes=["fp32"], device=bench_device, verify=False)
+    export_artifacts(bench_checkpoint, formats, out, dtypes=["fp32"], device=bench_device)
     return out

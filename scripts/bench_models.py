@@ -41,7 +41,7 @@ def main() -> None:
     reports = {}
     for name, run in runs.items():
         exp = tmp / f"{name}-exported"
-        export_artifacts(run, ["onnx", "torchscript"], exp, dtypes=["fp32"], verify=False)
+        export_artifacts(run, ["onnx", "torchscript"], exp, dtypes=["fp32"])
         cfg = BenchConfig(checkpoint=run, exported=exp, backends=a.backends.split(","), precisions=["fp32"],
                           batch_sizes=[int(b) for b in a.batch_sizes.split(",")], device="cpu",
                           max_time=a.max_time, peak_probe=False)

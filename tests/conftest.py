@@ -50,7 +50,7 @@ def exported_dir(tmp_path_factory, checkpoint_path) -> Path:
     from gantool.export import export_artifacts
 
     out = tmp_path_factory.mktemp("exported")
-    export_artifacts(checkpoint_path, ["onnx", "torchscript"], out, dtypes=["fp32", "fp16"], verify=False)
+    export_artifacts(checkpoint_path, ["onnx", "torchscript"], out, dtypes=["fp32", "fp16"])
     return out
 
 
@@ -60,7 +60,7 @@ def aoti_dir(tmp_path_factory, checkpoint_path) -> Path:
     from gantool.export import export_artifacts
 
     out = tmp_path_factory.mktemp("exported_aoti")
-    export_artifacts(checkpoint_path, ["aoti"], out, dtypes=["fp32"], verify=False)
+    export_artifacts(checkpoint_path, ["aoti"], out, dtypes=["fp32"])
     return out
 
 

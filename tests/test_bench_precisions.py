@@ -27,7 +27,7 @@ def int8_exported(tmp_path_factory, checkpoint_path):
     from gantool.export.quantize import Quantization
 
     out = tmp_path_factory.mktemp("bench_int8")
-    export_artifacts(checkpoint_path, ["onnx"], out, dtypes=["fp32", "int8"], verify=False,
+    export_artifacts(checkpoint_path, ["onnx"], out, dtypes=["fp32", "int8"],
                      quantization=Quantization("dynamic"))
     return out
 

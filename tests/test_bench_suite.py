@@ -47,7 +47,7 @@ def exported(checkpoint_path, tmp_path_factory) -> Path:
     from gantool.export import export_artifacts
 
     out = tmp_path_factory.mktemp("exported")
-    export_artifacts(checkpoint_path, ["onnx", "torchscript", "aoti"], out, verify=False)
+    export_artifacts(checkpoint_path, ["onnx", "torchscript", "aoti"], out)
     return out
 
 

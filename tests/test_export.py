@@ -13,6 +13,7 @@ from gantool.checkpoint import sha256_file
 from gantool.errors import ArtifactError, ConfigError, ExportError, OutputError
 from gantool.export import export_artifacts, get_format
 from gantool.export.manifest import read_manifest
+from gantool.verify.artifacts import check_written
 
 
 def test_manifest_describes_every_artifact(exported_dir, checkpoint_path):
@@ -49,20 +50,23 @@ def test_reexport_replaces_and_other_checkpoint_resets(checkpoint_path, tmp_path
     from conftest import make_checkpoint
 
     out = tmp_path / "exp"
-    first = export_artifacts(checkpoint_path, ["torchscript"], out, verify=False)
+    first = export_artifacts(checkpoint_path, ["torchscript"], out)
     (out / first[0]["file"]).write_bytes(b"stale")  # a later export must replace this, not keep it
-    second = export_artifacts(checkpoint_path, ["torchscript"], out, verify=True)
+    second = export_artifacts(checkpoint_path, ["torchscript"], out)
     doc = read_manifest(out)
     assert len(doc["artifacts"]) == 1 and doc["artifacts"][0]["sha256"] == sha256_file(out / second[0]["file"])
-    assert second[0]["parity"]["passed"] is True
-    export_artifacts(checkpoint_path, ["torchscript"], out, dtypes=["bf16"], verify=False)
+    assert second[0]["parity"] is None  # export checks nothing; the caller's next step does
+    report = check_written(out, checkpoint_path, second)
+    assert [r.name for r in report.results] == ["generator.fp32.ts"] and report.passed
+    assert read_manifest(out)["artifacts"][0]["parity"]["passed"] is True
+    export_artifacts(checkpoint_path, ["torchscript"], out, dtypes=["bf16"])
     assert len(read_manifest(out)["artifacts"]) == 2  # keyed by format + dtype + device
     other = make_checkpoint(tmp_path / "other.pt", seed=3)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     with pytest.raises(OutputError, match=r"holds 2 artifact\(s\) exported from another generator.*generator.bf16.ts.*--force"):
-        export_artifacts(other, ["torchscript"], out, verify=False)
+        export_artifacts(other, ["torchscript"], out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # refused: nothing touched
-    export_artifacts(other, ["torchscript"], out, verify=False, force=True)
+    export_artifacts(other, ["torchscript"], out, force=True)
     doc = read_manifest(out)
     assert [e["file"] for e in doc["artifacts"]] == ["generator.fp32.ts"]
     assert not (out / "generator.bf16.ts").exists() and doc["source_sha256"] == sha256_file(other)
@@ -70,7 +74,7 @@ def test_reexport_replaces_and_other_checkpoint_resets(checkpoint_path, tmp_path
 
 def test_failed_export_keeps_previous_artifact_and_manifest(checkpoint_path, tmp_path, monkeypatch):
     out = tmp_path / "exp"
-    export_artifacts(checkpoint_path, ["torchscript"], out, verify=False)
+    export_artifacts(checkpoint_path, ["torchscript"], out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     fmt = get_format("torchscript")
 
@@ -80,7 +84,7 @@ def test_failed_export_keeps_previous_artifact_and_manifest(checkpoint_path, tmp
 
     monkeypatch.setattr("gantool.export.torchscript.FORMAT", dataclasses.replace(fmt, export=half_written))
     with pytest.raises(ExportError, match="^torchscript fp32 export failed: RuntimeError: exporter crashed$"):
-        export_artifacts(checkpoint_path, ["torchscript"], out, verify=False)
+        export_artifacts(checkpoint_path, ["torchscript"], out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temp files, nothing changed
 
 
@@ -99,7 +103,7 @@ def test_refusals_write_nothing(checkpoint_path, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(OutputError):
-        export_artifacts(checkpoint_path, ["torchscript"], blocker / "sub", verify=False)
+        export_artifacts(checkpoint_path, ["torchscript"], blocker / "sub")
     assert not out.exists()
 
 

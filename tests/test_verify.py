@@ -267,7 +267,7 @@ def test_each_dtype_is_checked_against_its_own_tolerance(exported_dir, checkpoin
 
     out = tmp_path / "exp"
     shutil.copytree(exported_dir, out)
-    export_artifacts(checkpoint_path, ["torchscript"], out, dtypes=["bf16"], verify=False)
+    export_artifacts(checkpoint_path, ["torchscript"], out, dtypes=["bf16"])
     report = verify_exported(out)
     assert report.passed and {r.dtype for r in report.results} == {"fp32", "fp16", "bf16"}
     for r in report.results:
@@ -321,7 +321,7 @@ def _ts_half(checkpoint: Path, tmp: Path) -> Path:
     from gantool.export import export_artifacts
 
     out = tmp / "half"
-    export_artifacts(checkpoint, ["torchscript"], out, dtypes=["fp16", "bf16"], verify=False)
+    export_artifacts(checkpoint, ["torchscript"], out, dtypes=["fp16", "bf16"])
     return out
 
 

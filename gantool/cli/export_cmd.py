@@ -81,7 +81,8 @@ def export(
         spec = TritonSpec(max_batch_size=1024 if max_batch_size is None else max_batch_size,
                           instances=1 if instances is None else instances, kind=instance_kind,
                           optimize=optimize, dtype=dtypes[0], python=python_model)
-        models = export_triton(source, out, spec, force=force, opset=opset, verify=verify, log=typer.echo)
+        models = export_triton(source, out, spec, force=force, opset=opset, check=_checker(source, verify),
+                               log=typer.echo)
         typer.echo(f"wrote Triton model repository {out}/ ({', '.join(m['triton_model'] for m in models)}); "
                    f"serve it with: tritonserver --model-repository {Path(out).resolve()}")
         return
@@ -95,7 +96,11 @@ def export(
 
         quant = Quantization(quantization or "static", calibration_samples)
     entries = export_artifacts(source, formats, out, dtypes=dtypes, opset=opset, device=device,
-                               verify=verify, force=force, log=typer.echo, quantization=quant)
+                               force=force, log=typer.echo, quantization=quant)
+    if verify:
+        from gantool.verify.artifacts import check_written
+
+        check_written(out, source, entries, log=typer.echo)
     if any(e["format"] == "torchscript" for e in entries):
         typer.echo(deprecation_notice())
     total = sum(e["export_seconds"] for e in entries)
@@ -103,12 +108,22 @@ def export(
                + ("" if verify else "; parity not checked (--no-verify)"))
 
 
+def _checker(source: object, verify: bool):
+    """What web and triton call on the artifacts they export into a staging folder, before those move
+    into place (a failure leaves --out as it was); None with --no-verify."""
+    if not verify:
+        return None
+    from gantool.verify.artifacts import check_written
+
+    return lambda folder, entries: check_written(folder, source, entries, log=typer.echo)
+
+
 def _export_web(out: Path, checkpoint: object, exported: Optional[Path], ort_web: Optional[Path],
                 force: bool, seed: int, dtypes: list[str], verify: bool) -> None:
     from gantool.export.web import build_site
 
     meta = build_site(out, exported=exported, checkpoint=checkpoint, ort_web=ort_web, force=force, seed=seed,
-                      dtypes=tuple(dtypes), verify=verify, log=typer.echo)
+                      dtypes=tuple(dtypes), check=_checker(checkpoint, verify), log=typer.echo)
     models = ", ".join(f"{m['file']} ({m['dtype']})" for m in meta["models"])
     typer.echo(f"wrote the web page to {out}/: {models}; serve it, e.g. "
                f"`python3 -m http.server 8000 --bind 127.0.0.1 --directory {out}`, and open http://127.0.0.1:8000/")

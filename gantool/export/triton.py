@@ -151,11 +151,12 @@ def check_repository(out: Path, force: bool) -> None:
 
 
 def export_triton(checkpoint: str | Path, out: str | Path, spec: TritonSpec, *, force: bool = False,
-                  opset: int | None = None, verify: bool = True,
+                  opset: int | None = None, check: Callable[[Path, list[dict[str, Any]]], Any] | None = None,
                   log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Write `out`/generator_onnx and `out`/generator_torchscript (config.pbtxt, 1/model.*, gantool.json).
 
-    The artifacts come from the same exporters (and parity check) as `gantool export`; each model
+    The artifacts come from the same exporters as `gantool export`; `check(folder, entries)` (the
+    CLI's parity check; it raises on a failure) sees them in the staging folder first. Each model
     folder is built beside `out` and renamed into place, so a failure leaves `out` as it was.
     Returns one manifest entry per model, with its Triton model name and folder.
     """
@@ -173,7 +174,9 @@ def export_triton(checkpoint: str | Path, out: str | Path, spec: TritonSpec, *, 
         raise OutputError(f"cannot write to --out {out}: {e.strerror or e}") from None
     try:
         entries = export_artifacts(checkpoint, [m[0] for m in MODELS.values()], stage / "artifacts",
-                                   dtypes=[spec.dtype], opset=opset, verify=verify, log=say)
+                                   dtypes=[spec.dtype], opset=opset, log=say)
+        if check is not None:
+            check(stage / "artifacts", entries)
         by_format = {e["format"]: e for e in entries}
         written = []
         for name in spec.models:

@@ -105,11 +105,12 @@ def _source_onnx(exported: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 def build_site(out: str | Path, exported: str | Path | None = None, checkpoint: str | Path | None = None,
                ort_web: str | Path | None = None, force: bool = False, seed: int = 0,
-               dtypes: tuple[str, ...] = ("fp32",), verify: bool = True,
+               dtypes: tuple[str, ...] = ("fp32",), check: Callable[[Path, list[dict[str, Any]]], Any] | None = None,
                log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Write the site to `out` and return its model.json document.
 
-    With `checkpoint`, the ONNX is exported from it (fp32, plus fp16 if in `dtypes`) and checked;
+    With `checkpoint`, the ONNX is exported from it (fp32, plus fp16 if in `dtypes`) into a temporary
+    folder, where `check(folder, entries)` (the CLI's parity check; it raises on a failure) sees it;
     otherwise it is taken from `exported` (default ./exported), fp32 required, fp16 where present.
     """
     say = log or (lambda msg: None)
@@ -126,8 +127,10 @@ def build_site(out: str | Path, exported: str | Path | None = None, checkpoint: 
         if checkpoint is not None:
             from gantool.export import export_artifacts
 
-            export_artifacts(checkpoint, ["onnx"], tmp_export, dtypes=list(dict.fromkeys(("fp32", *dtypes))),
-                             verify=verify, log=say)
+            entries = export_artifacts(checkpoint, ["onnx"], tmp_export, dtypes=list(dict.fromkeys(("fp32", *dtypes))),
+                                       log=say)
+            if check is not None:
+                check(Path(tmp_export), entries)
             source = Path(tmp_export)
         else:
             source = exported

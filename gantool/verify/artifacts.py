@@ -218,6 +218,19 @@ def verify_exported(out_dir: str | Path, checkpoint: "str | Path | GeneratorSour
     return report
 
 
+def check_written(out_dir: str | Path, checkpoint: "str | Path | GeneratorSource", entries: list[dict[str, Any]],
+                  log: Callable[[str], None] | None = None) -> ParityReport:
+    """The step after an export: check just the `entries` export_artifacts wrote, say one line each,
+    and raise (ParityError and kin, after recording the results) when any fails."""
+    from gantool.export import manifest as mf
+
+    report = verify_exported(out_dir, checkpoint, only={mf.entry_key(e) for e in entries})
+    for line in report.lines():
+        (log or (lambda msg: None))(line)
+    report.raise_if_failed()
+    return report
+
+
 def _record(out: Path, report: ParityReport, only: set | None) -> None:
     """Write each result into its manifest entry ("last parity result"); read-only dirs are left alone."""
     from gantool.errors import OutputError

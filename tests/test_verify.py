@@ -373,3 +373,22 @@ def test_half_dtypes_fail_a_zero_a_scaled_and_a_row_swapped_file(checkpoint_path
 
 def _kinds_of(result) -> set[str]:
     return {f.kind for f in result.failures}
+
+
+def test_bench_fails_a_row_swapped_half_file_at_a_small_batch(checkpoint_path, tmp_path):
+    """bench's parity uses the same bounds: a batch-3 row of the fp16 or bf16 TorchScript file with
+    image rows 13/14 swapped is judged on an untimed parity batch of 66 z and fails; the good one passes."""
+    from conftest import gantool_cli
+
+    src = _ts_half(checkpoint_path, tmp_path)
+    fast = ["--checkpoint", checkpoint_path, "--backends", "torchscript", "--batch-sizes", "3", "--min-time", "0",
+            "--min-repeats", "2", "--warmup", "0"]
+    for dtype in ("fp16", "bf16"):
+        for exported, want in ((_break_ts(src, tmp_path, dtype, "image rows 13 and 14 swapped"), "parity-failed"),
+                               (src, "ok")):
+            r = gantool_cli("bench", "--exported", exported, "--precisions", dtype, *fast, "--json", tmp_path / "b.json")
+            row, = json.loads((tmp_path / "b.json").read_text())["results"]
+            assert row["status"] == want, (dtype, row["status"], row.get("reason"))
+            assert row["parity"]["bulk"]["z"] == 66 and r.exit_code == (0 if want == "ok" else 1), r.output
+            if want != "ok" and dtype == "bf16":  # (fp16's atol already fails it on the timed batch)
+                assert row["reason"].startswith("parity batch of 66 z (untimed calls at batch 3): "), row["reason"]

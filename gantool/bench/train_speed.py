@@ -1,26 +1,69 @@
-"""Train samples/s of gantool's loop against the faithful seed loop: same data, device and batch."""
+"""Train samples/s of gantool's loop against the faithful seed loop: same data, device and batch.
+
+The loops run in rounds (issue 24): each round times one short slice of every loop, in a fresh
+seeded random order, and gantool's speed over the seed's is the median of the per-round ratios with
+a distribution-free 95 % interval. A machine that drifts (these VMs move 10-20 % within minutes)
+slows both slices of a round alike, so the ratio holds; a fixed order would put the drift between
+the loops into the ratio (it moved 1.89x -> 2.43x between runs).
+"""
 from __future__ import annotations
 
 import platform
+import random
 import statistics
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
 from gantool import __version__
+from gantool.bench.stats import median_ci_ranks
 from gantool.config import ModelConfig
 from gantool.data import load_dataset
 from gantool.device import DTYPES, device_name, resolve_device, supports_dtype, sync
 from gantool.errors import ConfigError, first_line
 
+# A slice: a few steps (at batch 100 a CPU step of the seed loop takes ~0.11 s on the quiet 2-core VM,
+# gantool's ~0.04 s, so a round of both is ~0.75 s); enough rounds for the median's 95 % interval
+# (it needs >= 6; 15 give the 4th..12th of the sorted per-round ratios).
+CPU_STEPS, GPU_STEPS = 5, 20
+CPU_ROUNDS, GPU_ROUNDS = 15, 30
 
-def _timed(device: torch.device, fn: Callable[[], None]) -> float:
-    sync(device)
-    t0 = time.perf_counter()
-    fn()
-    sync(device)  # queued kernels belong to the timed region
-    return time.perf_counter() - t0
+
+def round_orders(names: Sequence[str], rounds: int, seed: int) -> list[list[str]]:
+    """A fresh random order of the loops for each round, from `seed` alone (recorded, replayable)."""
+    rng = random.Random(seed)
+    return [rng.sample(list(names), len(names)) for _ in range(rounds)]
+
+
+def run_rounds(loops: dict[str, Callable[[], None]], orders: list[list[str]],
+               clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+    """Seconds of one slice of every loop per round, run in each round's order. A loop must finish
+    its work before returning (on CUDA: synchronise), so that the next slice's clock starts clean."""
+    times: dict[str, list[float]] = {name: [] for name in loops}
+    for order in orders:
+        for name in order:
+            t0 = clock()
+            loops[name]()
+            times[name].append(clock() - t0)
+    return times
+
+
+def paired_ratio(ref_times: Sequence[float], times: Sequence[float]) -> dict[str, Any]:
+    """Speed over the reference, round by round (ref seconds / seconds for the same work: > 1 = faster):
+    the median of those ratios and its 95 % interval from order statistics (None below 6 rounds)."""
+    ratios = sorted(r / t for r, t in zip(ref_times, times, strict=True))
+    ranks = median_ci_ranks(len(ratios))
+    lo, hi = (ratios[ranks[0]], ratios[ranks[1]]) if ranks else (None, None)
+    return {"median": statistics.median(ratios), "ci_low": lo, "ci_high": hi, "n": len(ratios)}
+
+
+def _synced(device: torch.device, fn: Callable[[], None]) -> Callable[[], None]:
+    def run() -> None:
+        fn()
+        sync(device)  # queued kernels belong to the timed slice
+
+    return run
 
 
 def gantool_steps(trainer, steps: int) -> Callable[[], None]:
@@ -70,20 +113,23 @@ def compare_train_speed(
     batch_size: int = 100,
     steps: int | None = None,
     warmup: int = 5,
-    repeats: int = 3,
+    repeats: int | None = None,
     compile: bool = False,
     data_dir: str = "data",
     log: Callable[[str], None] | None = None,
+    order_seed: int = 0,
 ) -> dict[str, Any]:
-    """Median train samples/s of the seed loop (fp32, as written) and of gantool's loop per precision.
+    """Train samples/s of the seed loop (fp32, as written) and of gantool's loop per precision.
 
-    Returns a JSON-able dict; `ratio` is gantool / seed. A precision the device cannot run is
-    reported as {"unavailable": reason}, never as numbers of another precision. `steps` per
-    repeat defaults to 40 on CPU and 200 on a GPU (where a step takes well under a millisecond).
+    `repeats` rounds (default 15 on CPU, 30 on a GPU) of one `steps`-step slice of every loop
+    (default 3 on CPU, 20 on a GPU), each round in a fresh order drawn from `order_seed`. Returns a
+    JSON-able dict; a precision's `ratio` is gantool / seed, the median of the per-round ratios, and
+    `ratio_ci` its 95 % interval. A precision the device cannot run is reported as
+    {"unavailable": reason}, never as numbers of another precision.
     """
     dev = resolve_device(device)
-    if steps is None:
-        steps = 40 if dev.type == "cpu" else 200
+    steps = (CPU_STEPS if dev.type == "cpu" else GPU_STEPS) if steps is None else steps
+    repeats = (CPU_ROUNDS if dev.type == "cpu" else GPU_ROUNDS) if repeats is None else repeats
     if batch_size <= 0 or steps <= 0 or warmup < 0 or repeats <= 0:
         raise ConfigError("batch_size, steps and repeats must be > 0 and warmup >= 0")
     precisions = list(precisions)
@@ -109,12 +155,11 @@ def compare_train_speed(
         except RuntimeError as e:  # e.g. a dtype kernel missing on this build
             gantool[name] = {"unavailable": first_line(e)}
             del loops[name]
-    # Repeats interleave the loops, so a busy machine slows all of them alike and the ratio holds.
-    times: dict[str, list[float]] = {name: [] for name in loops}
-    for r in range(repeats):
-        for name, (run, _) in loops.items():
-            say(f"repeat {r + 1}/{repeats} {name}: {steps} steps at batch {batch_size} on {dev}")
-            times[name].append(_timed(dev, run))
+    sync(dev)
+    orders = round_orders(list(loops), repeats, order_seed)
+    say(f"{repeats} rounds of {steps} steps a loop at batch {batch_size} on {dev}, each round in a random order "
+        f"(seed {order_seed})")
+    times = run_rounds({name: _synced(dev, run) for name, (run, _) in loops.items()}, orders)
 
     def rates(name: str) -> dict[str, Any]:
         rs = [steps * batch_size / t for t in times[name]]
@@ -123,12 +168,13 @@ def compare_train_speed(
     seed = {**rates("seed"), "dtype": "fp32"}
     for p in precisions:
         if p in loops:
-            g = rates(p)
-            gantool[p] = {**g, "precision": p, "compile": compile, "ratio": g["samples_per_s"] / seed["samples_per_s"]}
+            ci = paired_ratio(times["seed"], times[p])
+            gantool[p] = {**rates(p), "precision": p, "compile": compile, "ratio": ci["median"], "ratio_ci": ci}
     report: dict[str, Any] = {
         "dataset": data.name, "device": str(dev), "device_name": device_name(dev), "batch_size": batch_size,
         "threads": torch.get_num_threads() if dev.type == "cpu" else None,
         "versions": {"gantool": __version__, "torch": str(torch.__version__), "python": platform.python_version()},
+        "order": {"kind": "interleaved", "seed": order_seed, "rounds": orders},
         "seed_loop": seed,
         "gantool": {p: gantool[p] for p in precisions},
     }
@@ -143,8 +189,12 @@ def format_report(r: dict[str, Any]) -> str:
         if "unavailable" in v:
             lines.append(f"  gantool {p}: unavailable: {v['unavailable']}")
         else:
+            ci = v.get("ratio_ci")  # absent from reports written before issue 24
+            spread = "" if not ci else (
+                f", 95% CI {ci['ci_low']:.2f}-{ci['ci_high']:.2f}x over {ci['n']} paired rounds"
+                if ci.get("ci_low") is not None else f", {ci['n']} paired rounds: too few for a 95% CI (6)")
             lines.append(f"  gantool {p}{' compiled' if v.get('compile') else ''}: {v['samples_per_s']:,.0f} samples/s "
-                         f"({v['ratio']:.2f}x the seed loop)")
+                         f"({v['ratio']:.2f}x the seed loop{spread})")
     return "\n".join(lines)
 
 

@@ -52,8 +52,6 @@ def export(
     source = source_from_options(checkpoint, generator, weights, latent_dim, img_shape, value_range)
     formats = parse_choice_list(format, FORMATS, "format")
     dtypes = parse_choice_list(dtype, DTYPES, "dtype")
-    if generator is None and checkpoint is not None:
-        resolve_checkpoint_path(checkpoint)  # before torch is imported: a wrong path is answered at once
     if "web" in formats or "triton" in formats:
         if len(formats) > 1:
             raise ConfigError(f"--format {formats[0] if formats[0] in ('web', 'triton') else formats[-1]} is exported on "
@@ -65,6 +63,10 @@ def export(
         given = [k for k, v in opts.items() if v is not None]
         if given and fmt not in formats:
             raise ConfigError(f"{', '.join(given)} only apply to --format {fmt}")
+    # After the options' own checks (a wrong combination is the first thing to say), before torch
+    # is imported: a wrong path is answered at once.
+    if generator is None and checkpoint is not None:
+        resolve_checkpoint_path(checkpoint)
     if "web" in formats:
         _export_web(out or Path("site"), source, exported, ort_web, force, seed, dtypes, verify)
         return

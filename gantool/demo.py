@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from gantool.config import DIGITS_AFTER_STEPS
+from gantool.demo_report import duration, to_markdown, write_report  # noqa: F401 (to_markdown: part of this module's API)
 from gantool.errors import GantoolError, OutputError
 
 STAGES = ("train", "export", "verify", "eval", "bench")
@@ -277,7 +278,7 @@ def run_demo(opt: DemoOptions, log: Callable[[str], None] = print) -> dict[str, 
             stage.summary = "finished run reused (`make demo FRESH=1` trains a new one)"
             if previous.get("seconds"):
                 stage.result["trained_seconds"] = previous["seconds"]
-                stage.summary += f", trained in {_dur(previous['seconds'])} by an earlier demo"
+                stage.summary += f", trained in {duration(previous['seconds'])} by an earlier demo"
             # the numbering stays whole on a second run: [1/5] is said even when nothing runs
             step = f" (step {facts['step']:,})" if facts.get("step") is not None else ""
             log(f"demo: [{asked.index(stage.name) + 1}/{len(asked)}] {stage.name}: reused {opt.out}{step}; "
@@ -310,71 +311,3 @@ def run_demo(opt: DemoOptions, log: Callable[[str], None] = print) -> dict[str, 
     report["failed"] = failed.name if failed else None
     write_report(opt.out, report)
     return report
-
-
-def _dur(s: float | None) -> str:
-    if s is None:
-        return "-"
-    m, sec = divmod(int(round(s)), 60)
-    return f"{m} min {sec:02d} s" if m else f"{s:.1f} s"
-
-
-def _isa(isa: dict[str, bool | None]) -> str:
-    have = [k for k, v in isa.items() if v]
-    lacking = [k for k, v in isa.items() if v is False]
-    return (", ".join(have) or "none of " + "/".join(isa)) + (f" (no {', '.join(lacking)})" if lacking else "")
-
-
-def to_markdown(report: dict[str, Any]) -> str:
-    m = report["machine"]
-    v = m["versions"]
-    gpu = ", ".join(m["gpus"]) if m["gpus"] else "none"
-    lines = [
-        "# gantool demo report", "",
-        f"Written by `make demo` (`gantool demo`) at {report['created']} into `{report['out']}/`; "
-        f"wall time {_dur(report.get('total_seconds'))} in all.", "",
-        f"- **CPU:** {m['cpu']}, {m['cpu_count']} logical cores, torch threads {m['threads']}; ISA: {_isa(m['isa'])}",
-        f"- **GPU:** {gpu}",
-        f"- **Versions:** " + ", ".join(f"{k} {val}" for k, val in v.items()),
-        f"- **ONNX Runtime providers in the wheel:** {', '.join(m['onnxruntime_providers']) or 'none'}",
-        f"- **Platform:** {m['platform']}", "",
-        "| stage | status | wall time | result |", "| --- | --- | --- | --- |",
-    ]
-    for s in report["stages"]:
-        lines.append(f"| {s['name']} | {s['status']} | {_dur(s['seconds'])} | {s['summary'].replace('|', chr(92) + '|')} |")
-    bench = next((s for s in report["stages"] if s["name"] == "bench" and s["result"].get("rows")), None)
-    if bench:
-        rows = bench["result"]["rows"]
-        batches = sorted({r["batch"] for r in rows})
-        lines += ["", f"Bench, samples/s on {bench['result']['device']} (median over repeats; - = not measured):", "",
-                  "| backend | dtype | " + " | ".join(f"batch {b}" for b in batches) + " |",
-                  "| --- | --- |" + " ---: |" * len(batches)]
-        for key in dict.fromkeys((r["backend"], r["precision"]) for r in rows):
-            cells = {r["batch"]: r["samples_per_s"] for r in rows if (r["backend"], r["precision"]) == key}
-            lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(
-                f"{cells[b]:,.0f}" if cells.get(b) else "-" for b in batches) + " |")
-    serve = next((s for s in report["stages"] if s["name"] == "serve" and s["result"].get("rows")), None)
-    if serve:
-        ms = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
-        lines += ["", "Served by `gantool serve` (Triton + PyTriton, ORT per batch), batch-1 requests on loopback; "
-                  "latency is the client's, queue/compute Triton's own per request:", "",
-                  "| concurrency | samples/s | p50 ms | p99 ms | queue ms | compute ms | mean batch formed | errors | "
-                  "answers checked (wrong) |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-        for r in serve["result"]["rows"]:
-            lat = r.get("client_latency_ms") or {}
-            lines.append(f"| {r['concurrency']} | {r['samples_per_s'] or 0:,.0f} | {ms(lat.get('p50'))} | "
-                         f"{ms(lat.get('p99'))} | {ms(r.get('queue_ms'))} | {ms(r.get('compute_infer_ms'))} | "
-                         f"{ms(r.get('mean_batch'))} | {r['errors']} | {r['checked']} ({r['wrong']}) |")
-    out = Path(report["out"])
-    pics = [("samples", "samples/final.png"), ("losses", "loss.png"), ("parity", "verify.png"), ("bench", "bench.png")]
-    have = [f"[{label}]({p})" for label, p in pics if (out / p).exists()]
-    if have:
-        lines += ["", "Images: " + ", ".join(have)]
-    return "\n".join(lines) + "\n"
-
-
-def write_report(out: Path, report: dict[str, Any]) -> None:
-    from gantool.checkpoint import atomic_write_text
-
-    atomic_write_text(out / "REPORT.json", json.dumps(report, indent=2) + "\n")
-    atomic_write_text(out / "REPORT.md", to_markdown(report))

@@ -38,26 +38,58 @@ def read_baseline(path: Path) -> dict[str, Any]:
 
 
 def ratios(report: dict[str, Any]) -> dict[str, float]:
-    """{label: ratio}: each measured row's samples/s over eager fp32 at its batch and mode, and
-    gantool's train loop over the seed loop per precision. Ratios cancel the machine's speed."""
+    """{label: ratio}: the values of paired_ratios."""
+    return {k: v["value"] for k, v in paired_ratios(report).items()}
+
+
+def paired_ratios(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{label: {"value", "ci_low", "ci_high", "paired"}}: each measured row's speed over eager fp32 at its
+    batch and mode, and gantool's train loop over the seed loop per precision. Ratios cancel the
+    machine's speed; paired ones (interleaved rounds, issue 24) also cancel its drift and carry a 95 %
+    interval. Rows of a sequential run (or an older report) give samples/s over samples/s, no interval."""
     rows = [r for r in report.get("results", []) if r.get("status") == "ok" and r.get("samples_per_s")]
     ref = {(r["batch"], r.get("mode", "latency")): r["samples_per_s"] for r in rows
            if (r["backend"], r["precision"]) == REFERENCE}
-    out: dict[str, float] = {}
+    out: dict[str, dict[str, Any]] = {}
     for r in rows:
         mode = r.get("mode", "latency")
         base = ref.get((r["batch"], mode))
-        if base and (r["backend"], r["precision"]) != REFERENCE:
-            out[f"{r['backend']} {r['precision']} {mode} b{r['batch']}"] = r["samples_per_s"] / base
+        if (r["backend"], r["precision"]) == REFERENCE or not base:
+            continue
+        label = f"{r['backend']} {r['precision']} {mode} b{r['batch']}"
+        paired = r.get("ratio")
+        out[label] = (_ratio(paired["median"], paired.get("ci_low"), paired.get("ci_high"), True) if paired
+                      else _ratio(r["samples_per_s"] / base))
     for p, v in (report.get("train") or {}).get("gantool", {}).items():
         if isinstance(v, dict) and v.get("ratio"):
-            out[f"train {p} (gantool loop / seed loop)"] = v["ratio"]
+            ci = v.get("ratio_ci") or {}
+            out[f"train {p} (gantool loop / seed loop)"] = _ratio(v["ratio"], ci.get("ci_low"), ci.get("ci_high"),
+                                                                  bool(ci))
     return out
 
 
+def _ratio(value: float, lo: float | None = None, hi: float | None = None, paired: bool = False) -> dict[str, Any]:
+    return {"value": value, "ci_low": lo, "ci_high": hi, "paired": paired}
+
+
+def verdict(base: dict[str, Any], cur: dict[str, Any], band: float) -> tuple[str, str]:
+    """(verdict, why) for one ratio. A fall past the band fails unless both intervals are known and
+    overlap: then the fall is within what the two runs' own noise allows ("noise", passes)."""
+    change = cur["value"] / base["value"] - 1
+    if change >= -band:
+        return "ok", ""
+    said = f"{cur['value']:.3f} now vs {base['value']:.3f} in the baseline ({change:+.0%}, band -{band:.0%})"
+    known = None not in (base["ci_low"], base["ci_high"], cur["ci_low"], cur["ci_high"])
+    if known and cur["ci_high"] >= base["ci_low"]:
+        return "noise", (f"{said}, but the intervals overlap (now [{cur['ci_low']:.3f}, {cur['ci_high']:.3f}], "
+                         f"baseline [{base['ci_low']:.3f}, {base['ci_high']:.3f}]): not a measured regression")
+    why = "the intervals do not overlap" if known else "no interval to weigh it (sequential or older report)"
+    return "fail", f"{said}; {why}"
+
+
 def compare(current: dict[str, Any], baseline: dict[str, Any], band: float) -> dict[str, Any]:
-    """Each baseline ratio against the current one: 'fail' when it fell by more than `band`."""
-    cur, base = ratios(current), ratios(baseline)
+    """Each baseline ratio against the current one (gantool.bench.gate.verdict)."""
+    cur, base = paired_ratios(current), paired_ratios(baseline)
     if not base:
         raise ConfigError("--compare: the baseline has no ratio to compare (it needs ok eager fp32 rows "
                           "beside other rows at the same batch, or a --train section)")
@@ -65,13 +97,15 @@ def compare(current: dict[str, Any], baseline: dict[str, Any], band: float) -> d
     for label in sorted(base):
         b, c = base[label], cur.get(label)
         if c is None:
-            rows.append({"ratio": label, "baseline": b, "current": None, "change": None, "verdict": "not measured"})
+            rows.append({"ratio": label, "baseline": b["value"], "current": None, "change": None,
+                         "verdict": "not measured", "why": "no ok row for it in this run"})
             continue
-        change = c / b - 1
-        rows.append({"ratio": label, "baseline": b, "current": c, "change": change,
-                     "verdict": "fail" if change < -band else "ok"})
+        v, why = verdict(b, c, band)
+        rows.append({"ratio": label, "baseline": b["value"], "current": c["value"], "change": c["value"] / b["value"] - 1,
+                     "baseline_ci": [b["ci_low"], b["ci_high"]], "current_ci": [c["ci_low"], c["ci_high"]],
+                     "verdict": v, "why": why})
     for label in sorted(set(cur) - set(base)):
-        rows.append({"ratio": label, "baseline": None, "current": cur[label], "change": None, "verdict": "new"})
+        rows.append({"ratio": label, "baseline": None, "current": cur[label]["value"], "change": None, "verdict": "new"})
     compared = [r for r in rows if r["change"] is not None]
     failed = [r for r in rows if r["verdict"] in ("fail", "not measured")]
     return {"max_regression": band, "rows": rows, "compared": len(compared), "failed": len(failed),
@@ -87,3 +121,6 @@ def print_gate(gate: dict[str, Any], baseline: str, file: TextIO) -> None:
     for r in gate["rows"]:
         ch = "-" if r["change"] is None else f"{r['change']:+.0%}"
         print(f"  {r['ratio']:<{w}}  {f(r['baseline']):>8}  {f(r['current']):>8}  {ch:>7}  {r['verdict']}", file=file)
+    for r in gate["rows"]:  # one line a ratio that fell past the band: both ratios, and why it counts or not
+        if r["verdict"] in ("fail", "noise", "not measured"):
+            print(f"  {r['verdict']}: {r['ratio']}: {r['why']}", file=file)

@@ -34,7 +34,8 @@ def rank_config(cfg: BenchConfig, dist: Dist) -> BenchConfig:
 
     device = dist.device(cfg.device)
     threads = cfg.threads or (1 if device.type == "cpu" else None)
-    return dataclasses.replace(cfg, device=str(device), threads=threads)
+    # sequential order: RankBench times each row twice (rank 0 alone, then all ranks) around barriers
+    return dataclasses.replace(cfg, device=str(device), threads=threads, interleave=False)
 
 
 def run_distributed(cfg: BenchConfig, dist: Dist, progress: Callable[[str], None] | None = None) -> dict[str, Any] | None:

@@ -11,9 +11,9 @@ from gantool.checkpoint import atomic_write, atomic_write_text
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
 WIDTH = 100  # the default table fits a 100-column terminal; --wide adds the rest
 COLUMNS = ["backend", "dtype", "mode", "batch", "samples/s", "median", "±95%", "n", "status"]
-WIDE_COLUMNS = ["#", "backend", "dtype", "mode", "device", "batch", "samples/s", "median", "±95%", "n", "IQR",
+WIDE_COLUMNS = ["#", "backend", "dtype", "mode", "device", "batch", "samples/s", "median", "±95%", "n", "vs eager", "IQR",
                 "p90", "p99", "first call", "capture", "GFLOP/s", "% peak", "mem MB", "parity", "status"]
-RIGHT = {"#", "batch", "samples/s", "median", "±95%", "n", "IQR", "p90", "p99", "first call", "capture",
+RIGHT = {"#", "batch", "samples/s", "median", "±95%", "n", "vs eager", "IQR", "p90", "p99", "first call", "capture",
          "GFLOP/s", "% peak", "mem MB"}
 # What one timed sample is, in words that fit every batch size (a 4096-row "latency" call is a throughput
 # figure too): one call of `batch` z waited for, or a block of calls issued back to back.
@@ -84,6 +84,14 @@ def dtype_label(r: dict[str, Any]) -> str:
     return label
 
 
+def fmt_ratio(ratio: dict[str, Any] | None) -> str:
+    """A paired ratio over eager fp32 (interleaved rounds): '1.41x [1.38-1.45]', or '-'."""
+    if not ratio:
+        return "-"
+    ci = f" [{ratio['ci_low']:.2f}-{ratio['ci_high']:.2f}]" if ratio.get("ci_low") is not None else ""
+    return f"{ratio['median']:.2f}x{ci}"
+
+
 def row_cells(r: dict[str, Any], note: str = "", wide: bool = False) -> dict[str, str]:
     p = r.get("parity") or {}
     ci = "-" if r.get("ci_rel") is None else f"±{100 * r['ci_rel']:.1f}%"
@@ -96,7 +104,7 @@ def row_cells(r: dict[str, Any], note: str = "", wide: bool = False) -> dict[str
              "status": r["status"] + (f" [{note}]" if note else "")}
     if wide:
         cells.update({
-            "#": str(r.get("rank") or ""),
+            "#": str(r.get("rank") or ""), "vs eager": fmt_ratio(r.get("ratio")),
             "device": r["device"] + (f" (rank {r['process_rank']})" if r.get("process_rank") is not None else ""), "IQR": fmt_time(r.get("iqr_ms")),
             "p90": fmt_time(r.get("p90_ms")), "p99": fmt_time(r.get("p99_ms")),
             "first call": fmt_time(r.get("first_call_ms")), "capture": fmt_time(r.get("capture_ms")),
@@ -133,8 +141,7 @@ def print_table(report: dict[str, Any], file: TextIO | None = None, wide: bool =
             note = str(notes.index(r["reason"]) + 1)
         table.append(row_cells(r, note, wide))
     widths = {c: max([len(c)] + [len(t[c]) for t in table]) for c in columns}
-    legend = ["  mode call: each timing is one call of `batch` z, waited for (samples/s = batch / median);",
-              "  pipe: calls back to back, none waited for; ±95%: the median's CI"]
+    legend = ["  call: a timing is one call of `batch` z, waited for; pipe: calls back to back; ±95%: median's CI"]
     if any(r.get("mode") == "load" for r in rows):
         legend.append("  cN: N requests in flight to a server; median/p90/p99: the client's request latency")
     for line in textwrap.wrap(title(report), WIDTH) + legend:
@@ -222,7 +229,27 @@ def plot(report: dict[str, Any], path: str | Path) -> str | None:
             series.setdefault(f"{r['backend']} {r['precision']}{mode}", []).append((r["batch"], r["samples_per_s"]))
     if not series:
         return f"no ranked rows: no plot written to {path}"
-    fig, ax = plt.subplots(figsize=(8, 5))
+    # paired ratios over eager fp32 (interleaved rounds) get a panel of their own, with their 95 % CI
+    paired: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    for r in report["results"]:
+        if r["ranked"] and r.get("ratio") and r["ratio"].get("ci_low") is not None:
+            paired.setdefault(f"{r['backend']} {r['precision']}", []).append((r["batch"], r["ratio"]))
+    fig, axes = plt.subplots(1, 2 if paired else 1, figsize=(14 if paired else 8, 5), squeeze=False)
+    ax = axes[0][0]
+    if paired:
+        rx = axes[0][1]
+        for label, pts in sorted(paired.items()):
+            pts.sort(key=lambda t: t[0])
+            med = [q["median"] for _, q in pts]
+            err = [[m - q["ci_low"] for m, (_, q) in zip(med, pts)], [q["ci_high"] - m for m, (_, q) in zip(med, pts)]]
+            rx.errorbar([b for b, _ in pts], med, yerr=err, marker="o", capsize=3, label=label)
+        rx.axhline(1.0, color="grey", lw=0.8)
+        rx.set_xscale("log", base=2)
+        rx.set_xlabel("batch size")
+        rx.set_ylabel("speed over eager fp32 (median of paired rounds, 95% CI)")
+        rx.set_title("paired ratios, interleaved rounds", fontsize=10)
+        rx.grid(True, which="both", alpha=0.3)
+        rx.legend(fontsize=8)
     for label, pts in sorted(series.items()):
         pts.sort()
         ax.plot([b for b, _ in pts], [s for _, s in pts], marker="o", label=label)

@@ -19,8 +19,8 @@ from gantool.bench.watch import MachineWatch
 from gantool.bench.machine import environment
 from gantool.bench.roofline import PeakCache, achieved_gflops, flops_per_sample
 from gantool.bench.stats import summarize
-from gantool.bench.timing import (MODES, BenchResult, Measured, StopRule, check_parity, make_inputs, measure, parity_batch,
-                                  parity_rows, _is_oom)
+from gantool.bench.timing import (MODES, BenchResult, Measured, StopRule, Timer, check_parity, make_inputs, measure,
+                                  parity_batch, parity_rows, _is_oom)
 from gantool.device import INT8_ONLY_ONNX, PRECISIONS, resolve_device
 from gantool.errors import ConfigError, DeviceError, GantoolError, first_line
 from gantool.runners import Runner, load_runner
@@ -64,6 +64,10 @@ class BenchConfig:
     triton_model: str = "generator_onnx"
     concurrency: list[int] = field(default_factory=list)  # triton: load-test rows at these concurrencies
     duration: float = 5.0  # seconds of load per (batch, concurrency) row
+    # Rows of one batch size timed in interleaved rounds (gantool.bench.rounds), each a slice of about
+    # slice_s per round in a seeded random order; False: each row's samples all at once, row after row.
+    interleave: bool = True
+    slice_s: float = 0.1
 
     def stop_rule(self) -> StopRule:
         return StopRule(self.min_repeats, self.min_time, max(self.max_time, self.min_time), self.ci_target,
@@ -72,6 +76,32 @@ class BenchConfig:
 
 # What a runner reports about how it ran that a reader needs beside the number (OpenVINO's precision hint...).
 RUNTIME_KEYS = ("inference_precision_hint", "openvino", "quantization")
+
+
+@dataclass
+class Loaded:
+    """A (backend, precision) whose runner loaded: what each of its rows records besides its timing."""
+
+    backend: str
+    precision: str
+    dev: str
+    runner: Runner
+    art: str | None
+    load_s: float
+    support: str | None
+
+    def annotate(self, row: BenchResult) -> BenchResult:
+        row.load_s = self.load_s
+        row.engine_build_s = self.runner.info.extra.get("engine_build_s")
+        row.precision_support = self.support
+        row.runtime = {k: v for k, v in self.runner.info.extra.items() if k in RUNTIME_KEYS} or row.runtime
+        if BACKENDS[self.backend].remote:
+            row.server = dict(self.runner.info.extra)
+        return row
+
+    def close(self) -> None:
+        del self.runner
+        gc.collect()
 
 
 def _matches(pattern: str, backend: str, precision: str, batch: int) -> bool:
@@ -122,6 +152,7 @@ class Bench:
         self.peaks = PeakCache()
         self._ref_runner: Runner | None = None
         self._refs: dict[tuple, torch.Tensor] = {}
+        self.interleaved: list[dict[str, Any]] = []  # each interleaved (mode, batch): its rows, rounds, orders
 
     def _manifest_source(self) -> GeneratorSource | None:
         """The generator the artifacts were exported from: a checkpoint still on disk, or the user's
@@ -155,8 +186,9 @@ class Bench:
             kw.update(trt_batch_sizes=list(c.batch_sizes), cache_dir=c.cache_dir)
         return kw
 
-    def rows_for(self, backend: str, precision: str) -> list[BenchResult]:
-        """Load once, then measure each mode and batch size; failures become rows, never exceptions."""
+    def load(self, backend: str, precision: str) -> "Loaded | list[BenchResult]":
+        """The row's runner, loaded once for every mode and batch size; or its rows saying why not
+        (failures become rows, never exceptions)."""
         spec = BACKENDS[backend]
         dev = row_device(spec, self.where)
         support = precision_support(dev, precision)
@@ -195,25 +227,31 @@ class Bench:
         status_reason = guard(backend, dev, runner)
         if status_reason:
             return rows(*status_reason, art_s)
-        if spec.remote and self.cfg.concurrency:
+        return Loaded(backend, precision, dev, runner, art_s, round(load_s, 4), support)
+
+    def rows_for(self, backend: str, precision: str) -> list[BenchResult]:
+        """Sequential order (--no-interleave, torchrun): load once, then each mode and batch size in turn."""
+        loaded = self.load(backend, precision)
+        if isinstance(loaded, list):
+            return loaded
+        if BACKENDS[backend].remote and self.cfg.concurrency:
             from gantool.bench.load_rows import load_rows
 
-            return load_rows(self, runner, precision, art_s)
+            return load_rows(self, loaded.runner, precision, loaded.art)
         out = []
         for mode in self.cfg.modes:
             for b in self.cfg.batch_sizes:
                 self.progress(f"{backend} {precision} {mode} batch {b}")
-                row = self.measure_row(runner, backend, precision, dev, b, art_s, mode)
-                row.load_s = round(load_s, 4)
-                row.engine_build_s = runner.info.extra.get("engine_build_s")
-                row.precision_support = support
-                row.runtime = {k: v for k, v in runner.info.extra.items() if k in RUNTIME_KEYS} or row.runtime
-                if spec.remote:
-                    row.server = dict(runner.info.extra)
-                out.append(row)
-        del runner
-        gc.collect()
+                out.append(loaded.annotate(self.measure_row(loaded.runner, backend, precision, loaded.dev, b,
+                                                            loaded.art, mode)))
+        loaded.close()
         return out
+
+    def _inputs(self, runner: Runner, batch: int) -> tuple[list[torch.Tensor], torch.Tensor | None, torch.Tensor]:
+        """The row's rotated z's, the indices parity checks, and eager's output for them."""
+        zs = make_inputs(batch, runner.info.latent_dim, self.cfg.n_inputs, self.cfg.seed)
+        idx = parity_rows(batch)
+        return zs, idx, self.reference(zs[0] if idx is None else zs[0][idx])
 
     def measure_row(self, runner: Runner, backend: str, precision: str, dev: str, batch: int,
                     art: str | None, mode: str = "latency") -> BenchResult:
@@ -221,29 +259,121 @@ class Bench:
                           options=dict(runner.info.extra.get("options") or {}), runtime=runner.info.extra.get("runtime"))
         probe = MemoryProbe(dev, backend)
         try:
-            zs = make_inputs(batch, runner.info.latent_dim, self.cfg.n_inputs, self.cfg.seed)
-            idx = parity_rows(batch)
-            ref = self.reference(zs[0] if idx is None else zs[0][idx])
+            zs, idx, ref = self._inputs(runner, batch)
             probe.start()
             with matmul_precision(precision) as mm:
                 m = measure(runner, zs, self.cfg.warmup, self.cfg.stop_rule(), mode, self.cfg.streams)
             row.options["float32_matmul_precision"] = mm
             row.peak_mem_mb, row.mem_source = probe.stop()
-            with matmul_precision(precision):  # untimed: a small batch's bulk is judged on >= 64 z
-                bulk = parity_batch(runner, self.reference, batch, precision, self.cfg.seed)
-            row.parity = check_parity(ref, m, idx, batch, precision, bulk)
-            if self.cfg.profile_dir and any(_matches(p, backend, precision, batch) for p in self.cfg.profile_rows or ["*"]):
-                with matmul_precision(precision):
-                    row.profile = [str(p) for p in runner.profile_call(zs[0], self.cfg.profile_dir,
-                                                                        f"{backend}-{precision}-{mode}-b{batch}")]
+            self._judge(row, runner, m, idx, ref, zs)
         except Exception as e:  # noqa: BLE001 - one row failing must not stop the others
-            row.status = "oom" if _is_oom(e) else "error"
-            row.reason = first_line(e)
-            self._free()
-            return row
-        self.fill(row, m, batch)
-        if self.cfg.peak_probe and not BACKENDS[backend].remote:
-            self.peaks.get(dev, peak_dtype(precision))  # probe now; rows get their % of peak at the end (run)
+            return self._failed(row, e)
+        return self._finish(row, m)
+
+    def measure_group(self, group: list["Loaded"], mode: str, batch: int) -> list[BenchResult]:
+        """Interleaved order (the default, issue 24): every loaded row of this mode and batch size
+        warmed up, then timed in rounds (gantool.bench.rounds), each row a short slice per round in a
+        fresh seeded order; each row's speed over eager fp32's comes from the paired rounds."""
+        from gantool.bench.rounds import interleave, paired_ratio
+
+        rows, timers, ctx = [], [], []
+        probe = MemoryProbe(self.where, "interleaved")
+        probe.start()
+        for L in group:
+            row = BenchResult(L.backend, L.precision, L.dev, batch, "ok", artifact=L.art, mode=mode,
+                              options=dict(L.runner.info.extra.get("options") or {}),
+                              runtime=L.runner.info.extra.get("runtime"))
+            self.progress(f"{L.backend} {L.precision} {mode} batch {batch}: warm-up")
+            try:
+                zs, idx, ref = self._inputs(L.runner, batch)
+                with matmul_precision(L.precision) as mm:
+                    timer = Timer(L.runner, zs, self.cfg.warmup, mode, self.cfg.streams,
+                                  context=lambda p=L.precision: matmul_precision(p))
+                row.options["float32_matmul_precision"] = mm
+            except Exception as e:  # noqa: BLE001 - this row fails; the others are still timed
+                rows.append(L.annotate(self._failed(row, e)))
+                continue
+            timers.append(timer)
+            ctx.append((L, row, zs, idx, ref))
+        self.progress(f"{mode} batch {batch}: {len(timers)} rows in interleaved rounds")
+        try:
+            rounds = interleave(timers, self.cfg.stop_rule(), self.cfg.seed + batch, self.cfg.slice_s)
+        except Exception as e:  # noqa: BLE001 - a row that breaks mid-round fails them all, said so
+            return rows + [L.annotate(self._failed(row, e)) for L, row, *_ in ctx]
+        mem = probe.stop()
+        ref_i = next((i for i, (L, *_) in enumerate(ctx) if (L.backend, L.precision) == ("eager", "fp32")), None)
+        self.interleaved.append({"mode": mode, "batch": batch, "seed": self.cfg.seed + batch,
+                                 "slice_s": self.cfg.slice_s, "rows": [f"{L.backend} {L.precision}" for L, *_ in ctx],
+                                 "rounds": len(rounds), "orders": [r["order"] for r in rounds]})
+        for i, ((L, row, zs, idx, ref), timer) in enumerate(zip(ctx, timers)):
+            m = timer.measured(self.cfg.stop_rule())
+            row.peak_mem_mb = mem[0]
+            row.mem_source = None if mem[1] is None else f"{mem[1]}; shared by the rows interleaved at this batch"
+            try:
+                self._judge(row, L.runner, m, idx, ref, zs)
+            except Exception as e:  # noqa: BLE001
+                rows.append(L.annotate(self._failed(row, e)))
+                continue
+            row = self._finish(row, m)
+            if ref_i is not None and i != ref_i:
+                row.ratio = paired_ratio(rounds, ref_i, i)
+            rows.append(L.annotate(row))
+        return rows
+
+    def _run_interleaved(self, pairs: list[tuple[str, str]], watch: MachineWatch | None) -> list[BenchResult]:
+        """Load every (backend, precision), then time each (mode, batch) group in interleaved rounds;
+        load tests (--concurrency) run after, each on its own."""
+        results: list[BenchResult] = []
+        group: list[Loaded] = []
+        load_tests = []
+        for backend, precision in pairs:
+            self.progress(f"{backend} {precision}: loading")
+            loaded = self.load(backend, precision)
+            if isinstance(loaded, list):
+                results += loaded
+            elif BACKENDS[backend].remote and self.cfg.concurrency:
+                load_tests.append(loaded)
+            else:
+                group.append(loaded)
+        for mode in self.cfg.modes:
+            for b in self.cfg.batch_sizes:
+                if group:
+                    results += self.measure_group(group, mode, b)
+                if watch:
+                    watch.sample(f"after {mode} batch {b}")
+        for loaded in group:
+            loaded.close()
+        for loaded in load_tests:
+            from gantool.bench.load_rows import load_rows
+
+            results += load_rows(self, loaded.runner, loaded.precision, loaded.art)
+        # the table and JSON keep the order a reader expects: backend by backend, as requested
+        rank = {pair: i for i, pair in enumerate(pairs)}
+        results.sort(key=lambda r: rank.get((r.backend, r.precision), len(rank)))
+        return results
+
+    def _judge(self, row: BenchResult, runner: Runner, m: Measured, idx: torch.Tensor | None, ref: torch.Tensor,
+               zs: list[torch.Tensor]) -> None:
+        """Parity of the row's first output (untimed; a small batch's bulk judged on >= 64 z), and its profile."""
+        backend, precision, batch = row.backend, row.precision, row.batch
+        with matmul_precision(precision):
+            bulk = parity_batch(runner, self.reference, batch, precision, self.cfg.seed)
+        row.parity = check_parity(ref, m, idx, batch, precision, bulk)
+        if self.cfg.profile_dir and any(_matches(p, backend, precision, batch) for p in self.cfg.profile_rows or ["*"]):
+            with matmul_precision(precision):
+                row.profile = [str(p) for p in runner.profile_call(zs[0], self.cfg.profile_dir,
+                                                                    f"{backend}-{precision}-{row.mode}-b{batch}")]
+
+    def _failed(self, row: BenchResult, e: Exception) -> BenchResult:
+        row.status = "oom" if _is_oom(e) else "error"
+        row.reason = first_line(e)
+        self._free()
+        return row
+
+    def _finish(self, row: BenchResult, m: Measured) -> BenchResult:
+        self.fill(row, m, row.batch)
+        if self.cfg.peak_probe and not BACKENDS[row.backend].remote:
+            self.peaks.get(row.device, peak_dtype(row.precision))  # probe now; rows get their % of peak at the end
         if not row.parity["passed"]:
             row.status = "parity-failed"
             row.reason = row.parity.get("error") or (
@@ -292,14 +422,16 @@ class Bench:
             watch = MachineWatch(self.where) if self.cfg.peak_probe else None
             if watch:
                 watch.sample("start")
-            for backend in self.backends:
-                for precision in self.precisions:
-                    if precision == "int8" and backend not in INT8_BACKENDS and not self.cfg.precisions:
-                        continue  # the default int8 rows are the ONNX backends' only
+            pairs = [(b, p) for b in self.backends for p in self.precisions
+                     if not (p == "int8" and b not in INT8_BACKENDS and not self.cfg.precisions)]  # int8: ONNX only by default
+            if self.cfg.interleave:
+                results += self._run_interleaved(pairs, watch)
+            else:
+                for backend, precision in pairs:
                     self.progress(f"{backend} {precision}: loading")
                     results += self.rows_for(backend, precision)
-                if watch:
-                    watch.sample(f"after {backend}")
+                    if watch and precision == self.precisions[-1]:
+                        watch.sample(f"after {backend}")
             if self.dev == "cuda" and not torch.cuda.is_available():
                 env = environment(torch.device("cpu"))  # versions and CPU; nothing ran on a GPU
                 env.update(device=str(self.device), device_name=f"unavailable: no CUDA device for torch {torch.__version__}")
@@ -335,6 +467,7 @@ class Bench:
                       "img_shape": list(contract.img_shape)},
             "peaks": [p.to_dict() for p in self.peaks.all()],
             "conditions": watch.conditions() if watch else None,
+            "order": {"interleaved": self.cfg.interleave, "groups": self.interleaved},
             "results": [dict(r.to_dict(), rank=getattr(r, "rank", None)) for r in results],
         }
 

@@ -1,6 +1,7 @@
 """Time a Runner: one clock per device, CUDA graphs captured before timing, sampling until the median's CI is tight."""
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -68,6 +69,9 @@ class BenchResult:
     server: dict[str, Any] | None = None  # remote rows: url, model, model_version, server_version
     concurrency: int | None = None  # mode "load": requests kept in flight (bench --concurrency)
     load: dict[str, Any] | None = None  # mode "load": requests/s, errors, answers checked, Triton's statistics
+    # Interleaved order: this row's speed over eager fp32's at the same batch and mode, from the paired
+    # rounds (gantool.bench.rounds): {"median", "ci_low", "ci_high", "n"}; None for eager fp32 itself
+    ratio: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -194,59 +198,89 @@ class Measured:
     lane_options: list[dict[str, Any]] = field(default_factory=list)
 
 
-def measure(runner: Runner, zs: list[torch.Tensor], warmup: int, stop: StopRule, mode: str = "latency",
-            streams: int = 2) -> Measured:
-    """First call (timed alone), CUDA-graph capture (whatever `warmup` says, timed apart), one
-    replay kept for parity, `warmup` untimed calls, then timed samples until `stop` says enough.
+class Timer:
+    """One row's timing: the first call (timed alone), CUDA-graph capture (timed apart), one replay kept
+    for parity and `warmup` untimed calls happen at construction; then `take` adds timed samples, all at
+    once (measure, sequential order) or a slice per round (gantool.bench.rounds, interleaved order).
 
     latency: every sample is one call started on an idle device.
     throughput: every sample is a block of back-to-back calls with no sync between them (on CUDA
     spread over `streams` lanes, each on its own stream); the sample is the block time / calls.
     Inputs are prepared (moved, cast, bound) before anything is timed; calls rotate over them.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode {mode!r}; choose from {MODES}")
-    lanes = runner.lanes(streams) if mode == "throughput" else [runner]
-    xs = [[lane.prepare(z) for z in zs] for lane in lanes]
-    one = clock_for([runner])
-    one.start()
-    y = runner.run(xs[0][0])
-    first_s = one.stop()
-    # Copy now: graph backends reuse their output buffer, so the next call would overwrite it.
-    first = runner.to_cpu(y).clone()
-    capture_s, replayed = None, None
-    if runner.graph:
+
+    def __init__(self, runner: Runner, zs: list[torch.Tensor], warmup: int, mode: str = "latency", streams: int = 2,
+                 context: Callable[[], Any] | None = None):
+        if mode not in MODES:
+            raise ValueError(f"mode {mode!r}; choose from {MODES}")
+        self.runner, self.mode, self.n_z = runner, mode, len(zs)
+        # what each slice runs under (e.g. its row's matmul precision, when rows take turns)
+        self.context = context or contextlib.nullcontext
+        self.lanes = lanes = runner.lanes(streams) if mode == "throughput" else [runner]
+        self.xs = xs = [[lane.prepare(z) for z in zs] for lane in lanes]
+        one = clock_for([runner])
         one.start()
-        for lane, lx in zip(lanes, xs):
-            lane.capture(lx[0])
-        capture_s = one.stop()
-        replayed = runner.to_cpu(runner.run(xs[0][0])).clone()  # a replay of the captured graph
-    t0 = time.perf_counter()
-    for i in range(warmup):
-        lanes[i % len(lanes)].run(xs[i % len(lanes)][i % len(zs)])
-    for lane in lanes:
-        lane.sync()
-    per_call = (time.perf_counter() - t0) / warmup if warmup else first_s
-    # A self-timing runner reports one call at a time, so its throughput samples are single calls too.
-    k = 1 if mode == "latency" or runner.clock is not None else \
-        int(min(256, max(2 * len(lanes), np.ceil(BLOCK_S / max(per_call, 1e-7)))))
-    clock = clock_for(lanes)
-    times: list[float] = []
-    i, start = 0, time.perf_counter()
-    while not stop.done(times, time.perf_counter() - start):
-        clock.start()
-        if mode == "latency":
-            runner.run(xs[0][i % len(zs)])
-        else:
-            for j in range(i, i + k):
-                lane = j % len(lanes)
-                lanes[lane].run_async(xs[lane][(j // len(lanes)) % len(zs)])
-        times.append(clock.stop() / k)
-        i += k
-    rel = ci_rel(times)
-    return Measured(first, replayed, first_s, capture_s, np.asarray(times), clock.name, mode, len(lanes), k,
-                    bool(not stop.repeats and rel is not None and rel <= stop.ci_target),
-                    [dict(lane.info.extra.get("options") or {}) for lane in lanes[:1]])
+        y = runner.run(xs[0][0])
+        self.first_s = one.stop()
+        # Copy now: graph backends reuse their output buffer, so the next call would overwrite it.
+        self.first = runner.to_cpu(y).clone()
+        self.capture_s, self.replayed = None, None
+        if runner.graph:
+            one.start()
+            for lane, lx in zip(lanes, xs):
+                lane.capture(lx[0])
+            self.capture_s = one.stop()
+            self.replayed = runner.to_cpu(runner.run(xs[0][0])).clone()  # a replay of the captured graph
+        t0 = time.perf_counter()
+        for i in range(warmup):
+            lanes[i % len(lanes)].run(xs[i % len(lanes)][i % len(zs)])
+        for lane in lanes:
+            lane.sync()
+        per_call = (time.perf_counter() - t0) / warmup if warmup else self.first_s
+        # A self-timing runner reports one call at a time, so its throughput samples are single calls too.
+        self.k = 1 if mode == "latency" or runner.clock is not None else \
+            int(min(256, max(2 * len(lanes), np.ceil(BLOCK_S / max(per_call, 1e-7)))))
+        self.clock = clock_for(lanes)
+        self.times: list[float] = []
+        self.elapsed = 0.0  # wall seconds spent taking samples (the stop rule's time)
+        self._i = 0
+
+    def take(self, enough: Callable[[list[float], float], bool]) -> list[float]:
+        """Timed samples until enough(this call's samples, its seconds) says so; returns them (seconds per call)."""
+        new: list[float] = []
+        start = time.perf_counter()
+        with self.context():
+            self._take(new, start, enough)
+        self.elapsed += time.perf_counter() - start
+        self.times += new
+        return new
+
+    def _take(self, new: list[float], start: float, enough: Callable[[list[float], float], bool]) -> None:
+        while not enough(new, time.perf_counter() - start):
+            self.clock.start()
+            if self.mode == "latency":
+                self.runner.run(self.xs[0][self._i % self.n_z])
+            else:
+                for j in range(self._i, self._i + self.k):
+                    lane = j % len(self.lanes)
+                    self.lanes[lane].run_async(self.xs[lane][(j // len(self.lanes)) % self.n_z])
+            new.append(self.clock.stop() / self.k)
+            self._i += self.k
+
+    def measured(self, stop: StopRule) -> "Measured":
+        rel = ci_rel(self.times)
+        return Measured(self.first, self.replayed, self.first_s, self.capture_s, np.asarray(self.times),
+                        self.clock.name, self.mode, len(self.lanes), self.k,
+                        bool(not stop.repeats and rel is not None and rel <= stop.ci_target),
+                        [dict(lane.info.extra.get("options") or {}) for lane in self.lanes[:1]])
+
+
+def measure(runner: Runner, zs: list[torch.Tensor], warmup: int, stop: StopRule, mode: str = "latency",
+            streams: int = 2) -> Measured:
+    """One row on its own (sequential order, --no-interleave): Timer, then samples until `stop` says enough."""
+    t = Timer(runner, zs, warmup, mode, streams)
+    t.take(lambda new, elapsed: stop.done(t.times + new, elapsed))
+    return t.measured(stop)
 
 
 def make_inputs(batch: int, latent: int, n: int, seed: int) -> list[torch.Tensor]:

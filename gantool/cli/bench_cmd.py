@@ -90,7 +90,9 @@ def bench(
     percentiles: Annotated[str, typer.Option(help="Latency percentiles for the JSON; each is null (with why) until n is large enough (p99 needs 100).")] = "50,90,99",
     raw_times: Annotated[bool, typer.Option("--raw-times", help="Also write every sample's time into the JSON.")] = False,
     streams: Annotated[int, typer.Option(min=1, help="Throughput mode on CUDA: streams the calls are spread over.")] = 2,
-    seed: Annotated[int, typer.Option(help="Seed of the z inputs.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the z inputs and of the interleaved rounds' order.")] = 0,
+    interleave: Annotated[bool, typer.Option("--interleave/--no-interleave", help="Time the rows of a batch size in rounds of short slices, in a fresh seeded random order each round, so a drifting machine slows all alike (the default); --no-interleave: each row's samples at once, row after row (a single-row profile).")] = True,
+    slice_s: Annotated[float, typer.Option("--slice", min=0.001, help="Interleaved order: seconds a row is timed per round.")] = 0.1,
     threads: Annotated[Optional[int], typer.Option(min=1, help="torch intra-op threads, and ONNX Runtime's for ort (default: torch's).")] = None,
     inter_op_threads: Annotated[Optional[int], typer.Option(min=1, help="ONNX Runtime inter-op threads (runs the session in parallel mode).")] = None,
     graph_opt_level: Annotated[Optional[GraphOptLevel], typer.Option(help="ONNX Runtime graph optimisation level (default: ORT's, all).")] = None,
@@ -150,6 +152,7 @@ def bench(
         cache_dir=cache_dir, profile_dir=profile, profile_rows=list(profile_row or []),
         url=url, triton_model=triton_model,
         concurrency=parse_int_list(concurrency, "--concurrency") if concurrency else [], duration=duration,
+        interleave=interleave, slice_s=slice_s,
     )
     if url and not cfg.backends:
         cfg.backends = ["triton"]

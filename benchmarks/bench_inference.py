@@ -7,7 +7,8 @@ import os
 import pytest
 import torch
 
-from gantool.bench.timing import compare, make_inputs
+from gantool.bench.parity import compare
+from gantool.bench.timing import make_inputs
 from gantool.bench.backends import find_artifact, read_artifacts
 from gantool.runners import load_runner
 

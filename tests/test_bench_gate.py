@@ -58,24 +58,24 @@ def fixed_times(monkeypatch):
     same ratios to the last bit, so the gate can be held to 0% through the CLI."""
     import numpy as np
 
-    from gantool.bench import suite
+    from gantool.bench import rows
 
-    real = suite.measure
+    real = rows.measure
 
     def measure(runner, *args, **kw):  # sequential order (--no-interleave)
         m = real(runner, *args, **kw)
         m.times = np.full(len(m.times), 2e-3 if runner.info.backend == "eager" else 1e-3)
         return m
 
-    class Timer(suite.Timer):  # interleaved order: each slice's samples, so the paired ratios are fixed too
+    class Timer(rows.Timer):  # interleaved order: each slice's samples, so the paired ratios are fixed too
         def take(self, enough):
             new = super().take(enough)
             fixed = [2e-3 if self.runner.info.backend == "eager" else 1e-3] * len(new)
             self.times[-len(new):] = fixed
             return fixed
 
-    monkeypatch.setattr(suite, "measure", measure)
-    monkeypatch.setattr(suite, "Timer", Timer)
+    monkeypatch.setattr(rows, "measure", measure)
+    monkeypatch.setattr(rows, "Timer", Timer)
 
 
 def test_compare_on_the_cli_holds_at_0_percent_and_fails_on_a_doctored_baseline(checkpoint_path, exported_dir,

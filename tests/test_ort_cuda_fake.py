@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from gantool.bench import timing
-from gantool.bench.timing import StopRule, check_parity, measure
+from gantool.bench.parity import check_parity
+from gantool.bench.timing import StopRule, measure
 
 
 class FakeStream:

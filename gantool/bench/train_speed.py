@@ -9,7 +9,6 @@ the loops into the ratio (it moved 1.89x -> 2.43x between runs).
 from __future__ import annotations
 
 import platform
-import random
 import statistics
 import time
 from typing import Any, Callable, Iterable, Sequence
@@ -17,7 +16,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 
 from gantool import __version__
-from gantool.bench.stats import median_ci_ranks
+from gantool.bench.rounds import ratio_summary, round_order
 from gantool.config import ModelConfig
 from gantool.data import load_dataset
 from gantool.device import DTYPES, device_name, resolve_device, supports_dtype, sync
@@ -31,9 +30,10 @@ CPU_ROUNDS, GPU_ROUNDS = 15, 30
 
 
 def round_orders(names: Sequence[str], rounds: int, seed: int) -> list[list[str]]:
-    """A fresh random order of the loops for each round, from `seed` alone (recorded, replayable)."""
-    rng = random.Random(seed)
-    return [rng.sample(list(names), len(names)) for _ in range(rounds)]
+    """A fresh random order of the loops for each round, from `seed` alone (recorded, replayable):
+    gantool.bench.rounds' order, the one bench's inference rows take turns in."""
+    names = list(names)
+    return [[names[i] for i in round_order(len(names), seed, r)] for r in range(rounds)]
 
 
 def run_rounds(loops: dict[str, Callable[[], None]], orders: list[list[str]],
@@ -52,10 +52,7 @@ def run_rounds(loops: dict[str, Callable[[], None]], orders: list[list[str]],
 def paired_ratio(ref_times: Sequence[float], times: Sequence[float]) -> dict[str, Any]:
     """Speed over the reference, round by round (ref seconds / seconds for the same work: > 1 = faster):
     the median of those ratios and its 95 % interval from order statistics (None below 6 rounds)."""
-    ratios = sorted(r / t for r, t in zip(ref_times, times, strict=True))
-    ranks = median_ci_ranks(len(ratios))
-    lo, hi = (ratios[ranks[0]], ratios[ranks[1]]) if ranks else (None, None)
-    return {"median": statistics.median(ratios), "ci_low": lo, "ci_high": hi, "n": len(ratios)}
+    return ratio_summary([r / t for r, t in zip(ref_times, times, strict=True)])
 
 
 def _synced(device: torch.device, fn: Callable[[], None]) -> Callable[[], None]:

@@ -149,3 +149,33 @@ class _Code(torch.nn.Module):
 
     def forward(self, z):
         return self.g.code(z)
+
+
+@pytest.mark.parametrize("rewire", [True, False])
+def test_int8_reads_the_class_off_float_z(ac_checkpoint, tmp_path, monkeypatch, rewire):
+    """The QDQ quantizer hands z rounded to its int8 grid to every consumer: a coordinate within half a
+    step of 0 then reads >= 0 and the class flips (a trained G: p99.9 error 1.95). keep_float_inputs
+    gives the comparisons z itself; without it (rewire=False) z's just below 0 draw another digit."""
+    import onnxruntime as ort
+
+    from gantool.checkpoint import load_checkpoint, load_generator, save_checkpoint
+    from gantool.export import export_artifacts
+    from gantool.export import quantize
+
+    if not rewire:
+        monkeypatch.setattr(quantize, "keep_float_inputs", lambda path: 0)
+    ck = load_checkpoint(ac_checkpoint)
+    for name in ("net.3.weight", "net.6.weight"):  # outputs of order 1, as a trained G's: a class shows
+        ck["generator"][name] = ck["generator"][name] * 30
+    loud = save_checkpoint(tmp_path / "loud.pt", ck)
+    out = tmp_path / "q"
+    export_artifacts(loud, ["onnx"], out, dtypes=["int8"])
+    g, _, _ = load_generator(loud)
+    sess = ort.InferenceSession(str(out / "generator.int8.onnx"), providers=["CPUExecutionProvider"])
+    z = torch.randn(64, 100, generator=torch.Generator().manual_seed(4))
+    near = z.clone()
+    near[:, :10] = -0.004  # class 0 in float; 0 on the int8 grid, i.e. all bits set: class 9
+    err = lambda x: float((torch.from_numpy(sess.run(None, {"z": x.numpy()})[0]) - g(x)).abs().mean())  # noqa: E731
+    with torch.no_grad():
+        plain, flipped = err(z), err(near)
+    assert (flipped < 2 * plain + 1e-3) == rewire, (plain, flipped)

@@ -19,7 +19,7 @@ def rank_seed(seed: int, rank: int, step: int = 0) -> int:
     (SeedSequence mixes (seed, rank, step) into one 63-bit value)."""
     import numpy as np
 
-    return int(np.random.SeedSequence([seed, rank, step]).generate_state(2, np.uint64)[0] >> 1)
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(2, np.uint64)[0]) >> 1  # NumPy 1.x: no uint64 >> int
 
 
 @dataclass(frozen=True)

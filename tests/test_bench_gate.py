@@ -68,8 +68,8 @@ def fixed_times(monkeypatch):
         return m
 
     class Timer(rows.Timer):  # interleaved order: each slice's samples, so the paired ratios are fixed too
-        def take(self, enough):
-            new = super().take(enough)
+        def take(self, enough, rewarm=0):
+            new = super().take(enough, rewarm)
             fixed = [2e-3 if self.runner.info.backend == "eager" else 1e-3] * len(new)
             self.times[-len(new):] = fixed
             return fixed

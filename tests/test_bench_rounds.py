@@ -31,7 +31,7 @@ class FakeTimer:
         self.times: list[float] = []
         self.elapsed = 0.0
 
-    def take(self, enough):
+    def take(self, enough, rewarm=0):
         new, start = [], self.machine.now
         while not enough(new, self.machine.now - start):
             new.append(self.machine.call(self.base))

@@ -18,7 +18,9 @@ from typing import Any, Callable, Sequence
 from gantool.bench.stats import median_ci_ranks
 
 SLICE_S = 0.1  # a row's share of one round: at least this long ...
-SLICE_MIN_CALLS = 3  # ... and at least this many timed samples
+SLICE_MIN_CALLS = 3  # ... and at least this many timed samples,
+REWARM_CALLS = 1  # after one untimed call: the row before it left its caches and thread pool behind
+MIN_ROUNDS = 10  # enough paired rounds for the ratio's 95 % interval (>= 6) to be worth reading
 
 
 def round_order(n: int, seed: int, r: int) -> list[int]:
@@ -30,9 +32,11 @@ def round_order(n: int, seed: int, r: int) -> list[int]:
 
 def interleave(timers: Sequence[Any], stop: Any, seed: int = 0, slice_s: float = SLICE_S,
                min_calls: int = SLICE_MIN_CALLS, clock: Callable[[], float] = time.perf_counter,
-               max_rounds: int = 100_000) -> list[dict[str, Any]]:
+               max_rounds: int = 100_000, min_rounds: int = MIN_ROUNDS,
+               rewarm: int = REWARM_CALLS) -> list[dict[str, Any]]:
     """Rounds until every timer's samples satisfy `stop` (gantool.bench.timing.StopRule, judged on its
-    whole sample and the seconds it spent) or the cap. Each round: a fresh order, one slice per row.
+    whole sample and the seconds it spent) and min_rounds ran, or the cap. Each round: a fresh order,
+    one slice per row (after `rewarm` untimed calls).
     Returns the rounds: {"round", "order", "median_s": [per row, that slice's median seconds a call]}."""
     rounds: list[dict[str, Any]] = []
     enough = lambda new, elapsed: len(new) >= min_calls and elapsed >= slice_s  # noqa: E731
@@ -42,9 +46,9 @@ def interleave(timers: Sequence[Any], stop: Any, seed: int = 0, slice_s: float =
         order = round_order(len(timers), seed, len(rounds))
         medians: list[float | None] = [None] * len(timers)
         for i in order:  # every row every round, done or not, so each round pairs all of them
-            medians[i] = statistics.median(timers[i].take(enough))
+            medians[i] = statistics.median(timers[i].take(enough, rewarm))
         rounds.append({"round": len(rounds), "order": order, "median_s": medians})
-        if all(_done(stop, t) for t in timers):
+        if all(_done(stop, t) for t in timers) and (len(rounds) >= min_rounds or stop.repeats):
             break
     return rounds
 

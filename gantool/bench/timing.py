@@ -245,11 +245,15 @@ class Timer:
         self.elapsed = 0.0  # wall seconds spent taking samples (the stop rule's time)
         self._i = 0
 
-    def take(self, enough: Callable[[list[float], float], bool]) -> list[float]:
-        """Timed samples until enough(this call's samples, its seconds) says so; returns them (seconds per call)."""
+    def take(self, enough: Callable[[list[float], float], bool], rewarm: int = 0) -> list[float]:
+        """Timed samples until enough(this call's samples, its seconds) says so; returns them (seconds per call).
+        `rewarm` untimed calls first: after another backend ran, caches and thread pools are its."""
         new: list[float] = []
-        start = time.perf_counter()
         with self.context():
+            for i in range(rewarm):
+                self.lanes[0].run(self.xs[0][(self._i + i) % self.n_z])
+            self.lanes[0].sync()
+            start = time.perf_counter()
             self._take(new, start, enough)
         self.elapsed += time.perf_counter() - start
         self.times += new

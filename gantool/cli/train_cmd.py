@@ -59,7 +59,7 @@ def train(
     resume: Annotated[Optional[Path], typer.Option(help="Continue a run exactly: its directory or a checkpoint file.")] = None,
     precision: Annotated[Optional[str], typer.Option(help="fp32 | bf16 | fp16 autocast (fp16 uses a GradScaler) | auto (bf16 where the device multiplies it natively: CUDA sm_80+, avx512_bf16/AMX CPUs; else fp32). Default: fp32.")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile G and D (first steps are slow while it compiles).")] = False,
-    recipe: Annotated[Optional[str], typer.Option(help=f"Training recipe from gantool.config.RECIPES: tuned (the default: conv D, {_T.epochs} epochs, about 4.5 minutes on 2 CPU cores), seed (the original article, {_S.epochs} epochs), dcgan (the conv G with the tuned conv D, {RECIPES['dcgan'].epochs} epochs, about 7 minutes), fast (the same run as tuned).")] = None,
+    recipe: Annotated[Optional[str], typer.Option(help=f"Training recipe from gantool.config.RECIPES: tuned (the default: conv D, {_T.epochs} epochs, about 4.5 minutes on 2 CPU cores), seed (the original article, {_S.epochs} epochs), dcgan (the conv G, drawing the digit z's signs name, with the tuned conv D, {RECIPES['dcgan'].epochs} epochs, about 7 minutes), fast (the same run as tuned).")] = None,
     eval_every: Annotated[Optional[str], typer.Option(metavar="<int>", help="Score samples (FID, recognisability, coverage) every this many epochs; 0 = off.")] = None,
     log_every: Annotated[Optional[str], typer.Option(metavar="<int>", help="Steps between metrics lines (the only host syncs). Default: 100.")] = None,
     sample_every: Annotated[Optional[str], typer.Option(metavar="<int>", help="Steps between sample grids; 0 = one per epoch. Default: 0.")] = None,

@@ -10,6 +10,7 @@ import torch
 
 from gantool.bench.backends import BACKENDS, peak_dtype
 from gantool.bench.conditions import MemoryProbe, matmul_precision
+from gantool.bench.gate import REFERENCE
 from gantool.bench.stats import summarize
 from gantool.bench.parity import check_parity, parity_batch, parity_rows
 from gantool.bench.timing import BenchResult, Measured, Timer, make_inputs, measure, _is_oom
@@ -62,10 +63,16 @@ class RowTiming:
         idx = parity_rows(batch)
         return zs, idx, self.reference(zs[0] if idx is None else zs[0][idx])
 
+    @staticmethod
+    def _row(runner: Runner, backend: str, precision: str, dev: str, batch: int, art: str | None,
+             mode: str) -> BenchResult:
+        """A row about to be timed, with the options and runtime its runner reports."""
+        return BenchResult(backend, precision, dev, batch, "ok", artifact=art, mode=mode,
+                           options=dict(runner.info.extra.get("options") or {}), runtime=runner.info.extra.get("runtime"))
+
     def measure_row(self, runner: Runner, backend: str, precision: str, dev: str, batch: int,
                     art: str | None, mode: str = "latency") -> BenchResult:
-        row = BenchResult(backend, precision, dev, batch, "ok", artifact=art, mode=mode,
-                          options=dict(runner.info.extra.get("options") or {}), runtime=runner.info.extra.get("runtime"))
+        row = self._row(runner, backend, precision, dev, batch, art, mode)
         probe = MemoryProbe(dev, backend)
         try:
             zs, idx, ref = self._inputs(runner, batch)
@@ -89,9 +96,7 @@ class RowTiming:
         probe = MemoryProbe(self.where, "interleaved")
         probe.start()
         for L in group:
-            row = BenchResult(L.backend, L.precision, L.dev, batch, "ok", artifact=L.art, mode=mode,
-                              options=dict(L.runner.info.extra.get("options") or {}),
-                              runtime=L.runner.info.extra.get("runtime"))
+            row = self._row(L.runner, L.backend, L.precision, L.dev, batch, L.art, mode)
             self.progress(f"{L.backend} {L.precision} {mode} batch {batch}: warm-up")
             try:
                 zs, idx, ref = self._inputs(L.runner, batch)
@@ -110,7 +115,7 @@ class RowTiming:
         except Exception as e:  # noqa: BLE001 - a row that breaks mid-round fails them all, said so
             return rows + [L.annotate(self._failed(row, e)) for L, row, *_ in ctx]
         mem = probe.stop()
-        ref_i = next((i for i, (L, *_) in enumerate(ctx) if (L.backend, L.precision) == ("eager", "fp32")), None)
+        ref_i = next((i for i, (L, *_) in enumerate(ctx) if (L.backend, L.precision) == REFERENCE), None)
         self.interleaved.append({"mode": mode, "batch": batch, "seed": self.cfg.seed + batch,
                                  "slice_s": self.cfg.slice_s, "rows": [f"{L.backend} {L.precision}" for L, *_ in ctx],
                                  "rounds": len(rounds), "orders": [r["order"] for r in rounds]})

@@ -54,18 +54,8 @@ def interleave(timers: Sequence[Any], stop: Any, seed: int = 0, slice_s: float =
 
 
 def _done(stop: Any, timer: Any) -> bool:
-    """The stop rule on a timer's whole sample, checked now (not only every ~5 % more samples)."""
-    n, elapsed = len(timer.times), timer.elapsed
-    if stop.repeats:
-        return n >= stop.repeats
-    if n >= stop.max_repeats or (n >= stop.min_repeats and elapsed >= stop.max_time):
-        return True
-    if n < stop.min_repeats or elapsed < stop.min_time:
-        return False
-    from gantool.bench.stats import ci_rel
-
-    rel = ci_rel(timer.times)
-    return rel is not None and rel <= stop.ci_target
+    """The stop rule on a timer's whole sample and the seconds it spent, checked now."""
+    return stop.done(timer.times, timer.elapsed, every_call=True)
 
 
 def paired_ratio(rounds: list[dict[str, Any]], ref: int, row: int) -> dict[str, Any] | None:

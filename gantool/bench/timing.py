@@ -89,7 +89,9 @@ class StopRule:
     repeats: int | None = None
     max_repeats: int = 1_000_000
 
-    def done(self, times: list[float], elapsed: float) -> bool:
+    def done(self, times: list[float], elapsed: float, every_call: bool = False) -> bool:
+        """`every_call`: check the CI now (interleaved rounds judge a row once a round), not only
+        every ~5 % more samples."""
         n = len(times)
         if self.repeats:
             return n >= self.repeats
@@ -99,7 +101,7 @@ class StopRule:
             return False
         if elapsed >= self.max_time:
             return True
-        if n % max(1, n // 20):  # re-check the CI every ~5% more samples, not after each call
+        if not every_call and n % max(1, n // 20):  # re-check the CI every ~5% more samples, not after each call
             return False
         rel = ci_rel(times)
         return rel is not None and rel <= self.ci_target

@@ -26,6 +26,7 @@ from torch import nn
 
 from gantool.config import VALUE_RANGE
 from gantool.errors import ArtifactError, GeneratorError, first_line
+from gantool.signature import DEFAULT_INPUT, Signature
 
 CHECK_BATCH = 4  # the seeded forward check: rows 0..3 of latent(seed 0)
 RANGE_SLACK = 1e-3  # outputs may pass the declared bounds by this much (float rounding of a Tanh)
@@ -35,22 +36,10 @@ def _gone(what: str, path: object) -> ArtifactError:
     return ArtifactError(f"the {what} {path} recorded at export is gone; pass --generator/--weights to name where it is now")
 
 
-@dataclass(frozen=True)
-class Contract:
-    """What a generator promises: z (N, latent_dim) float32 -> (N, *img_shape) float32 in value_range."""
-
-    latent_dim: int
-    img_shape: tuple[int, int, int]
-    value_range: tuple[float, float] = VALUE_RANGE
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"latent_dim": self.latent_dim, "img_shape": list(self.img_shape), "value_range": list(self.value_range)}
-
-
 @dataclass
 class Loaded:
     module: nn.Module  # eval mode, on the device asked for, float32
-    contract: Contract
+    signature: Signature
 
 
 class GeneratorSource:
@@ -100,7 +89,7 @@ class CheckpointSource(GeneratorSource):
         from gantool.checkpoint import load_generator
 
         g, cfg, _ = load_generator(self.path, ema=ema, device=device)
-        return Loaded(g, Contract(cfg.latent_dim, tuple(cfg.img_shape)))
+        return Loaded(g, Signature.latent_to_image(cfg.latent_dim, tuple(cfg.img_shape)))
 
     def record(self) -> dict[str, Any]:
         return {"kind": "checkpoint", "checkpoint": str(self.path), "sha256": self.identity}
@@ -293,13 +282,15 @@ class UserSource(GeneratorSource):
         latent_dim, img_shape, value_range = self._contract(g)
         value_range = value_range or VALUE_RANGE
         shape = self._check(g, latent_dim, img_shape, value_range)
-        contract = Contract(latent_dim, shape, tuple(value_range))
+        sig = Signature.latent_to_image(latent_dim, shape, tuple(value_range), input_name=_input_name(g))
         self._record = {"kind": "user", "generator": self.target,
                         "file": str(self.file) if self.file else None, "file_sha256": self._file_sha,
                         "weights": str(self.weights) if self.weights else None, "weights_sha256": weights_sha,
                         "class": f"{type(g).__module__}.{type(g).__qualname__}",
-                        "img_shape_from": "declared" if img_shape else "output", **contract.to_dict()}
-        return Loaded(g.to(device), contract)
+                        "img_shape_from": "declared" if img_shape else "output", "latent_dim": sig.latent_dim,
+                        "img_shape": list(sig.img_shape), "value_range": list(sig.value_range),
+                        "signature": sig.to_dict()}
+        return Loaded(g.to(device), sig)
 
     @property
     def identity(self) -> str:
@@ -326,6 +317,18 @@ class UserSource(GeneratorSource):
             raise _gone("weights file", rec["weights"])
         return cls(target, rec.get("weights"), rec.get("latent_dim"), tuple(rec["img_shape"]),
                    tuple(rec["value_range"]), expect=rec)
+
+
+def _input_name(g: nn.Module) -> str:
+    """The name forward() gives its first input (`noise`, `input`, `z`...): the artifacts' input name."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(g.forward).parameters.values())
+    except (TypeError, ValueError):
+        return DEFAULT_INPUT
+    first = next((p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)), None)
+    return first.name if first is not None else DEFAULT_INPUT
 
 
 def generator_source(src: "str | Path | GeneratorSource") -> GeneratorSource:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from gantool.runners import Runner, RunnerInfo
+from gantool.signature import Signature
 
 # Two cores are shared between torch's intra-op pool and the test process; keep runs predictable.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -114,7 +115,7 @@ class FakeRunner(Runner):
     def __init__(self, fn=None, dtype="fp32", *, backend="fake", device="cpu", latent_dim=100, img_shape=(1, 28, 28),
                  source="", providers=None, delay=0.0, ticks=None):
         self.fn = fn or (lambda z: torch.tanh(z[:, :1]).expand(-1, math.prod(img_shape)).reshape(-1, *img_shape))
-        self.info = RunnerInfo(backend, device, dtype, latent_dim, tuple(img_shape), source,
+        self.info = RunnerInfo(backend, device, dtype, Signature.latent_to_image(latent_dim, tuple(img_shape)), source,
                                {"providers": providers} if providers else {})
         self.calls: list[torch.Tensor] = []
         self.seen: list[int] = []

@@ -117,6 +117,6 @@ def test_web_and_triton_take_the_dcgan(dcgan_run, dcgan_exported, tmp_path):
     repo = tmp_path / "repo"
     r = run("export", "--checkpoint", dcgan_run, "--format", "triton", "--out", repo)
     assert r.exit_code == 0, r.stdout + r.stderr
-    from gantool.export.triton import check_model
+    from triton_helpers import check_model
 
     assert check_model(repo / "generator_onnx") == [] and check_model(repo / "generator_torchscript") == []

@@ -14,7 +14,8 @@ from conftest import assert_one_line_error
 from gantool.cli import app
 
 pytest.importorskip("tritonclient.grpc", reason="needs the dev extra: tritonclient[grpc]")
-from gantool.export.triton import MODELS, check_model, read_config  # noqa: E402
+from gantool.export.triton import MODELS  # noqa: E402
+from triton_helpers import check_model, read_config  # noqa: E402
 
 
 def invoke(*args: str):

@@ -16,7 +16,8 @@ pytest.importorskip("pytriton", reason="needs the serve extra: pip install 'gant
 import tritonclient.grpc as grpcclient  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from gantool.export.triton import PYTHON_MODEL, check_model, read_config  # noqa: E402
+from gantool.export.triton import PYTHON_MODEL  # noqa: E402
+from triton_helpers import check_model, read_config  # noqa: E402
 from gantool.serve.env import free_ports, port_free  # noqa: E402
 from gantool.serve.tritonserver import TritonServerProcess  # noqa: E402
 from serve_helpers import alive, descendants, run_cli  # noqa: E402

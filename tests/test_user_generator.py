@@ -217,7 +217,7 @@ def test_bench_web_and_triton_take_the_users_generator(conv_file, tmp_path):
     repo = tmp_path / "repo"
     r = run("export", "--generator", f"{conv_file}:make", "--weights", w, "--format", "triton", "--out", repo)
     assert r.exit_code == 0, r.stderr
-    from gantool.export.triton import check_model, read_config
+    from triton_helpers import check_model, read_config
 
     for name in ("generator_onnx", "generator_torchscript"):
         cfg = read_config(repo / name / "config.pbtxt")

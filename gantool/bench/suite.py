@@ -248,9 +248,9 @@ class Bench(RowTiming):
             torch.set_num_threads(self.cfg.threads)
         try:
             loaded = self.source.load("cpu")
-            contract = loaded.contract
+            contract = loaded.signature
             # FLOPs as torch.utils.flop_counter counts the module (any G); the export recorded the same count
-            self.flops = self.manifest.get("flops_per_sample") or flops_per_sample(loaded.module, contract.latent_dim)
+            self.flops = self.manifest.get("flops_per_sample") or flops_per_sample(loaded.module, contract.latent_shape)
             del loaded
             ckpt = self.source.checkpoint
             results: list[BenchResult] = []

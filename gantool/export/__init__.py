@@ -2,9 +2,9 @@
 
     entries = export_artifacts("runs/seed", ["onnx", "torchscript"], "exported/", dtypes=["fp32"])
 
-Every artifact honours one contract (ExportSpec): input `z` float (N, latent) with N dynamic,
-output `images` (N, 1, 28, 28) in [-1, 1]. Converting lives in one small module a format;
-validating lives in gantool.verify.
+Every artifact honours the generator's Signature (gantool.signature: input and output names,
+per-sample shapes, value range; N dynamic) and carries it inside. Converting lives in one small
+module a format; validating lives in gantool.verify.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from gantool.errors import ConfigError, OutputError, first_line
 from gantool.export.spec import ExportSpec, Format
 
 if TYPE_CHECKING:
+    from gantool.signature import Signature
     from gantool.source import GeneratorSource
 
 FORMAT_NAMES = ("onnx", "torchscript", "aoti")
@@ -30,6 +31,31 @@ def get_format(name: str) -> Format:
     if name not in FORMAT_NAMES:
         raise ConfigError(f"unknown export format {name!r}; choose one of: {', '.join(FORMAT_NAMES)}, all")
     return importlib.import_module(f"gantool.export.{name}").FORMAT
+
+
+def formats() -> list[Format]:
+    return [get_format(n) for n in FORMAT_NAMES]
+
+
+def format_of(path: str | Path) -> Format | None:
+    """The format an artifact's file name says (generator.fp32.onnx -> onnx), None for anything else."""
+    name = Path(path).name.lower()
+    return next((f for f in formats() if name.endswith(f.suffix)), None)
+
+
+def read_artifact(path: str | Path) -> tuple["Signature", str, dict[str, str]]:
+    """(signature, dtype, metadata) of any exported artifact, from what the file carries inside: the one
+    reader for every command that has a file and no runner (serve, Triton, web)."""
+    from gantool.errors import ArtifactError
+    from gantool.signature import Signature, artifact_dtype
+
+    fmt = format_of(path)
+    if fmt is None:
+        raise ArtifactError(f"{path}: not an artifact gantool exports ({', '.join(f.suffix for f in formats())})")
+    if not Path(path).is_file():
+        raise ArtifactError(f"not found: {path}")
+    meta = fmt.read_metadata(Path(path))
+    return Signature.from_metadata(meta, path), artifact_dtype(meta, None, path), meta
 
 
 def unsupported(fmt: Format, dtype: str, device: torch.device) -> str | None:
@@ -126,7 +152,8 @@ def export_artifacts(
     loaded = source.load("cpu")  # refuses unsafe / truncated files, broken user modules first
     g, record = loaded.module, source.record()
     ckpt = source.checkpoint
-    spec = ExportSpec.from_contract(loaded.contract, str(ckpt or source.label), source.identity, record)
+    sig = loaded.signature
+    spec = ExportSpec(sig, str(ckpt or source.label), source.identity, record)
     _check_writable(out)
     doc = mf.read_or_empty(out)
     stale: list[str] = []
@@ -142,8 +169,8 @@ def export_artifacts(
                 f"delete them; use --force to replace them, or another --out")
         doc["artifacts"] = []
     doc.update(source_checkpoint=str(ckpt) if ckpt else None, source_sha256=spec.source_sha256, source=record,
-               latent_dim=spec.latent_dim, img_shape=list(spec.img_shape), value_range=list(spec.value_range),
-               flops_per_sample=flops_per_sample(g, spec.latent_dim))
+               latent_dim=sig.latent_dim, img_shape=list(sig.img_shape), value_range=list(sig.value_range),
+               signature=sig.to_dict(), flops_per_sample=flops_per_sample(g, sig.latent_shape))
 
     written: list[dict[str, Any]] = []
     for fmt, dtype in jobs:
@@ -160,8 +187,7 @@ def export_artifacts(
         entry = {
             "format": fmt.name, "file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size,
             "dtype": dtype, "device": entry_device, "backend": fmt.backend, "opset": extra.pop("opset", None),
-            "inputs": [{"name": spec.input_name, "shape": spec.input_shape, "dtype": io_dtype}],
-            "outputs": [{"name": spec.output_name, "shape": spec.output_shape, "dtype": io_dtype}],
+            "inputs": sig.io(io_dtype)[0], "outputs": sig.io(io_dtype)[1],
             "latent_dim": spec.latent_dim, "value_range": list(spec.value_range),
             "source_checkpoint": str(ckpt) if ckpt else None, "source_sha256": spec.source_sha256,
             "export_seconds": round(seconds, 3),

@@ -44,7 +44,7 @@ def export_aoti(module: torch.nn.Module, spec: ExportSpec, path: Path, *, dtype:
     batch = torch.export.Dim(spec.batch_dim, min=1)
     with warnings.catch_warnings(), quiet_cpp_extension():
         warnings.simplefilter("ignore")
-        program = torch.export.export(module, (x,), dynamic_shapes={"z": {0: batch}})
+        program = torch.export.export(module, (x,), dynamic_shapes=({0: batch},))
         meta = {METADATA_KEY: json.dumps(spec.metadata(dtype, "aoti"))}
         # The packager insists on a *.pt2 name, so compile beside `path` and move it into place.
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=".aoti-") as tmp:
@@ -59,5 +59,32 @@ def export_aoti(module: torch.nn.Module, spec: ExportSpec, path: Path, *, dtype:
     return {"opset": None}
 
 
+def read_package(path: str | Path) -> dict[str, str]:
+    """The AOTI metadata dict (gantool's spec under METADATA_KEY, AOTI_DEVICE_KEY...), read from the zip without loading code."""
+    import json
+    import zipfile
+
+    from gantool.errors import ArtifactError
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [n for n in zf.namelist() if n.endswith(".wrapper_metadata.json")]
+            if not names:
+                raise ArtifactError(f"{path} is not an AOTInductor package (no wrapper metadata inside)")
+            return json.loads(zf.read(names[0]))
+    except (zipfile.BadZipFile, OSError, json.JSONDecodeError, EOFError) as e:
+        raise ArtifactError(f"{path} is not a readable AOTInductor package: {e}") from None
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    import json
+
+    try:
+        meta = json.loads(read_package(path).get(METADATA_KEY, "{}"))
+    except json.JSONDecodeError:
+        meta = {}
+    return meta if isinstance(meta, dict) else {}
+
+
 FORMAT = Format(name="aoti", suffix=".pt2", backend="aoti", device_specific=True,
-                export=export_aoti, unsupported=_unsupported)
+                export=export_aoti, read_metadata=read_metadata, unsupported=_unsupported)

@@ -33,7 +33,7 @@ def export_onnx(module: torch.nn.Module, spec: ExportSpec, path: Path, *, dtype:
         program = torch.onnx.export(
             module, (x,), dynamo=True, opset_version=opset, verbose=False,
             input_names=[spec.input_name], output_names=[spec.output_name],
-            dynamic_shapes={"z": {0: batch}},  # keyed by forward()'s argument name
+            dynamic_shapes=({0: batch},),  # positional: whatever forward() names its input
         )
     model = program.model_proto
     drop_initializer_value_info(model)
@@ -62,8 +62,7 @@ def _describe(model: Any, spec: ExportSpec, metadata: dict[str, str]) -> None:
     for key, value in [*kept, *metadata.items()]:
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
-    model.doc_string = (f"gantool generator: {spec.input_name} (N, {spec.latent_dim}) -> {spec.output_name} "
-                        f"(N, {', '.join(map(str, spec.img_shape))}) in [-1, 1]")
+    model.doc_string = f"gantool generator: {spec.signature.describe()}"
 
 
 def _export_int8(module: torch.nn.Module, spec: ExportSpec, path: Path, *, device: torch.device,
@@ -80,7 +79,7 @@ def _export_int8(module: torch.nn.Module, spec: ExportSpec, path: Path, *, devic
     with tempfile.TemporaryDirectory(prefix="gantool-int8-") as tmp:
         fp32 = Path(tmp) / "generator.fp32.onnx"
         extra = export_onnx(module, spec, fp32, dtype="fp32", device=device, opset=opset)
-        quantize_onnx(fp32, Path(tmp) / "int8.onnx", q, spec.latent_dim, spec.input_name)
+        quantize_onnx(fp32, Path(tmp) / "int8.onnx", q, spec.signature)
         model = onnx.load(str(Path(tmp) / "int8.onnx"))
     record = q.record()
     meta = spec.metadata("int8", "onnx")
@@ -92,5 +91,19 @@ def _export_int8(module: torch.nn.Module, spec: ExportSpec, path: Path, *, devic
     return {**extra, "quantization": record}
 
 
+def read_metadata(path: Path) -> dict[str, str]:
+    """metadata_props of an .onnx file (the graph is parsed, the weights' external data are not read)."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    from gantool.errors import ArtifactError
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, OSError, ValueError, RuntimeError) as e:
+        raise ArtifactError(f"{path} is not a readable ONNX model ({type(e).__name__}: {str(e)[:120]})") from None
+    return {p.key: p.value for p in model.metadata_props}
+
+
 FORMAT = Format(name="onnx", suffix=".onnx", backend="ort", device_specific=False,
-                export=export_onnx, unsupported=_unsupported)
+                export=export_onnx, read_metadata=read_metadata, unsupported=_unsupported)

@@ -72,7 +72,7 @@ def _quiet() -> Iterator[None]:
         logging.disable(previous)
 
 
-def quantize_onnx(fp32_path: Path, out_path: Path, q: Quantization, latent_dim: int, input_name: str = "z") -> None:
+def quantize_onnx(fp32_path: Path, out_path: Path, q: Quantization, signature: Any) -> None:
     """Write the int8 version of the fp32 ONNX file at fp32_path to out_path (weights inside the file)."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_dynamic, quantize_static)
@@ -82,9 +82,8 @@ def quantize_onnx(fp32_path: Path, out_path: Path, q: Quantization, latent_dim: 
             quantize_dynamic(str(fp32_path), str(out_path), per_channel=True, weight_type=QuantType.QInt8)
         return
 
-    from gantool.noise import latent
-
-    z = latent(q.samples, q.calibration_seed, latent_dim).numpy()
+    z = signature.latents(q.samples, q.calibration_seed).numpy()
+    input_name = signature.input_name
 
     class Calibration(CalibrationDataReader):
         def __init__(self) -> None:

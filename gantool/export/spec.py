@@ -1,12 +1,13 @@
-"""The export contract: ExportSpec (I/O names, shapes, metadata that travel with every artifact) and Format."""
+"""ExportSpec (the Signature and provenance every artifact carries) and Format (one export format)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from gantool.config import VALUE_RANGE
+from gantool.signature import Signature
 
 # Export batch >= 2: a batch of 1 would let the tracer specialise N to the constant 1.
 EXAMPLE_BATCH = 4
@@ -14,36 +15,23 @@ EXAMPLE_BATCH = 4
 
 @dataclass(frozen=True)
 class ExportSpec:
-    """The I/O contract and the facts that travel with every artifact (one place for each)."""
+    """The generator's Signature plus the provenance that travels with every artifact."""
 
-    latent_dim: int
-    img_shape: tuple[int, int, int]
+    signature: Signature
     source_checkpoint: str
     source_sha256: str
-    input_name: str = "z"
-    output_name: str = "images"
-    batch_dim: str = "N"
-    value_range: tuple[float, float] = VALUE_RANGE
     provenance: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)  # gantool.source record
 
-    @classmethod
-    def from_contract(cls, contract: Any, source: str, sha256: str, record: dict[str, Any] | None = None) -> "ExportSpec":
-        """The spec of a gantool.source.Contract; `record`: the source's provenance (embedded too)."""
-        return cls(contract.latent_dim, tuple(contract.img_shape), source, sha256,
-                   value_range=tuple(contract.value_range), provenance=dict(record or {}))
-
-    @property
-    def input_shape(self) -> list[Any]:
-        return [self.batch_dim, self.latent_dim]  # ["N", 100]
-
-    @property
-    def output_shape(self) -> list[Any]:
-        return [self.batch_dim, *self.img_shape]  # ["N", 1, 28, 28]
+    # the signature's facts, read through here by the exporters
+    latent_dim = property(lambda self: self.signature.latent_dim)
+    img_shape = property(lambda self: self.signature.img_shape)
+    value_range = property(lambda self: self.signature.value_range)
+    input_name = property(lambda self: self.signature.input_name)
+    output_name = property(lambda self: self.signature.output_name)
+    batch_dim = property(lambda self: self.signature.batch_dim)
 
     def example_input(self, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
-        from gantool.noise import latent
-
-        return latent(EXAMPLE_BATCH, 0, self.latent_dim, device, dtype)
+        return self.signature.latents(EXAMPLE_BATCH, 0, device, dtype)
 
     def metadata(self, dtype: str, fmt: str) -> dict[str, str]:
         """String key/values embedded inside each artifact (ONNX metadata_props, TS extra file, AOTI metadata)."""
@@ -52,11 +40,7 @@ class ExportSpec:
         return {
             "gantool.format": fmt,
             "gantool.dtype": dtype,
-            "gantool.latent_dim": str(self.latent_dim),
-            "gantool.image_shape": ",".join(str(d) for d in self.img_shape),
-            "gantool.value_range": ",".join(str(v) for v in self.value_range),
-            "gantool.input": self.input_name,
-            "gantool.output": self.output_name,
+            **self.signature.metadata(),
             "gantool.source_sha256": self.source_sha256,
             **{f"gantool.source.{k}": str(v) for k, v in self.provenance.items()
                if k in ("kind", "generator", "file", "file_sha256", "weights", "weights_sha256", "checkpoint") and v},
@@ -74,4 +58,5 @@ class Format:
     backend: str  # the gantool.runners backend that loads it
     device_specific: bool  # AOTI compiles for one device; ONNX / TorchScript run anywhere
     export: Callable[..., dict[str, Any]]  # (module, spec, path, dtype, device, opset) -> extra entry fields
+    read_metadata: Callable[[Path], dict[str, str]]  # the gantool.* key/values an artifact carries inside
     unsupported: Callable[[str, torch.device], str | None] = field(default=lambda dtype, device: None)

@@ -38,5 +38,26 @@ def export_torchscript(module: torch.nn.Module, spec: ExportSpec, path: Path, *,
     return {"opset": None, "note": deprecation_notice().removeprefix("note: ")}
 
 
+def load(path: str | Path, device: Any = "cpu") -> tuple[Any, dict[str, str]]:
+    """(the loaded ScriptModule, its gantool metadata); ArtifactError in one line for a bad file."""
+    from gantool.errors import ArtifactError, first_line
+
+    extra = {EXTRA_FILE: ""}
+    try:
+        with quiet_jit():
+            module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+    except Exception as e:  # torch raises RuntimeError / ValueError / zip errors for bad files
+        raise ArtifactError(f"{path} is not a loadable TorchScript file: {first_line(e, 200)}") from None
+    try:
+        meta = json.loads(extra[EXTRA_FILE] or "{}")
+    except json.JSONDecodeError:
+        meta = {}
+    return module, meta if isinstance(meta, dict) else {}
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    return load(path)[1]
+
+
 FORMAT = Format(name="torchscript", suffix=".ts", backend="torchscript", device_specific=False,
-                export=export_torchscript)
+                export=export_torchscript, read_metadata=read_metadata)

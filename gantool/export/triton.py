@@ -8,9 +8,12 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from gantool.errors import ConfigError, OutputError
+
+if TYPE_CHECKING:
+    from gantool.signature import Signature
 
 # Triton model name -> (gantool export format, Triton backend, platform, file name inside 1/).
 MODELS = {
@@ -73,12 +76,13 @@ def parse_kind(text: str) -> tuple[str, bool]:
     return (kinds[0] if kinds else "auto"), python
 
 
-def config_pbtxt(name: str, spec: TritonSpec, latent_dim: int, img_shape: tuple[int, ...],
-                 input_name: str = "z", output_name: str = "images") -> str:
+def config_pbtxt(name: str, spec: TritonSpec, sig: "Signature") -> str:
     """config.pbtxt (protobuf text format of inference.ModelConfig) for one model of the repository.
 
-    The batch dimension is Triton's (max_batch_size), so dims leave it out: z [latent], images [C, H, W].
+    Names and dims come from the generator's Signature; the batch dimension is Triton's
+    (max_batch_size), so dims leave it out: z [latent...], images [C, H, W].
     """
+    input_name, output_name = sig.input_name, sig.output_name
     fmt, backend, platform, filename = ALL_MODELS[name]
     dt = TRITON_DTYPES[spec.dtype]
     lines = [f'name: "{name}"', f'backend: "{backend}"']
@@ -88,8 +92,8 @@ def config_pbtxt(name: str, spec: TritonSpec, latent_dim: int, img_shape: tuple[
         f"max_batch_size: {spec.max_batch_size}",
         f'default_model_filename: "{filename}"',
         "version_policy: { latest: { num_versions: 1 } }",
-        f'input [ {{ name: "{input_name}" data_type: {dt} dims: [ {latent_dim} ] }} ]',
-        f'output [ {{ name: "{output_name}" data_type: {dt} dims: [ {", ".join(map(str, img_shape))} ] }} ]',
+        f'input [ {{ name: "{input_name}" data_type: {dt} dims: [ {", ".join(map(str, sig.latent_shape))} ] }} ]',
+        f'output [ {{ name: "{output_name}" data_type: {dt} dims: [ {", ".join(map(str, sig.img_shape))} ] }} ]',
         "dynamic_batching {",
         f"  preferred_batch_size: [ {', '.join(map(str, spec.preferred_batch_sizes))} ]",
         f"  max_queue_delay_microseconds: {QUEUE_DELAY_US}",
@@ -103,17 +107,17 @@ def config_pbtxt(name: str, spec: TritonSpec, latent_dim: int, img_shape: tuple[
         # Inference mode (no autograd bookkeeping) is what gantool's own runners time.
         lines.append('parameters: { key: "INFERENCE_MODE" value: { string_value: "true" } }')
     if backend == "onnxruntime" and spec.optimize:
-        lines += _ort_gpu_accelerators(name, spec, input_name, latent_dim)
+        lines += _ort_gpu_accelerators(name, spec, input_name, "x".join(map(str, sig.latent_shape)))
     return "\n".join(lines) + "\n"
 
 
-def _ort_gpu_accelerators(name: str, spec: TritonSpec, input_name: str, latent_dim: int) -> list[str]:
+def _ort_gpu_accelerators(name: str, spec: TritonSpec, input_name: str, latent_dims: str) -> list[str]:
     """--optimize: TensorRT as the ONNX Runtime execution accelerator on GPU instances (engines for
     batch 1..max_batch_size built once and cached), with TensorRT's CUDA graphs, and the CUDA EP
     (TensorRT's fallback) also asked for CUDA graphs. Both settings are read by the onnxruntime
     backend only for GPU instances; CPU instances ignore them."""
     def shape(n: int) -> str:
-        return f"{input_name}:{n}x{latent_dim}"
+        return f"{input_name}:{n}x{latent_dims}"
 
     opt = max(s for s in spec.preferred_batch_sizes)
     trt = {
@@ -160,7 +164,7 @@ def export_triton(checkpoint: str | Path, out: str | Path, spec: TritonSpec, *, 
     folder is built beside `out` and renamed into place, so a failure leaves `out` as it was.
     Returns one manifest entry per model, with its Triton model name and folder.
     """
-    from gantool.export import export_artifacts
+    from gantool.export import export_artifacts, read_artifact
 
     say = log or (lambda msg: None)
     spec.validate()
@@ -178,6 +182,7 @@ def export_triton(checkpoint: str | Path, out: str | Path, spec: TritonSpec, *, 
         if check is not None:
             check(stage / "artifacts", entries)
         by_format = {e["format"]: e for e in entries}
+        sig = read_artifact(stage / "artifacts" / entries[0]["file"])[0]  # one generator: one signature
         written = []
         for name in spec.models:
             fmt, backend, _, filename = ALL_MODELS[name]
@@ -189,8 +194,7 @@ def export_triton(checkpoint: str | Path, out: str | Path, spec: TritonSpec, *, 
                 shutil.copyfile(Path(__file__).with_name("triton_python_model.py"), folder / VERSION / filename)
             else:
                 os.replace(stage / "artifacts" / entry["file"], folder / VERSION / filename)
-            (folder / "config.pbtxt").write_text(config_pbtxt(name, spec, entry["latent_dim"],
-                                                              tuple(entry["outputs"][0]["shape"][1:])))
+            (folder / "config.pbtxt").write_text(config_pbtxt(name, spec, sig))
             entry.update(file=f"{VERSION}/{filename}", triton_model=name, triton_backend=backend,
                          max_batch_size=spec.max_batch_size, instances=spec.instances, kind=spec.kind,
                          optimize=spec.optimize)
@@ -216,88 +220,3 @@ def _swap_in(new: Path, dest: Path, aside: Path) -> None:
         if old is not None:
             os.replace(old, dest)
         raise
-
-
-def read_config(path: str | Path):
-    """Parse a config.pbtxt with Triton's own ModelConfig schema (needs tritonclient[grpc])."""
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
-
-    return text_format.Parse(Path(path).read_text(), model_config_pb2.ModelConfig())
-
-
-def check_model(folder: str | Path) -> list[str]:
-    """What is wrong with one model folder of the repository: its config.pbtxt read with Triton's
-    own schema, against the real signature of its 1/model.* (names, dims, dtype). [] = consistent."""
-    folder = Path(folder)
-    cfg = read_config(folder / "config.pbtxt")
-    if cfg.name not in ALL_MODELS:
-        return [f"{folder}: unknown model {cfg.name!r}"]
-    fmt, backend, _, filename = ALL_MODELS[cfg.name]
-    path = folder / VERSION / (cfg.default_model_filename or filename)
-    if not path.is_file():
-        return [f"{folder}: no {path.relative_to(folder)}"]
-    if backend == "python":  # model.py runs the ONNX beside it: that file's signature is the contract
-        path = folder / VERSION / "model.onnx"
-        if not path.is_file():
-            return [f"{folder}: no {path.relative_to(folder)}"]
-    problems = []
-    if cfg.backend != backend:
-        problems.append(f"backend {cfg.backend!r}, expected {backend!r}")
-    if cfg.max_batch_size < 1:
-        problems.append(f"max_batch_size {cfg.max_batch_size}: the batch dimension must be Triton's")
-    bad_pref = [s for s in cfg.dynamic_batching.preferred_batch_size if not 1 <= s <= cfg.max_batch_size]
-    if bad_pref:
-        problems.append(f"preferred batch sizes {bad_pref} outside 1..{cfg.max_batch_size}")
-    sig = _onnx_signature(path) if fmt == "onnx" else _torchscript_signature(path)
-    for kind, declared, (name, dims, dtype) in (("input", cfg.input, sig[0]), ("output", cfg.output, sig[1])):
-        if len(declared) != 1:
-            problems.append(f"{len(declared)} {kind}s declared, the model has 1")
-            continue
-        d = declared[0]
-        want_type = TRITON_DTYPES[dtype]
-        got_type = type(d).DESCRIPTOR.fields_by_name["data_type"].enum_type.values_by_number[d.data_type].name
-        if name is not None and d.name != name:
-            problems.append(f"{kind} named {d.name!r}, the model's is {name!r}")
-        if list(d.dims) != list(dims):
-            problems.append(f"{kind} {d.name} dims {list(d.dims)}, the model's are {list(dims)} (batch excluded)")
-        if got_type != want_type:
-            problems.append(f"{kind} {d.name} is {got_type}, the model's is {want_type}")
-    return [f"{folder.name}: {p}" for p in problems]
-
-
-def _onnx_signature(path: Path):
-    """((input name, dims without batch, dtype), (output ...)) read from the ONNX graph."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    types = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16", onnx.TensorProto.BFLOAT16: "bf16"}
-
-    def one(v):
-        t = v.type.tensor_type
-        return v.name, [d.dim_value for d in t.shape.dim[1:]], types.get(t.elem_type, str(t.elem_type))
-
-    return one(graph.input[0]), one(graph.output[0])
-
-
-def _torchscript_signature(path: Path):
-    """The forward argument name, and dims/dtype of a batch-2 call (TorchScript keeps no output names)."""
-    import torch
-
-    import json
-
-    from gantool.export.torchscript import EXTRA_FILE, quiet_jit
-
-    extra = {EXTRA_FILE: ""}
-    with quiet_jit():
-        m = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    arg = m.forward.schema.arguments[1]
-    dtype = next(m.parameters()).dtype
-    names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-    try:  # the z size the archive was exported with (any generator: MLP, conv, the user's)
-        latent = int(json.loads(extra[EXTRA_FILE])["gantool.latent_dim"])
-    except (ValueError, KeyError, TypeError):
-        latent = next(m.parameters()).shape[1]  # an archive without gantool's metadata: the seed MLP's first Linear
-    with torch.inference_mode():
-        y = m(torch.zeros(2, latent, dtype=dtype))
-    return (arg.name, [latent], names[dtype]), (None, list(y.shape[1:]), names[y.dtype])

@@ -147,19 +147,13 @@ def build_site(out: str | Path, exported: str | Path | None = None, checkpoint: 
 
 def site_from_onnx(onnx_path: str | Path, out: str | Path, ort_web: str | Path, seed: int = 0) -> dict[str, Any]:
     """A site around one exported .onnx, its facts read from the file's gantool metadata (the bench's web rows)."""
-    import onnx
-
-    from gantool.runners.torchscript_runner import parse_metadata
+    from gantool.export import read_artifact
 
     path, out = Path(onnx_path), Path(out)
-    model = onnx.load(str(path), load_external_data=False)
-    props = {p.key: p.value for p in model.metadata_props}
-    dtype, latent_dim, shape = parse_metadata(props, path)
+    _, dtype, props = read_artifact(path)
     if dtype not in ("fp32", "fp16"):
         raise ArtifactError(f"{path} is {dtype}; the web page runs fp32 and fp16 ONNX")
-    value_range = [float(v) for v in props.get("gantool.value_range", "-1,1").split(",")]
-    doc = {"latent_dim": latent_dim, "img_shape": list(shape), "value_range": value_range,
-           "source_checkpoint": None, "source_sha256": props.get("gantool.source_sha256")}
+    doc = {"source_checkpoint": None, "source_sha256": props.get("gantool.source_sha256")}
     out.mkdir(parents=True)
     return _write_site(out, path.parent, doc, [{"file": path.name, "dtype": dtype}], find_runtime(ort_web), seed,
                        lambda msg: None)
@@ -169,7 +163,9 @@ def _write_site(site: Path, source: Path, doc: dict[str, Any], entries: list[dic
                 runtime: tuple[Path, str | None] | None, seed: int, say: Callable[[str], None]) -> dict[str, Any]:
     import gantool
     from gantool.checkpoint import sha256_file
-    from gantool.noise import latent
+    from gantool.export import read_artifact
+
+    sig = read_artifact(source / entries[0]["file"])[0]  # what the page feeds and draws: the file's own signature
 
     os.chmod(site, 0o755)  # mkdtemp makes 0700; a site is meant to be served
     for name in PAGE_FILES:
@@ -180,8 +176,8 @@ def _write_site(site: Path, source: Path, doc: dict[str, Any], entries: list[dic
         shutil.copyfile(source / e["file"], site / name)
         models.append({"file": name, "dtype": e["dtype"], "bytes": (site / name).stat().st_size,
                        "sha256": sha256_file(site / name), "opset": e.get("opset")})
-    latent_dim = int(doc["latent_dim"])
-    z = latent(FIXED_N, seed, latent_dim).numpy().astype("<f4")  # the same z as `gantool sample --n 64 --seed SEED`
+    latent_dim = sig.latent_dim
+    z = sig.latents(FIXED_N, seed).numpy().astype("<f4")  # the same z as `gantool sample --n 64 --seed SEED`
     (site / "z.bin").write_bytes(z.tobytes())
     if runtime is None:
         version = ort_web_version()
@@ -202,10 +198,10 @@ def _write_site(site: Path, source: Path, doc: dict[str, Any], entries: list[dic
             + (f"; gantool pins {pinned}" if version != pinned else ""))
     meta = {
         "format": SITE_FORMAT, "version": SITE_VERSION,
-        "input": "z", "output": "images",
-        "latent_dim": latent_dim, "img_shape": list(doc["img_shape"]),
-        "input_shape": ["N", latent_dim], "output_shape": ["N", *doc["img_shape"]],
-        "value_range": list(doc["value_range"]), "seed": seed,
+        "input": sig.input_name, "output": sig.output_name, "signature": sig.to_dict(),
+        "latent_dim": latent_dim, "img_shape": list(sig.img_shape),
+        "input_shape": ["N", *sig.latent_shape], "output_shape": ["N", *sig.img_shape],
+        "value_range": list(sig.value_range), "seed": seed,
         "fixed_z": {"file": "z.bin", "n": FIXED_N, "seed": seed, "dtype": "float32", "byte_order": "little",
                     "shape": [FIXED_N, latent_dim], "made_by": f"gantool.noise.latent({FIXED_N}, {seed})"},
         "source_checkpoint": doc.get("source_checkpoint"), "source_sha256": doc.get("source_sha256"),

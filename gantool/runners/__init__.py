@@ -46,11 +46,13 @@ def backend_for_path(path: str | Path) -> str:
     """Infer the backend from an artifact's suffix; a run dir or .pt checkpoint means eager."""
     if not isinstance(path, (str, Path)):
         return "eager"  # a GeneratorSource (a user generator) runs in PyTorch
+    from gantool.export import format_of
+
     p = Path(path)
-    suffix = "".join(p.suffixes[-1:]).lower()
     if p.is_dir() or p.name.endswith(".ckpt") or p.name == "checkpoint.pt":
         return "eager"
-    return {".onnx": "ort", ".ts": "torchscript", ".pt2": "aoti"}.get(suffix, "eager")
+    fmt = format_of(p)
+    return fmt.backend if fmt else "eager"
 
 
 def load_runner(

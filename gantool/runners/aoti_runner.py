@@ -10,40 +10,26 @@ import torch
 
 from gantool.errors import ArtifactError, DeviceError, first_line
 from gantool.runners.base import ModuleRunner, Runner, RunnerInfo, register
-from gantool.runners.torchscript_runner import parse_metadata, resolve_artifact_dtype
-
-
-def read_package_metadata(path: str | Path) -> dict[str, str]:
-    """The AOTI metadata dict (gantool's spec + AOTI_DEVICE_KEY), read from the zip without loading code."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = [n for n in zf.namelist() if n.endswith(".wrapper_metadata.json")]
-            if not names:
-                raise ArtifactError(f"{path} is not an AOTInductor package (no wrapper metadata inside)")
-            return json.loads(zf.read(names[0]))
-    except (zipfile.BadZipFile, OSError, json.JSONDecodeError, EOFError) as e:
-        raise ArtifactError(f"{path} is not a readable AOTInductor package: {e}") from None
+from gantool.signature import Signature, artifact_dtype, resolve_dtype
 
 
 class AOTIRunner(ModuleRunner):
     def __init__(self, path: str | Path, device: str = "cpu", dtype: str | None = "auto"):
         from gantool.device import parse_dtype, resolve_device
-        from gantool.export.aoti import METADATA_KEY, quiet_cpp_extension
+        from gantool.export.aoti import quiet_cpp_extension, read_metadata, read_package
 
-        raw = read_package_metadata(path)
+        raw = read_package(path)
         built_for = raw.get("AOTI_DEVICE_KEY", "cpu")
-        try:
-            meta = json.loads(raw.get(METADATA_KEY, "{}"))
-        except json.JSONDecodeError:
-            meta = {}
-        art_dtype, latent, shape = parse_metadata(meta, path)
+        meta = read_metadata(Path(path))
+        sig = Signature.from_metadata(meta, path)
+        art_dtype = artifact_dtype(meta, None, path)
         if device in (None, "auto"):
             device = built_for
         dev = resolve_device(device)
         if dev.type != built_for:
             raise DeviceError(f"aoti unavailable: {path} was compiled for {built_for}, not {dev.type} "
                               f"(export again with --format aoti --device {dev.type})")
-        name = resolve_artifact_dtype(dtype, art_dtype, path)
+        name = resolve_dtype(dtype, art_dtype, path)
         self.dtype = parse_dtype(name)
         try:
             with quiet_cpp_extension():
@@ -52,7 +38,7 @@ class AOTIRunner(ModuleRunner):
         except Exception as e:
             first = first_line(e)
             raise ArtifactError(f"{path} could not be loaded by aoti_load_package: {first[:200]}") from None
-        self.info = RunnerInfo("aoti", str(dev), name, latent, shape, str(path),
+        self.info = RunnerInfo("aoti", str(dev), name, sig, str(path),
                                {"metadata": meta, "cpu_isa": raw.get("AOTI_CPU_ISA", "")})
 
 

@@ -8,6 +8,7 @@ from typing import Any, Callable
 import torch
 
 from gantool.errors import ArtifactError
+from gantool.signature import Signature
 
 
 @dataclass
@@ -17,23 +18,13 @@ class RunnerInfo:
     backend: str
     device: str
     dtype: str
-    latent_dim: int
-    img_shape: tuple[int, int, int]
+    signature: Signature  # what the generator takes and gives, read once from its source or artifact
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def value_range(self) -> tuple[float, float]:
-        """The generator's output range: its contract, else the artifact's gantool.value_range metadata, else [-1, 1]."""
-        if self.extra.get("value_range"):
-            lo, hi = self.extra["value_range"]
-            return float(lo), float(hi)
-        text = (self.extra.get("metadata") or {}).get("gantool.value_range")
-        try:
-            lo, hi = (float(v) for v in text.split(","))
-            return lo, hi
-        except (AttributeError, ValueError):
-            return -1.0, 1.0
+    latent_dim = property(lambda self: self.signature.latent_dim)
+    img_shape = property(lambda self: self.signature.img_shape)
+    value_range = property(lambda self: self.signature.value_range)
 
 
 class Runner:

@@ -14,7 +14,7 @@ import torch
 from gantool.errors import ArtifactError, ConfigError, DeviceError, first_line
 from gantool.runners.base import Runner, RunnerInfo, register
 from gantool.runners.ort_options import GRAPH_OPT_LEVELS, split
-from gantool.runners.torchscript_runner import resolve_artifact_dtype
+from gantool.signature import Signature, artifact_dtype, resolve_dtype
 
 # ONNX tensor element types gantool exports -> (dtype name, numpy dtype, torch dtype)
 _ELEM = {
@@ -77,26 +77,16 @@ def _session(path: str | Path, providers: list[Any], settings: SessionSettings):
         raise ArtifactError(f"{path} is not a loadable ONNX model: {first_line(e)[:200]}") from None
 
 
-def _describe(session, path: str | Path) -> tuple[str, str, str, int, tuple[int, int, int]]:
-    """(input name, output name, dtype, latent, img_shape) from the session and gantool metadata."""
+def _describe(session, path: str | Path) -> tuple[str, str, str, Signature]:
+    """(input name, output name, dtype, signature) from the session and gantool metadata."""
     inp, out = session.get_inputs(), session.get_outputs()
     if len(inp) != 1 or len(out) != 1:
         raise ArtifactError(f"{path}: a generator has one input and one output, got {len(inp)} and {len(out)}")
     if inp[0].type not in _ELEM:
         raise ArtifactError(f"{path}: input element type {inp[0].type} is not fp32 or fp16")
-    meta = session.get_modelmeta().custom_metadata_map
-    try:
-        latent = int(meta.get("gantool.latent_dim") or inp[0].shape[1])
-        shape = tuple(int(v) for v in (meta.get("gantool.image_shape") or "1,28,28").split(","))
-    except (ValueError, TypeError, IndexError):
-        raise ArtifactError(f"{path}: cannot tell the latent size from input shape {inp[0].shape}") from None
-    return inp[0].name, out[0].name, artifact_dtype(_ELEM[inp[0].type][0], meta), latent, shape  # type: ignore[return-value]
-
-
-def artifact_dtype(io_dtype: str, metadata: dict[str, str]) -> str:
-    """An int8 file (quantized by `gantool export --dtype int8`) takes and returns float32; its
-    metadata says int8. Anything else is the dtype of its I/O."""
-    return "int8" if io_dtype == "fp32" and metadata.get("gantool.dtype") == "int8" else io_dtype
+    meta = dict(session.get_modelmeta().custom_metadata_map)
+    sig = Signature.from_metadata(meta, path)
+    return inp[0].name, out[0].name, artifact_dtype(meta, _ELEM[inp[0].type][0], path), sig
 
 
 def quantization_of(metadata: dict[str, str]) -> dict[str, Any]:
@@ -144,11 +134,11 @@ class OrtRunner(_OrtBase):
             settings.threads = threads
         self._args, self._kwargs = (path, device, dtype), {"settings": settings}
         self.session = _session(path, ["CPUExecutionProvider"], settings)
-        self.in_name, self.out_name, art, latent, shape = _describe(self.session, path)
-        name = resolve_artifact_dtype(dtype, art, path)
+        self.in_name, self.out_name, art, sig = _describe(self.session, path)
+        name = resolve_dtype(dtype, art, path)
         self.np_dtype, _ = io_types(name)
         meta = dict(self.session.get_modelmeta().custom_metadata_map)
-        self.info = RunnerInfo("ort", "cpu", name, latent, shape, str(path),
+        self.info = RunnerInfo("ort", "cpu", name, sig, str(path),
                                {"providers": self.session.get_providers(), "threads": settings.threads or 0,
                                 "options": {**settings.record(), **split(settings.options or {})[0]},
                                 "metadata": meta, **quantization_of(meta)})

@@ -61,8 +61,8 @@ class OpenVinoRunner(Runner):
 
     def __init__(self, path: str | Path, device: str = "cpu", dtype: str | None = "auto",
                  threads: int | None = None, precision_hint: str = DEFAULT_HINT):
-        from gantool.runners.onnx_runner import artifact_dtype, io_types, quantization_of
-        from gantool.runners.torchscript_runner import resolve_artifact_dtype
+        from gantool.runners.onnx_runner import io_types, quantization_of
+        from gantool.signature import Signature, artifact_dtype, resolve_dtype
 
         if device not in ("cpu", None, "auto"):
             raise ConfigError(f"backend 'openvino' runs OpenVINO's CPU plugin, not {device}")
@@ -85,16 +85,12 @@ class OpenVinoRunner(Runner):
         io = _OV_DTYPES.get(inp[0].get_element_type().get_type_name())
         if io is None:
             raise ArtifactError(f"{path}: input element type {inp[0].get_element_type()} is not fp32 or fp16")
-        try:
-            latent = int(meta.get("gantool.latent_dim") or inp[0].get_partial_shape()[1].get_length())
-            shape = tuple(int(v) for v in (meta.get("gantool.image_shape") or "1,28,28").split(","))
-        except (ValueError, TypeError, IndexError, RuntimeError):
-            raise ArtifactError(f"{path}: cannot tell the latent size from input shape {inp[0].get_partial_shape()}") from None
-        name = resolve_artifact_dtype(dtype, artifact_dtype(io, meta), path)
+        sig = Signature.from_metadata(meta, path)
+        name = resolve_dtype(dtype, artifact_dtype(meta, io, path), path)
         self.np_dtype, _ = io_types(name)
         self.request = self.compiled.create_infer_request()
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
-        self.info = RunnerInfo("openvino", "cpu", name, latent, shape, str(path), {
+        self.info = RunnerInfo("openvino", "cpu", name, sig, str(path), {
             "openvino": ov.get_version(), "inference_precision_hint": getattr(hint, "get_type_name", lambda: str(hint))(),
             "threads": threads or 0, "metadata": meta, **quantization_of(meta),
         })

@@ -19,7 +19,7 @@ from gantool.errors import ConfigError, DeviceError
 from gantool.runners.base import Runner, RunnerInfo, register
 from gantool.runners.onnx_runner import _ELEM, SessionSettings, _describe, _OrtBase, _session, provider_load_reason
 from gantool.runners.ort_options import split
-from gantool.runners.torchscript_runner import resolve_artifact_dtype
+from gantool.signature import resolve_dtype
 
 GRAPH_CAPTURE_RUNS = 3  # ORT captures a gpu_graph_id's graph on its 3rd run (2 regular runs first)
 TF32_OVERRIDE = "NVIDIA_TF32_OVERRIDE"
@@ -116,8 +116,8 @@ class OrtCudaRunner(_OrtBase):
         got = self.session.get_providers()
         if provider not in got:
             raise DeviceError(f"{backend} unavailable: session providers are {got}; {_why(provider)}")
-        self.in_name, self.out_name, art, latent, shape = _describe(self.session, path)
-        name = resolve_artifact_dtype("fp32" if tf32 else dtype, art, path)
+        self.in_name, self.out_name, art, sig = _describe(self.session, path)
+        name = resolve_dtype("fp32" if tf32 else dtype, art, path)
         _, self.np_dtype, self.torch_dtype = next(v for v in _ELEM.values() if v[0] == name)
         self.graph = cuda_graph
         self._static: dict[int, _Static] = {}  # batch size -> captured buffers (graph mode)
@@ -127,7 +127,7 @@ class OrtCudaRunner(_OrtBase):
         extra: dict[str, Any] = {"providers": got, "io_binding": True, "cuda_graph": cuda_graph, "options": recorded}
         if tensorrt:  # with explicit profiles TensorRT builds (or loads) the engine at session creation
             extra["engine_build_s"] = build_s
-        self.info = RunnerInfo(backend, str(torch.device("cuda", index)), "tf32" if tf32 else name, latent, shape,
+        self.info = RunnerInfo(backend, str(torch.device("cuda", index)), "tf32" if tf32 else name, sig,
                                str(path), extra)
 
     def _trt_options(self, dtype, batch_sizes, cache_dir, settings) -> dict[str, str]:

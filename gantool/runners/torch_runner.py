@@ -24,14 +24,13 @@ class TorchRunner(ModuleRunner):
         self.dtype = parse_dtype(dtype)
         src = generator_source(checkpoint)
         loaded = src.load(dev, ema=ema)
-        g, c = loaded.module.to(self.dtype), loaded.contract
+        g = loaded.module.to(self.dtype)
         self.module = torch.compile(g, mode=compile_mode, dynamic=True) if compile_mode else g
         backend = "eager" if compile_mode is None else ("compile" if compile_mode == "default" else f"compile-{compile_mode}")
         # reduce-overhead on CUDA replays cudagraph trees: bench captures before timing and
         # checks parity on a replay (warm-up, record, replay = Runner.capture_calls).
         self.graph = compile_mode == "reduce-overhead" and dev.type == "cuda"
-        self.info = RunnerInfo(backend, str(dev), dtype_name(self.dtype), c.latent_dim, c.img_shape, src.label,
-                               {"value_range": list(c.value_range)})
+        self.info = RunnerInfo(backend, str(dev), dtype_name(self.dtype), loaded.signature, src.label)
 
 
 @register("eager")

@@ -8,6 +8,7 @@ import torch
 
 from gantool.errors import ConfigError, DeviceError
 from gantool.runners.base import Runner, RunnerInfo, register
+from gantool.signature import Signature
 
 NUMPY = {"FP32": np.float32, "FP16": np.float16}
 TIMEOUT_S = 10.0  # a server that does not answer a health check in this long counts as absent
@@ -37,8 +38,10 @@ class TritonRunner(Runner):
         self.datatype = inp["datatype"]
         versions = meta.get("versions") or [""]
         self.info = RunnerInfo(
-            backend="triton", device="cpu", dtype=dtype, latent_dim=int(inp["shape"][-1]),
-            img_shape=tuple(int(d) for d in out["shape"][-3:]), source=f"grpc://{url}/{model}",
+            backend="triton", device="cpu", dtype=dtype,
+            signature=Signature.latent_to_image(int(inp["shape"][-1]), tuple(int(d) for d in out["shape"][-3:]),
+                                                input_name=inp["name"], output_name=out["name"]),
+            source=f"grpc://{url}/{model}",
             extra={"model_version": str(versions[-1]), "server_version": server.get("version", ""),
                    "url": url, "model": model})
 

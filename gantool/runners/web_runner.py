@@ -21,6 +21,7 @@ import torch
 
 from gantool.errors import ArtifactError, ConfigError, DeviceError
 from gantool.runners.base import Runner, RunnerInfo, register
+from gantool.signature import DEFAULT_INPUT, DEFAULT_OUTPUT, Signature
 
 READY = "document.body.dataset.state === 'ready' || document.body.dataset.state === 'error'"
 
@@ -80,7 +81,9 @@ class WebRunner(Runner):
             raise DeviceError(f"web unavailable: the page reports: {got['error']}")
         info = got["info"]
         self.last_run_s: float | None = None
-        self.info = RunnerInfo("web", "cpu", want, int(info["latent_dim"]), tuple(info["img_shape"]), str(source), {
+        sig = Signature.latent_to_image(int(info["latent_dim"]), tuple(info["img_shape"]), tuple(meta["value_range"]),
+                                        meta.get("input", DEFAULT_INPUT), meta.get("output", DEFAULT_OUTPUT))
+        self.info = RunnerInfo("web", "cpu", want, sig, str(source), {
             "runtime": {"browser": self.browser.version, "ort_web": info["ort_web"], "ep": info["backend"],
                         "threads": info["threads"], "cross_origin_isolated": info["cross_origin_isolated"],
                         "runtime_source": info["runtime_source"]},

@@ -99,20 +99,8 @@ def load_runners(path: Path, opts: ServeOptions) -> list[Any]:
         kw["settings"] = SessionSettings(opts.threads, None, None, {})
     elif opts.threads and backend == "openvino":
         kw["threads"] = opts.threads
-    dtype = _artifact_dtype(path)
-    return [load_runner(path, backend, device="cpu", dtype=dtype, **kw) for _ in range(opts.instances)]
-
-
-def _artifact_dtype(path: Path) -> str:
-    """The dtype the manifest records for `path` (fp32 when there is no manifest beside it)."""
-    import json
-
-    manifest = path.parent / "manifest.json"
-    if manifest.is_file():
-        for e in json.loads(manifest.read_text()).get("artifacts", []):
-            if Path(e["file"]).name == path.name:
-                return e["dtype"]  # the runner casts z to it (fp16) or reads the quantized graph (int8)
-    return "fp32"
+    # "auto": the dtype the artifact itself says it holds (an fp16 or int8 file copied without its manifest too)
+    return [load_runner(path, backend, device="cpu", dtype="auto", **kw) for _ in range(opts.instances)]
 
 
 def infer_callable(runner: Any) -> Callable[..., Any]:
@@ -122,12 +110,15 @@ def infer_callable(runner: Any) -> Callable[..., Any]:
     from pytriton.decorators import batch
     from pytriton.exceptions import PyTritonBadParameterError
 
+    sig = runner.info.signature
+
     @batch
-    def infer(z: Any) -> dict[str, Any]:
+    def infer(**inputs: Any) -> dict[str, Any]:
+        z = inputs[sig.input_name]
         if z.shape[0] == 0:
-            raise PyTritonBadParameterError("empty batch: z has 0 rows")
+            raise PyTritonBadParameterError(f"empty batch: {sig.input_name} has 0 rows")
         images = runner.to_cpu(runner.run(runner.prepare(torch.from_numpy(np.ascontiguousarray(z, np.float32)))))
-        return {"images": images.numpy()}
+        return {sig.output_name: images.numpy()}
 
     return infer
 
@@ -162,8 +153,9 @@ def serve(opts: ServeOptions, log: Callable[[str], None] = print) -> None:
         t0 = time.perf_counter()
         try:
             triton.bind(MODEL, [infer_callable(r) for r in runners],
-                        inputs=[Tensor(name="z", dtype=np.float32, shape=(info.latent_dim,))],
-                        outputs=[Tensor(name="images", dtype=np.float32, shape=tuple(info.img_shape))],
+                        inputs=[Tensor(name=info.signature.input_name, dtype=np.float32, shape=(info.latent_dim,))],
+                        outputs=[Tensor(name=info.signature.output_name, dtype=np.float32,
+                                        shape=tuple(info.img_shape))],
                         config=ModelConfig(max_batch_size=opts.max_batch_size,
                                            batcher=DynamicBatcher(max_queue_delay_microseconds=opts.max_queue_delay_us)),
                         strict=True)

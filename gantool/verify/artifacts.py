@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from gantool.errors import ArtifactError, GantoolError
+from gantool.signature import Signature
 
 if TYPE_CHECKING:
     from gantool.source import GeneratorSource
@@ -44,8 +45,8 @@ def check_entry(out: Path, entry: dict[str, Any], reference: Runner, ckpt_sha: s
         fail(MetadataError(f"{entry['file']} was exported from generator {str(entry.get('source_sha256'))[:12]}..., "
                            f"not from the one given ({ckpt_sha[:12]}...)"))
     # 2-3. names, then shapes: what the manifest declares and what the artifact itself declares
-    latent, img = reference.info.latent_dim, list(reference.info.img_shape)
-    for f in _declared(entry, latent, img):
+    sig = reference.info.signature
+    for f in _declared(entry, sig):
         fail(f)
     if entry["device"] == "cuda" and not torch.cuda.is_available():
         # checksum, provenance and the declared contract were checked above, on every machine; only
@@ -53,7 +54,7 @@ def check_entry(out: Path, entry: dict[str, Any], reference: Runner, ckpt_sha: s
         result.skipped = "compiled for cuda; this machine has no CUDA device"
         return result
     if entry["format"] == "onnx":
-        graph_failures = _onnx_graph(path, dtype, latent, img)
+        graph_failures = _onnx_graph(path, dtype, sig)
         result.failures.extend(graph_failures)
         if any(isinstance(f, LoadError) for f in graph_failures):
             return result
@@ -79,16 +80,21 @@ def _device(entry: dict[str, Any]) -> str:
     return entry["device"] if entry.get("device") not in (None, "any") else "cpu"
 
 
-def _declared(entry: dict[str, Any], latent: int, img: list[int]) -> list[ParityError]:
-    """The manifest's I/O declaration must be the contract: z (N, latent) -> images (N, *img)."""
+def _declared(entry: dict[str, Any], sig: Signature) -> list[ParityError]:
+    """The manifest's I/O declaration must be the generator's signature (names, then shapes)."""
     out: list[ParityError] = []
     ins, outs = entry.get("inputs") or [{}], entry.get("outputs") or [{}]
-    if [i.get("name") for i in ins] != ["z"] or [o.get("name") for o in outs] != ["images"]:
-        out.append(MetadataError(f"{entry['file']}: manifest I/O names {[i.get('name') for i in ins]} -> "
-                                 f"{[o.get('name') for o in outs]}, the contract says ['z'] -> ['images']"))
-    if ins[0].get("shape") != ["N", latent] or outs[0].get("shape") != ["N", *img]:
-        out.append(ShapeError(f"{entry['file']}: manifest shapes {ins[0].get('shape')} -> {outs[0].get('shape')}, "
-                              f"the contract says ['N', {latent}] -> ['N', {', '.join(map(str, img))}]"))
+    want_in, want_out = sig.io("any")
+    names = ([i.get("name") for i in ins], [o.get("name") for o in outs])
+    want_names = ([i["name"] for i in want_in], [o["name"] for o in want_out])
+    if names != want_names:
+        out.append(MetadataError(f"{entry['file']}: manifest I/O names {names[0]} -> {names[1]}, "
+                                 f"the generator's signature says {want_names[0]} -> {want_names[1]}"))
+    shapes = ([i.get("shape") for i in ins], [o.get("shape") for o in outs])
+    want_shapes = ([i["shape"] for i in want_in], [o["shape"] for o in want_out])
+    if shapes != want_shapes:
+        out.append(ShapeError(f"{entry['file']}: manifest shapes {shapes[0]} -> {shapes[1]}, "
+                              f"the generator's signature says {want_shapes[0]} -> {want_shapes[1]}"))
     return out
 
 
@@ -97,7 +103,7 @@ def _dims(value_info) -> list[Any]:
             for d in value_info.type.tensor_type.shape.dim]
 
 
-def _onnx_graph(path: Path, dtype: str, latent: int, img: list[int]) -> list[ParityError]:
+def _onnx_graph(path: Path, dtype: str, sig: Signature) -> list[ParityError]:
     """Names, element types and shapes as the .onnx graph declares them (symbolic N required)."""
     import onnx
     from google.protobuf.message import DecodeError
@@ -112,17 +118,19 @@ def _onnx_graph(path: Path, dtype: str, latent: int, img: list[int]) -> list[Par
     failures: list[ParityError] = []
     g = model.graph
     ins, outs = [i.name for i in g.input], [o.name for o in g.output]
-    if ins != ["z"] or outs != ["images"]:
-        failures.append(MetadataError(f"{name}: graph I/O {ins} -> {outs}, the contract says ['z'] -> ['images']"))
+    want = ([i.name for i in sig.inputs], [sig.output_name])
+    if (ins, outs) != want:
+        failures.append(MetadataError(f"{name}: graph I/O {ins} -> {outs}, the signature says {want[0]} -> {want[1]}"))
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in g.initializer):
         failures.append(MetadataError(f"{name}: weights live in an external .data file; the artifact must be one file"))
     props = {p.key: p.value for p in model.metadata_props}
-    if props.get("gantool.latent_dim") not in (None, str(latent)):
-        failures.append(MetadataError(f"{name}: metadata latent_dim {props['gantool.latent_dim']} != {latent}"))
+    if props.get("gantool.latent_dim") not in (None, str(sig.latent_dim)):
+        failures.append(MetadataError(f"{name}: metadata latent_dim {props['gantool.latent_dim']} != {sig.latent_dim}"))
     if not g.input or not g.output:
         return failures
     in_dims, out_dims = _dims(g.input[0]), _dims(g.output[0])
-    for what, dims, want in (("input z", in_dims, [latent]), ("output images", out_dims, img)):
+    for what, dims, want in ((f"input {sig.input_name}", in_dims, list(sig.latent_shape)),
+                             (f"output {sig.output_name}", out_dims, list(sig.img_shape))):
         if len(dims) != 1 + len(want) or not isinstance(dims[0], str) or dims[1:] != want:
             failures.append(ShapeError(
                 f"{name}: {what} has shape {dims}; the contract says [N, {', '.join(map(str, want))}] with N dynamic"))

@@ -114,12 +114,12 @@ def comparison_image(reference: Runner, candidates: list[tuple[str, Runner]], ou
 def exported_comparison(out_dir: str | Path, checkpoint: "str | Path | object", path: str | Path) -> Path:
     """comparison_image for every artifact in a manifest that can run here (eager fp32 is the reference)."""
     from gantool.errors import GantoolError
-    from gantool.export.manifest import read_manifest
+    from gantool.export.manifest import Manifest
 
-    doc = read_manifest(out_dir)
+    doc = Manifest.load(out_dir)
     reference = load_runner(checkpoint, "eager", dtype="fp32")
     rows = []
-    for e in doc["artifacts"]:
+    for e in doc.entries:
         try:
             rows.append((f"{e['file']} ({e['format']}, {e['dtype']})", open_runner(Path(out_dir) / e["file"])))
         except GantoolError:

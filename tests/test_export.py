@@ -12,12 +12,12 @@ import torch
 from gantool.checkpoint import sha256_file
 from gantool.errors import ArtifactError, ConfigError, ExportError, OutputError
 from gantool.export import export_artifacts, get_format
-from gantool.export.manifest import read_manifest
+from gantool.export.manifest import Manifest
 from gantool.verify.artifacts import check_written
 
 
 def test_manifest_describes_every_artifact(exported_dir, checkpoint_path):
-    doc = read_manifest(exported_dir)
+    doc = Manifest.load(exported_dir).doc
     keys = {(e["format"], e["dtype"], e["device"]) for e in doc["artifacts"]}
     assert keys == {("onnx", "fp32", "any"), ("onnx", "fp16", "any"), ("torchscript", "fp32", "any"),
                     ("torchscript", "fp16", "any")}
@@ -53,21 +53,21 @@ def test_reexport_replaces_and_other_checkpoint_resets(checkpoint_path, tmp_path
     first = export_artifacts(checkpoint_path, ["torchscript"], out)
     (out / first[0]["file"]).write_bytes(b"stale")  # a later export must replace this, not keep it
     second = export_artifacts(checkpoint_path, ["torchscript"], out)
-    doc = read_manifest(out)
+    doc = Manifest.load(out).doc
     assert len(doc["artifacts"]) == 1 and doc["artifacts"][0]["sha256"] == sha256_file(out / second[0]["file"])
     assert second[0]["parity"] is None  # export checks nothing; the caller's next step does
     report = check_written(out, checkpoint_path, second)
     assert [r.name for r in report.results] == ["generator.fp32.ts"] and report.passed
-    assert read_manifest(out)["artifacts"][0]["parity"]["passed"] is True
+    assert Manifest.load(out).doc["artifacts"][0]["parity"]["passed"] is True
     export_artifacts(checkpoint_path, ["torchscript"], out, dtypes=["bf16"])
-    assert len(read_manifest(out)["artifacts"]) == 2  # keyed by format + dtype + device
+    assert len(Manifest.load(out).doc["artifacts"]) == 2  # keyed by format + dtype + device
     other = make_checkpoint(tmp_path / "other.pt", seed=3)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     with pytest.raises(OutputError, match=r"holds 2 artifact\(s\) exported from another generator.*generator.bf16.ts.*--force"):
         export_artifacts(other, ["torchscript"], out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # refused: nothing touched
     export_artifacts(other, ["torchscript"], out, force=True)
-    doc = read_manifest(out)
+    doc = Manifest.load(out).doc
     assert [e["file"] for e in doc["artifacts"]] == ["generator.fp32.ts"]
     assert not (out / "generator.bf16.ts").exists() and doc["source_sha256"] == sha256_file(other)
 
@@ -118,6 +118,6 @@ def test_all_with_bf16_skips_only_what_cannot_hold_it():
 def test_read_manifest_rejects_foreign_json(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": []}))
     with pytest.raises(ArtifactError, match="not a gantool manifest"):
-        read_manifest(tmp_path)
+        Manifest.load(tmp_path)
     with pytest.raises(ArtifactError, match="not a directory"):
-        read_manifest(tmp_path / "nope")
+        Manifest.load(tmp_path / "nope")

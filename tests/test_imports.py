@@ -12,7 +12,9 @@ import pytest
 import gantool
 
 ROOT = Path(gantool.__file__).parent
-MAX_LINES = 350
+# A ceiling, not a target: modules are split where their responsibility splits (issue 32); this only
+# catches one that has grown past what can be read in one sitting.
+MAX_LINES = 500
 
 
 def _module_name(path: Path) -> str:
@@ -112,4 +114,4 @@ def test_every_module_imports_alone_in_a_fresh_interpreter():
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_module_is_small_enough_to_read(name):
     n = len(MODULES[name].read_text().splitlines())
-    assert n <= MAX_LINES, f"{MODULES[name]} has {n} lines (> {MAX_LINES}): split it by what it does"
+    assert n <= MAX_LINES, f"{MODULES[name]} has {n} lines (> {MAX_LINES}): too long to read in one sitting; split it where its responsibilities part"

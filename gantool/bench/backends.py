@@ -106,14 +106,14 @@ def missing_reason(fmt: str, dtype: str, exported: Path | None, device: str) -> 
     return f"no {dtype} {fmt} artifact for {device} in {exported or 'exported'}: {export_hint(fmt, dtype, exported, device)}"
 
 
-def read_artifacts(exported: Path | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """(artifact entries, whole manifest); ([], {}) when there is no exported dir or manifest."""
-    if exported is None or not (Path(exported) / "manifest.json").exists():
-        return [], {}
-    from gantool.export.manifest import read_manifest
+def read_artifacts(exported: Path | None) -> tuple[list[dict[str, Any]], Any]:
+    """(artifact entries, the Manifest); ([], an empty Manifest) when there is no exported dir or manifest."""
+    from gantool.export.manifest import Manifest, manifest_path
 
-    doc = read_manifest(exported)
-    return list(doc["artifacts"]), doc
+    if exported is None or not manifest_path(exported).exists():
+        return [], Manifest({})
+    doc = Manifest.load(exported)
+    return list(doc.entries), doc
 
 
 def find_artifact(entries: list[dict[str, Any]], exported: Path, fmt: str, dtype: str,

@@ -127,8 +127,10 @@ def eval_(
         dataset = dataset or (dataset_of(checkpoint) if checkpoint is not None else None)
     else:
         runner = load_runner(artifact, backend, device=device, dtype="auto")  # an artifact runs in its own dtype
+    from gantool.quality.classifier import DIGIT_SHAPE
+
     shape = tuple(runner.info.img_shape)
-    if real is None and shape != (1, 28, 28):
+    if real is None and shape != DIGIT_SHAPE:
         raise ConfigError(f"this generator makes {'x'.join(map(str, shape))} images, so {NOT_APPLICABLE}; "
                           "give --real FILE (real images of that shape) to score FID/KID/precision/recall in a "
                           "seeded random-conv feature space")

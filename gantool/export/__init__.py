@@ -155,20 +155,20 @@ def export_artifacts(
     sig = loaded.signature
     spec = ExportSpec(sig, str(ckpt or source.label), source.identity, record)
     _check_writable(out)
-    doc = mf.read_or_empty(out)
+    doc = mf.Manifest.load_or_empty(out)
     stale: list[str] = []
-    if doc["artifacts"] and doc.get("source_sha256") != spec.source_sha256:
+    if doc.entries and doc.source_sha256 != spec.source_sha256:
         # One manifest describes one generator: another checkpoint's artifacts leave the manifest
         # now and their files go once the new export has succeeded (a failure loses nothing).
-        stale = [e["file"] for e in doc["artifacts"]]
+        stale = [e["file"] for e in doc.entries]
         if not force:
             raise OutputError(
                 f"{out} holds {len(stale)} artifact(s) exported from another generator "
-                f"({doc.get('source_checkpoint') or (doc.get('source') or {}).get('generator', '?')}): "
+                f"({doc.get('source_checkpoint') or (doc.source or {}).get('generator', '?')}): "
                 f"{', '.join(stale)}; exporting {ckpt or source.label} here would "
                 f"delete them; use --force to replace them, or another --out")
-        doc["artifacts"] = []
-    doc.update(source_checkpoint=str(ckpt) if ckpt else None, source_sha256=spec.source_sha256, source=record,
+        doc.doc["artifacts"] = []
+    doc.doc.update(source_checkpoint=str(ckpt) if ckpt else None, source_sha256=spec.source_sha256, source=record,
                latent_dim=sig.latent_dim, img_shape=list(sig.img_shape), value_range=list(sig.value_range),
                signature=sig.to_dict(), flops_per_sample=flops_per_sample(g, sig.latent_shape))
 
@@ -195,8 +195,8 @@ def export_artifacts(
             "versions": {"torch": torch.__version__, **extra.pop("versions", {})},
             "parity": None, **extra,
         }
-        mf.upsert(doc, entry)
-        mf.write_manifest(out, doc)  # after each artifact: the manifest never lists a stale checksum
+        doc.upsert(entry)
+        doc.save(out)  # after each artifact: the manifest never lists a stale checksum
         written.append(entry)
         say(f"  {fmt.name} {dtype}: {entry['bytes'] / 1e6:.1f} MB in {seconds:.1f} s")
 

@@ -85,10 +85,10 @@ def _source_onnx(exported: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     hint = f"run `gantool export --checkpoint RUN --format onnx --out {exported}` first, or pass --checkpoint RUN"
     if not (exported / mf.MANIFEST_NAME).exists():
         raise ArtifactError(f"no fp32 ONNX to take: {exported} has no {mf.MANIFEST_NAME} ({hint})")
-    doc = mf.read_manifest(exported)
+    doc = mf.Manifest.load(exported)
     picked = []
     for dtype in ("fp32", "fp16"):
-        entries = [e for e in doc["artifacts"] if e["format"] == "onnx" and e["dtype"] == dtype]
+        entries = doc.find(format="onnx", dtype=dtype)
         if not entries:
             if dtype == "fp32":
                 raise ArtifactError(f"no fp32 ONNX in {exported}: {hint}")

@@ -24,6 +24,7 @@ FORMAT = "gantool.classifier"
 # Bump when the architecture or the training recipe below changes: old caches are then ignored.
 VERSION = 1
 NUM_FEATURES = 128
+DIGIT_SHAPE = (1, 28, 28)  # what the classifiers read: the images their metrics apply to
 PRIMARY = "cnn"  # the space whose softmax gives recognisability and whose FID is the headline number
 
 

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import torch
 
-from gantool.quality.classifier import PRIMARY, SPACES, Classifier, _load_splits, get_classifier
+from gantool.quality.classifier import DIGIT_SHAPE, PRIMARY, SPACES, Classifier, _load_splits, get_classifier
 from gantool.quality.manifold import FID, K_NEAREST, kid, prdc
 from gantool.data import Dataset
 from gantool.errors import ArtifactError, ConfigError, first_line
@@ -103,9 +103,9 @@ def class_scores(probs: torch.Tensor) -> dict[str, Any]:
     }
 
 
-def _check_images(images: torch.Tensor, n: int, what: str, shape: tuple[int, ...] = (1, 28, 28)) -> torch.Tensor:
+def _check_images(images: torch.Tensor, n: int, what: str, shape: tuple[int, ...] = DIGIT_SHAPE) -> torch.Tensor:
     if images.shape != (n, *shape):
-        kind = "a digit generator" if shape == (1, 28, 28) else "the generator its contract says"
+        kind = "a digit generator" if shape == DIGIT_SHAPE else "the generator its contract says"
         raise ArtifactError(f"{what} is not {kind}: it returned shape {tuple(images.shape)}, "
                             f"expected ({n}, {', '.join(map(str, shape))})")
     if not torch.isfinite(images).all():
@@ -152,7 +152,7 @@ def generate(runner, n: int, seed: int, digits: bool = True) -> torch.Tensor:
     if n <= 0:
         raise ConfigError(f"--n must be > 0, got {n}")
     shape = tuple(runner.info.img_shape)
-    if digits and shape != (1, 28, 28):
+    if digits and shape != DIGIT_SHAPE:
         raise ArtifactError(f"{runner.info.source or runner.name} is not a 28x28 digit generator "
                             f"(its image shape is {shape})")
     z = latent(n, seed, runner.info.latent_dim)

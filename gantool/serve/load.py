@@ -27,12 +27,12 @@ class LoadSpec:
     model: str
     batch: int
     concurrency: int
+    input_name: str  # the served model's names (its signature), as the server reports them
+    output_name: str
     duration_s: float = 5.0
     max_requests: int = 200_000
     timeout_s: float = 10.0  # per request (client_timeout); a dead or hung server errors within it
     warmup_requests: int = 8
-    input_name: str = "z"
-    output_name: str = "images"
 
 
 @dataclass

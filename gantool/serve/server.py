@@ -74,10 +74,9 @@ def resolve_artifact(opts: ServeOptions) -> Path:
     assert exported is not None
     if not (exported / "manifest.json").is_file():
         raise ArtifactError(f"--exported {exported} has no manifest.json (run `gantool export --out {exported}`)")
-    from gantool.export.manifest import read_manifest
+    from gantool.export.manifest import Manifest
 
-    entries = [e for e in read_manifest(exported)["artifacts"]
-               if e["format"] == fmt and e["dtype"] == "fp32" and e.get("device", "any") in ("any", "cpu")]
+    entries = Manifest.load(exported).find(format=fmt, dtype="fp32", device="cpu")
     if not entries:
         raise ArtifactError(f"no fp32 {fmt} artifact in {exported} for --backend {opts.backend} "
                             f"(run `gantool export --format {fmt} --out {exported}`, or pass --artifact FILE)")

@@ -212,12 +212,12 @@ def verify_exported(out_dir: str | Path, checkpoint: "str | Path | GeneratorSour
     from gantool.export import manifest as mf
 
     out = Path(out_dir)
-    doc = mf.read_manifest(out)
+    doc = mf.Manifest.load(out)
     source = reference_source(out, doc, checkpoint)
     reference = load_runner(source, "eager", device="cpu", dtype="fp32")
     ckpt_sha = source.identity
     results = []
-    for entry in doc["artifacts"]:
+    for entry in doc.entries:
         if only is not None and mf.entry_key(entry) not in only:
             continue
         results.append(check_entry(out, entry, reference, ckpt_sha, batch_sizes, seed))
@@ -246,15 +246,15 @@ def _record(out: Path, report: ParityReport, only: set | None) -> None:
 
     by_name = {r.name: r for r in report.results}
     try:
-        doc = mf.read_manifest(out)
-        for e in doc["artifacts"]:
+        doc = mf.Manifest.load(out)
+        for e in doc.entries:
             r = by_name.get(e["file"])
             if r is not None:
                 e["parity"] = {"passed": r.passed, "skipped": r.skipped, "checked": report.created,
                                "max_abs": r.to_dict()["max_abs"], "max_rel": r.to_dict()["max_rel"],
                                "p999_abs": r.to_dict()["p999_abs"], "nonfinite": r.nonfinite,
                                "tolerance": asdict(r.tolerance), "failures": [str(f) for f in r.failures]}
-        mf.write_manifest(out, doc)
+        doc.save(out)
     except (OutputError, OSError, ArtifactError):
         pass
 
@@ -271,12 +271,14 @@ def verify_distribution(exported: str | Path, checkpoint: "str | Path | Generato
     from gantool.quality.metrics import QualityReference, dataset_of, distribution_parity, distribution_parity_images
 
     out = Path(exported)
-    doc = mf.read_manifest(out)
+    doc = mf.Manifest.load(out)
     from gantool.source import generator_source
 
     source = generator_source(checkpoint)
     reference = load_runner(source, "eager", device="cpu", dtype="fp32")
-    digits = tuple(reference.info.img_shape) == (1, 28, 28)
+    from gantool.quality.classifier import DIGIT_SHAPE
+
+    digits = tuple(reference.info.img_shape) == DIGIT_SHAPE
     if digits:  # digits and FID in the MNIST classifier's primary space (the second one is not needed)
         q = QualityReference(dataset or (dataset_of(source.checkpoint) if source.checkpoint else None) or "mnist-5k",
                              data_dir, spaces=(PRIMARY,), progress=progress)
@@ -284,7 +286,7 @@ def verify_distribution(exported: str | Path, checkpoint: "str | Path | Generato
         raise ArtifactError(f"--dataset {dataset} is an MNIST-shaped dataset; this generator makes "
                             f"{'x'.join(map(str, reference.info.img_shape))} images (compared in the random-conv space)")
     results = []
-    for entry in doc["artifacts"]:
+    for entry in doc.entries:
         if entry.get("device") == "cuda" and not torch.cuda.is_available():
             results.append({"candidate": entry["file"], "skipped": "compiled for cuda; no CUDA device here"})
             continue

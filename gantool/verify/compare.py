@@ -242,7 +242,7 @@ def bulk_stats(ref: torch.Tensor, out: torch.Tensor, tol: Tolerance,
         broken.append(f"mean abs error {mean:.3e} > {tol.mean_abs:g}")
     if tol.min_sqnr_db is not None and sqnr is not None and sqnr < tol.min_sqnr_db:
         broken.append(f"SQNR {sqnr:.1f} dB < {tol.min_sqnr_db:g} dB (error rms {10 ** (-sqnr / 20):.2f}x the output's)")
-    return {"p999_abs": p999, "mean_abs": mean, "sqnr_db": sqnr}, broken
+    return {"p999_abs": p999, "mean_abs": mean, "sqnr_db": sqnr, "z": int(ref.shape[0])}, broken
 
 
 def compare(ref: torch.Tensor, out: torch.Tensor, tol: Tolerance, bulk: bool = True) -> tuple[BatchResult, list[ParityError]]:
@@ -308,7 +308,7 @@ def verify_runner(reference: Runner, candidate: Runner, batch_sizes: tuple[int, 
     if pooled:
         ref, out = (torch.cat(t) for t in zip(*pooled))
         stats, broken = bulk_stats(ref, out, tol)
-        result.pooled = {**stats, "z": ref.shape[0]}
+        result.pooled = stats
         if broken:
             result.failures.append(ToleranceError(
                 f"all {ref.shape[0]:,} z ({', '.join(str(b.batch) for b in result.batches)}): {'; '.join(broken)}",

@@ -2,52 +2,18 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from gantool.backends import Backend, get
 from gantool.errors import ArtifactError, ConfigError
 
 
-@dataclass(frozen=True)
-class BackendSpec:
-    """A bench backend: the runner it loads, the artifact format it needs (None = checkpoint)."""
-
-    name: str
-    format: str | None  # "onnx" | "torchscript" | "aoti" | None (built from the checkpoint)
-    cuda_only: bool = False  # runs on CUDA whatever --device says (an ORT CUDA/TensorRT EP)
-    remote: bool = False  # a server (Triton) runs it; the row's device is "remote", its source --url
-
-
-BACKENDS: dict[str, BackendSpec] = {s.name: s for s in (
-    BackendSpec("eager", None),
-    BackendSpec("compile", None),
-    BackendSpec("compile-reduce-overhead", None),
-    BackendSpec("torchscript", "torchscript"),
-    BackendSpec("aoti", "aoti"),
-    BackendSpec("ort", "onnx"),
-    BackendSpec("openvino", "onnx"),  # optional extra: gantool[openvino]
-    BackendSpec("ort-cuda", "onnx", cuda_only=True),
-    BackendSpec("ort-cuda-graph", "onnx", cuda_only=True),
-    BackendSpec("ort-trt", "onnx", cuda_only=True),
-    BackendSpec("web", "onnx"),  # ONNX Runtime Web (wasm) in headless Chromium; only when asked for
-    BackendSpec("triton", None, remote=True),
-)}
-
-# What a user gets without --backends: everything meaningful on that device (reduce-overhead
-# only differs from plain compile through CUDA graphs; TensorRT only where asked for).
-DEFAULT_BACKENDS = {
-    "cpu": ["eager", "compile", "torchscript", "ort", "aoti"],  # + openvino where it is installed
-    "cuda": ["eager", "compile", "compile-reduce-overhead", "torchscript", "aoti", "ort-cuda", "ort-cuda-graph"],
-}
-# int8 rows come from a quantized ONNX file, so only these backends have them. A bench precision is a
-# stored dtype, or "tf32": the fp32 weights with TF32 tensor-core matmuls (CUDA, compute capability
-# >= 8.0); fp32 rows are IEEE fp32 on every backend (gantool.device.PRECISIONS lists them all).
-INT8_BACKENDS = ("ort", "openvino")
-CUDA_PROVIDERS = {"ort-cuda": "CUDAExecutionProvider", "ort-cuda-graph": "CUDAExecutionProvider",
-                  "ort-trt": "TensorrtExecutionProvider"}
+# int8 rows come from a quantized ONNX file, so only the backends the table marks int8 have them. A bench
+# precision is a stored dtype, or "tf32": the fp32 weights with TF32 tensor-core matmuls (CUDA, compute
+# capability >= 8.0); fp32 rows are IEEE fp32 on every backend (gantool.device.PRECISIONS lists them all).
 
 
 def default_precisions(device: str, entries: list[dict[str, Any]]) -> list[str]:
@@ -78,7 +44,7 @@ def precision_support(device: str, precision: str) -> str | None:
     return None
 
 
-def row_device(spec: BackendSpec, device: str) -> str:
+def row_device(spec: Backend, device: str) -> str:
     """The device a row names: --device's (cuda:K for a torchrun rank), CUDA for CUDA-only EPs."""
     if spec.remote:
         return "remote"
@@ -129,7 +95,7 @@ def check_requested(backends: list[str], explicit: bool, entries: list[dict[str,
                     exported: Path | None, source: Any) -> None:
     """Bad input that stops the run before anything is timed (one line each)."""
     for b in backends:
-        spec = BACKENDS[b]
+        spec = get(b)
         if spec.format is None:
             if source is None:
                 raise ConfigError(f"backend {b} needs the generator: pass --checkpoint RUN (a run dir or "
@@ -164,14 +130,15 @@ def guard(backend: str, want_device: str, runner: Any) -> tuple[str, str] | None
     device, or the provider did not load); a runner that landed elsewhere is an error.
     A remote (Triton) row names no local device: the server's model is what it measures.
     """
-    if BACKENDS[backend].remote:
+    spec = get(backend)
+    if spec.remote:
         return None
     got = torch.device(runner.info.device).type
     want = torch.device(want_device).type
     if want == "cuda" and not torch.cuda.is_available():
         return "unavailable", f"CUDA is not available to torch {torch.__version__}"
     providers = list(runner.info.extra.get("providers") or [])
-    need = CUDA_PROVIDERS.get(backend)
+    need = spec.cuda_provider
     if need and (not providers or providers[0] != need):
         shown = ", ".join(providers) or "none"
         return "unavailable", f"onnxruntime session providers are [{shown}]: {need} did not load"
@@ -197,16 +164,6 @@ def ort_providers() -> dict[str, Any]:
             usable.append(p)
     return {"onnxruntime_providers": in_wheel, "onnxruntime_providers_usable": usable,
             "onnxruntime_providers_unusable": why}
-
-
-def default_backends(device: str) -> list[str]:
-    """Every backend meaningful on the device; OpenVINO (an optional extra) only where it is installed."""
-    import importlib.util
-
-    out = list(DEFAULT_BACKENDS.get(device, DEFAULT_BACKENDS["cpu"]))
-    if device == "cpu" and importlib.util.find_spec("openvino") is not None:
-        out.insert(out.index("ort") + 1, "openvino")
-    return out
 
 
 def peak_dtype(precision: str) -> str:

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gantool.bench.backends import BACKENDS, peak_dtype
+from gantool.backends import get as get_backend
+from gantool.bench.backends import peak_dtype
 from gantool.bench.conditions import MemoryProbe, matmul_precision
 from gantool.bench.gate import REFERENCE
 from gantool.bench.stats import summarize
@@ -39,7 +40,7 @@ class Loaded:
         row.engine_build_s = self.runner.info.extra.get("engine_build_s")
         row.precision_support = self.support
         row.runtime = {k: v for k, v in self.runner.info.extra.items() if k in RUNTIME_KEYS} or row.runtime
-        if BACKENDS[self.backend].remote:
+        if get_backend(self.backend).remote:
             row.server = dict(self.runner.info.extra)
         return row
 
@@ -154,7 +155,7 @@ class RowTiming:
 
     def _finish(self, row: BenchResult, m: Measured) -> BenchResult:
         self.fill(row, m, row.batch)
-        if self.cfg.peak_probe and not BACKENDS[row.backend].remote:
+        if self.cfg.peak_probe and not get_backend(row.backend).remote:
             self.peaks.get(row.device, peak_dtype(row.precision))  # probe now; rows get their % of peak at the end
         if not row.parity["passed"]:
             row.status = "parity-failed"

@@ -9,9 +9,10 @@ from typing import Any, Callable
 
 import torch
 
-from gantool.bench.backends import (BACKENDS, INT8_BACKENDS, check_requested, default_backends, default_precisions,
-                                    find_artifact, guard, missing_reason, peak_dtype, precision_reason,
-                                    precision_support, read_artifacts, row_device)
+from gantool.backends import Backend, default_backends
+from gantool.backends import get as get_backend
+from gantool.bench.backends import (check_requested, default_precisions, find_artifact, guard, missing_reason,
+                                    peak_dtype, precision_reason, precision_support, read_artifacts, row_device)
 from gantool.bench.conditions import matmul_precision
 from gantool.bench.machine import environment
 from gantool.bench.roofline import PeakCache, flops_per_sample
@@ -89,8 +90,7 @@ class Bench(RowTiming):
         self.explicit = bool(cfg.backends)
         self.backends = cfg.backends or default_backends(self.dev)
         for b in self.backends:
-            if b not in BACKENDS:
-                raise ConfigError(f"unknown backend {b!r}; choose from: {', '.join(BACKENDS)}")
+            get_backend(b)  # an unknown name: one line with the choices
         for p in cfg.precisions:
             if p not in PRECISIONS:
                 raise ConfigError(f"unknown precision {p!r}; choose from: {', '.join(PRECISIONS)}")
@@ -105,7 +105,7 @@ class Bench(RowTiming):
             check_applies(cfg.ort_options, self.backends)
         self.entries, self.manifest = read_artifacts(cfg.exported)
         self.precisions = cfg.precisions or default_precisions(self.dev, self.entries)
-        if cfg.precisions == ["int8"] and not set(self.backends) & set(INT8_BACKENDS):
+        if cfg.precisions == ["int8"] and not any(get_backend(b).int8 for b in self.backends):
             raise ConfigError(f"--precisions int8 with backends {', '.join(self.backends)}: {INT8_ONLY_ONNX}")
         self.source = generator_source(cfg.checkpoint) if cfg.checkpoint is not None else self._manifest_source()
         check_requested(self.backends, self.explicit, self.entries, cfg.exported, self.source)
@@ -137,22 +137,24 @@ class Bench(RowTiming):
                 self._refs[key] = self._ref_runner(z)  # <= 4096 rows (parity_rows): small
         return self._refs[key]
 
-    def _load_kwargs(self, backend: str) -> dict[str, Any]:
-        if not backend.startswith("ort"):
-            return {}
-        from gantool.runners.onnx_runner import SessionSettings
+    def _load_kwargs(self, spec: Backend) -> dict[str, Any]:
+        """The bench options a backend takes (the table's `options`), as its loader's keywords."""
+        c, kw = self.cfg, {}
+        if "threads" in spec.options and c.threads:
+            kw["threads"] = c.threads
+        if "ort_session" in spec.options:
+            from gantool.runners.onnx_runner import SessionSettings
 
-        c = self.cfg
-        kw: dict[str, Any] = {"settings": SessionSettings(c.threads if backend == "ort" else None, c.inter_op_threads,
-                                                          c.graph_opt_level, dict(c.ort_options))}
-        if backend == "ort-trt":
+            kw["settings"] = SessionSettings(c.threads if "threads" in spec.options else None, c.inter_op_threads,
+                                             c.graph_opt_level, dict(c.ort_options))
+        if "trt" in spec.options:
             kw.update(trt_batch_sizes=list(c.batch_sizes), cache_dir=c.cache_dir)
         return kw
 
     def load(self, backend: str, precision: str) -> "Loaded | list[BenchResult]":
         """The row's runner, loaded once for every mode and batch size; or its rows saying why not
         (failures become rows, never exceptions)."""
-        spec = BACKENDS[backend]
+        spec = get_backend(backend)
         dev = row_device(spec, self.where)
         support = precision_support(dev, precision)
         rows = lambda status, reason, art=None: [BenchResult(backend, precision, dev, b, status, reason, art, mode=m,  # noqa: E731
@@ -169,7 +171,7 @@ class Bench(RowTiming):
                 return rows("skipped", missing_reason(spec.format, stored, self.cfg.exported, dev))
             source = art
         art_s = str(source) if spec.format else None
-        opts = {"threads": self.cfg.threads} if backend == "openvino" and self.cfg.threads else {}  # ort: _load_kwargs
+        opts = self._load_kwargs(spec)
         if spec.remote:
             if not self.cfg.url:
                 return rows("unavailable", "no server given: pass --url HOST:PORT (a Triton server's gRPC port)")
@@ -177,9 +179,9 @@ class Bench(RowTiming):
         t0 = time.perf_counter()
         try:
             with matmul_precision(precision):
+                # ONNX Runtime sessions take tf32 themselves (the CUDA EP's use_tf32); torch runs it under matmul_precision
                 runner = load_runner(source, backend, device=dev,
-                                     dtype=precision if backend.startswith("ort") else stored,
-                                     **{**opts, **self._load_kwargs(backend)})
+                                     dtype=precision if "ort_session" in spec.options else stored, **opts)
         except DeviceError as e:  # no device, or the provider did not load: the only "unavailable"
             return rows("unavailable", first_line(e), art_s)
         except ConfigError as e:  # a combination that cannot exist (e.g. the CPU EP on CUDA)
@@ -197,7 +199,7 @@ class Bench(RowTiming):
         loaded = self.load(backend, precision)
         if isinstance(loaded, list):
             return loaded
-        if BACKENDS[backend].remote and self.cfg.concurrency:
+        if get_backend(backend).remote and self.cfg.concurrency:
             from gantool.bench.load_rows import load_rows
 
             return load_rows(self, loaded.runner, precision, loaded.art)
@@ -221,7 +223,7 @@ class Bench(RowTiming):
             loaded = self.load(backend, precision)
             if isinstance(loaded, list):
                 results += loaded
-            elif BACKENDS[backend].remote and self.cfg.concurrency:
+            elif get_backend(backend).remote and self.cfg.concurrency:
                 load_tests.append(loaded)
             else:
                 group.append(loaded)
@@ -260,7 +262,7 @@ class Bench(RowTiming):
             if watch:
                 watch.sample("start")
             pairs = [(b, p) for b in self.backends for p in self.precisions
-                     if not (p == "int8" and b not in INT8_BACKENDS and not self.cfg.precisions)]  # int8: ONNX only by default
+                     if not (p == "int8" and not get_backend(b).int8 and not self.cfg.precisions)]  # int8: ONNX only by default
             if self.cfg.interleave:
                 results += self._run_interleaved(pairs, watch)
             else:
@@ -280,7 +282,7 @@ class Bench(RowTiming):
             self.peaks.refresh()
             for r in results:
                 peak = (self.peaks.get(r.device, peak_dtype(r.precision))
-                        if r.gflops is not None and not BACKENDS[r.backend].remote else None)
+                        if r.gflops is not None and not get_backend(r.backend).remote else None)
                 if peak:
                     r.peak_gflops, r.pct_peak = peak.gflops, 100 * r.gflops / peak.gflops
         ranked = sorted((r for r in results if r.ranked), key=lambda r: -r.samples_per_s)

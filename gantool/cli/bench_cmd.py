@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from gantool import backends as backend_table
 from gantool.cli.app import app
 from gantool.cli.common import (GeneratorOpt, ImgShapeOpt, LatentDimOpt, ValueRangeOpt, WeightsOpt, check_writable,
                                 parse_choice_list, parse_int_list, source_from_options, user_errors)
@@ -76,7 +77,7 @@ def bench(
     latent_dim: LatentDimOpt = None,
     img_shape: ImgShapeOpt = None,
     value_range: ValueRangeOpt = None,
-    backends: Annotated[Optional[str], typer.Option(help="Comma list: eager, compile, compile-reduce-overhead, torchscript, aoti, ort, openvino, ort-cuda, ort-cuda-graph, ort-trt, web (ONNX Runtime Web in headless Chromium; needs scripts/web_deps.sh), triton (needs --url). Default: all that make sense on the device (web and triton only when named).")] = None,
+    backends: Annotated[Optional[str], typer.Option(help=backend_table.help_text())] = None,
     precisions: Annotated[Optional[str], typer.Option(help="Comma list of fp32 (IEEE everywhere), tf32 (CUDA TF32 tensor cores), bf16, fp16, int8 (ort/openvino on an int8 ONNX file). Default: what the device runs natively (fp32; bf16 where the CPU has avx512_bf16/AMX; tf32, fp16 and bf16 on CUDA sm_80+), plus int8 where an int8 file is exported.")] = None,
     batch_sizes: Annotated[str, typer.Option(help="Comma list of batch sizes (> 0).")] = "1,64,1024,4096",
     modes: Annotated[str, typer.Option(help="Comma list: latency (shown as call: each timing one call of batch z, waited for, on an idle device), throughput (shown as pipe: back-to-back calls; several streams on CUDA).")] = "latency",
@@ -128,7 +129,6 @@ def bench(
 
     from gantool.bench import gate as gate_mod
     from gantool.bench import report as rep
-    from gantool.bench.backends import BACKENDS
     from gantool.bench.suite import BenchConfig, failures, run_bench
     from gantool.bench.timing import MODES
     from gantool.device import PRECISIONS
@@ -142,7 +142,7 @@ def bench(
     source = source_from_options(checkpoint, generator, weights, latent_dim, img_shape, value_range)
     cfg = BenchConfig(
         checkpoint=source, exported=exported,
-        backends=parse_choice_list(backends, list(BACKENDS), "backend") if backends else [],
+        backends=parse_choice_list(backends, backend_table.names(), "backend") if backends else [],
         precisions=parse_choice_list(precisions, list(PRECISIONS), "precision") if precisions else [],
         batch_sizes=parse_int_list(batch_sizes, "--batch-sizes"), modes=parse_choice_list(modes, list(MODES), "mode"),
         device=device.value, warmup=warmup, min_time=min_time, max_time=max_time, min_repeats=min_repeats,

@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from gantool import backends as backend_table
 from gantool.cli.app import app
 from gantool.cli.common import user_errors
 
@@ -15,7 +16,8 @@ from gantool.cli.common import user_errors
 def serve(
     exported: Annotated[Optional[Path], typer.Option(help="Directory of exported artifacts (with manifest.json): its fp32 artifact for --backend is served. Default: ./exported when it exists.")] = None,
     artifact: Annotated[Optional[Path], typer.Option(help="Serve this file instead (.onnx for ort/openvino, .ts for torch; fp16/int8 files too).")] = None,
-    backend: Annotated[str, typer.Option(help="Runner that executes each batch: ort (ONNX Runtime CPU), openvino, or torch (TorchScript).")] = "ort",
+    backend: Annotated[str, typer.Option(help="Runner that executes each batch: " + ", ".join(
+        f"{b.name} ({b.about})" for b in backend_table.table() if b.serves) + "; torch means torchscript.")] = "ort",
     max_batch_size: Annotated[int, typer.Option(help="Largest batch Triton's dynamic batcher forms (and accepts in one request).")] = 256,
     max_queue_delay_us: Annotated[int, typer.Option(help="How long the batcher may hold a request to grow the batch, in µs.")] = 500,
     instances: Annotated[int, typer.Option(help="Model instances (each its own Runner) Triton runs batches on in parallel.")] = 1,

@@ -86,5 +86,5 @@ def read_metadata(path: Path) -> dict[str, str]:
     return meta if isinstance(meta, dict) else {}
 
 
-FORMAT = Format(name="aoti", suffix=".pt2", backend="aoti", device_specific=True,
+FORMAT = Format(name="aoti", title="AOTInductor", suffix=".pt2", backend="aoti", device_specific=True,
                 export=export_aoti, read_metadata=read_metadata, unsupported=_unsupported)

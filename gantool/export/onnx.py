@@ -105,5 +105,5 @@ def read_metadata(path: Path) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
 
 
-FORMAT = Format(name="onnx", suffix=".onnx", backend="ort", device_specific=False,
+FORMAT = Format(name="onnx", title="ONNX", suffix=".onnx", backend="ort", device_specific=False,
                 export=export_onnx, read_metadata=read_metadata, unsupported=_unsupported)

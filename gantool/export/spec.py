@@ -54,6 +54,7 @@ class Format:
     """One export format: how to write it and which dtypes/devices it supports."""
 
     name: str
+    title: str  # how a user names it: "ONNX", "TorchScript"
     suffix: str
     backend: str  # the gantool.runners backend that loads it
     device_specific: bool  # AOTI compiles for one device; ONNX / TorchScript run anywhere

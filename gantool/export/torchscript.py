@@ -59,5 +59,5 @@ def read_metadata(path: Path) -> dict[str, str]:
     return load(path)[1]
 
 
-FORMAT = Format(name="torchscript", suffix=".ts", backend="torchscript", device_specific=False,
+FORMAT = Format(name="torchscript", title="TorchScript", suffix=".ts", backend="torchscript", device_specific=False,
                 export=export_torchscript, read_metadata=read_metadata)

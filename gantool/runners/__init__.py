@@ -15,35 +15,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from gantool import backends as _table
 from gantool.errors import ArtifactError, ConfigError
-from gantool.runners.base import _REGISTRY, ModuleRunner, Runner, RunnerInfo, register
+from gantool.runners.base import ModuleRunner, Runner, RunnerInfo
 
-__all__ = ["ModuleRunner", "Runner", "RunnerInfo", "backend_for_path", "backends", "load_runner", "register"]
-
-
-TORCH_BACKENDS = ("eager", "compile", "compile-reduce-overhead", "torchscript", "aoti")
+__all__ = ["ModuleRunner", "Runner", "RunnerInfo", "backend_for_path", "backends", "load_runner"]
 
 
 def backends() -> list[str]:
-    _import_all()
-    return sorted(_REGISTRY)
-
-
-def _import_all() -> None:
-    # Each module registers its backends on import; heavy deps are imported lazily inside them.
-    from gantool.runners import torch_runner  # noqa: F401
-
-    for mod in ("torchscript_runner", "onnx_runner", "ort_cuda_runner", "aoti_runner", "openvino_runner", "web_runner",
-                "triton_runner"):
-        try:
-            __import__(f"gantool.runners.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name != f"gantool.runners.{mod}":
-                raise
+    return sorted(_table.names())
 
 
 def backend_for_path(path: str | Path) -> str:
-    """Infer the backend from an artifact's suffix; a run dir or .pt checkpoint means eager."""
+    """The backend an artifact's format names (its suffix); a run dir, checkpoint or user generator means eager."""
     if not isinstance(path, (str, Path)):
         return "eager"  # a GeneratorSource (a user generator) runs in PyTorch
     from gantool.export import format_of
@@ -59,14 +43,14 @@ def load_runner(
     source: str | Path, backend: str | None = None, *, device: str = "cpu", dtype: str = "fp32", **options: Any
 ) -> Runner:
     """Open `source` (checkpoint, run dir or exported artifact) with `backend` (inferred if None)."""
-    _import_all()
-    backend = backend or backend_for_path(source)
-    if backend not in _REGISTRY:
-        raise ConfigError(f"unknown backend {backend!r}; choose one of: {', '.join(sorted(_REGISTRY))}")
-    if isinstance(source, (str, Path)) and not getattr(_REGISTRY[backend], "remote", False) and not Path(source).exists():
+    from gantool.export import format_of
+
+    spec = _table.get(backend or backend_for_path(source))
+    if isinstance(source, (str, Path)) and not spec.remote and not Path(source).exists():
         raise ArtifactError(f"not found: {source}")
-    if backend_for_path(source) == "ort" and backend in TORCH_BACKENDS:
-        runs = "PyTorch checkpoints" if backend.startswith(("eager", "compile")) else f"{backend} artifacts"
-        raise ConfigError(f"{source} is an ONNX artifact and backend {backend} runs {runs}; "
-                          "open ONNX files (fp32, fp16, int8) with ort or openvino")
-    return _REGISTRY[backend](source, device=device, dtype=dtype, **options)
+    fmt = format_of(source) if isinstance(source, (str, Path)) and not Path(source).is_dir() else None
+    if fmt is not None and not spec.remote and spec.format != fmt.name:
+        runs = f"{spec.format} files" if spec.format else "PyTorch checkpoints and generators"
+        raise ConfigError(f"{source} is an {fmt.title} artifact and backend {spec.name} runs {runs}; "
+                          f"open {fmt.title} files with {' or '.join(_table.for_format(fmt.name))}")
+    return spec.factory()(source, device=device, dtype=dtype, **options)

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from gantool.errors import ArtifactError, DeviceError, first_line
-from gantool.runners.base import ModuleRunner, Runner, RunnerInfo, register
+from gantool.runners.base import ModuleRunner, RunnerInfo
 from gantool.signature import Signature, artifact_dtype, resolve_dtype
 
 
@@ -41,7 +41,3 @@ class AOTIRunner(ModuleRunner):
         self.info = RunnerInfo("aoti", str(dev), name, sig, str(path),
                                {"metadata": meta, "cpu_isa": raw.get("AOTI_CPU_ISA", "")})
 
-
-@register("aoti")
-def _aoti(src: Any, device: str = "cpu", dtype: str | None = "auto", **kw: Any) -> Runner:
-    return AOTIRunner(src, device, dtype, **kw)

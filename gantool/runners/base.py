@@ -1,4 +1,4 @@
-"""The Runner interface (z -> images) every backend implements, and the backend registry it lives in."""
+"""The Runner interface (z -> images) every backend implements (the backends themselves: gantool.backends)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -154,16 +154,3 @@ class StreamLane(Runner):
 
     def sync(self) -> None:
         self._stream.synchronize()
-
-
-# backend name -> factory(path_or_checkpoint, device, dtype, **options) -> Runner
-_REGISTRY: dict[str, Callable[..., Runner]] = {}
-
-
-def register(*names: str):
-    def deco(factory: Callable[..., Runner]) -> Callable[..., Runner]:
-        for n in names:
-            _REGISTRY[n] = factory
-        return factory
-
-    return deco

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from gantool.errors import ArtifactError, ConfigError, DeviceError, first_line
-from gantool.runners.base import Runner, RunnerInfo, register
+from gantool.runners.base import Runner, RunnerInfo
 from gantool.runners.ort_options import GRAPH_OPT_LEVELS, split
 from gantool.signature import Signature, artifact_dtype, resolve_dtype
 
@@ -173,10 +173,5 @@ def provider_load_reason(provider: str) -> str | None:
         return "no CUDA device is visible"
     return None
 
-
-@register("ort")
-def _ort(src: Any, device: str = "cpu", dtype: str | None = "auto", **kw: Any) -> Runner:
-    kw.pop("trt_batch_sizes", None), kw.pop("cache_dir", None)
-    return OrtRunner(src, device, dtype, **kw)
 
 

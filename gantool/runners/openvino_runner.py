@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from gantool.errors import ArtifactError, ConfigError, DeviceError, first_line
-from gantool.runners.base import Runner, RunnerInfo, register
+from gantool.runners.base import Runner, RunnerInfo
 
 INSTALL_HINT = "pip install 'gantool[openvino]'"
 # On CPUs with native bf16 (avx512_bf16, AMX) OpenVINO's own default hint runs f32 models in bf16.
@@ -109,7 +109,3 @@ class OpenVinoRunner(Runner):
     def sync(self) -> None:
         pass  # infer() is synchronous
 
-
-@register("openvino")
-def _openvino(src: Any, device: str = "cpu", dtype: str | None = "auto", **kw: Any) -> Runner:
-    return OpenVinoRunner(src, device, dtype, **kw)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from gantool.errors import ConfigError, DeviceError
-from gantool.runners.base import Runner, RunnerInfo, register
+from gantool.runners.base import Runner, RunnerInfo
 from gantool.runners.onnx_runner import _ELEM, SessionSettings, _describe, _OrtBase, _session, provider_load_reason
 from gantool.runners.ort_options import split
 from gantool.signature import resolve_dtype
@@ -234,19 +234,13 @@ class OrtCudaRunner(_OrtBase):
         self._stream.synchronize()
 
 
-@register("ort-cuda")
-def _ort_cuda(src: Any, device: str = "cuda", dtype: str | None = "auto", **kw: Any) -> Runner:
-    kw.pop("threads", None), kw.pop("trt_batch_sizes", None), kw.pop("cache_dir", None)
+def cuda(src: Any, device: str = "cuda", dtype: str | None = "auto", **kw: Any) -> Runner:
     return OrtCudaRunner(src, device if device != "cpu" else "cuda", dtype, **kw)
 
 
-@register("ort-cuda-graph")
-def _ort_cuda_graph(src: Any, device: str = "cuda", dtype: str | None = "auto", **kw: Any) -> Runner:
-    kw.pop("threads", None), kw.pop("trt_batch_sizes", None), kw.pop("cache_dir", None)
+def cuda_graph(src: Any, device: str = "cuda", dtype: str | None = "auto", **kw: Any) -> Runner:
     return OrtCudaRunner(src, device if device != "cpu" else "cuda", dtype, cuda_graph=True, **kw)
 
 
-@register("ort-trt")
-def _ort_trt(src: Any, device: str = "cuda", dtype: str | None = "auto", **kw: Any) -> Runner:
-    kw.pop("threads", None)
+def tensorrt(src: Any, device: str = "cuda", dtype: str | None = "auto", **kw: Any) -> Runner:
     return OrtCudaRunner(src, device if device != "cpu" else "cuda", dtype, tensorrt=True, **kw)

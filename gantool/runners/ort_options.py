@@ -67,18 +67,21 @@ def parse_ort_options(items: list[str] | None) -> dict[str, str]:
 def check_applies(options: dict[str, str], backends: list[str]) -> None:
     """Every option must reach a provider one of the requested backends uses."""
     for key in options:
-        users = [b for b in backends if b.startswith("ort") and applies(key, b)]
+        users = [b for b in backends if applies(key, b)]
         if not users:
             where = "ort-trt" if key in TRT_KEYS else ("ort-cuda, ort-cuda-graph or ort-trt" if key in CUDA_KEYS else "an ort backend")
             raise ConfigError(f"--ort-option {key}: used by {where}, which is not among the backends ({', '.join(backends)})")
 
 
 def applies(key: str, backend: str) -> bool:
+    from gantool.backends import get
+
+    spec = get(backend)
     if key in SESSION_KEYS:
-        return backend.startswith("ort")
+        return "ort_session" in spec.options
     if key in TRT_KEYS:
-        return backend == "ort-trt"
-    return backend in ("ort-cuda", "ort-cuda-graph", "ort-trt")  # TRT sessions keep a CUDA EP for the rest
+        return "trt" in spec.options
+    return spec.cuda_provider is not None  # TRT sessions keep a CUDA EP for the rest
 
 
 def split(options: dict[str, str]) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:

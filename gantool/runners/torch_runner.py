@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from gantool.device import dtype_name, parse_dtype, resolve_device
-from gantool.runners.base import ModuleRunner, Runner, RunnerInfo, register
+from gantool.runners.base import ModuleRunner, Runner, RunnerInfo
 
 if TYPE_CHECKING:
     from gantool.source import GeneratorSource
@@ -33,16 +33,13 @@ class TorchRunner(ModuleRunner):
         self.info = RunnerInfo(backend, str(dev), dtype_name(self.dtype), loaded.signature, src.label)
 
 
-@register("eager")
-def _eager(src: Any, device: str = "cpu", dtype: str = "fp32", **kw: Any) -> Runner:
+def eager(src: Any, device: str = "cpu", dtype: str = "fp32", **kw: Any) -> Runner:
     return TorchRunner(src, device, dtype, **kw)
 
 
-@register("compile")
-def _compile(src: Any, device: str = "cpu", dtype: str = "fp32", **kw: Any) -> Runner:
+def compiled(src: Any, device: str = "cpu", dtype: str = "fp32", **kw: Any) -> Runner:
     return TorchRunner(src, device, dtype, compile_mode="default", **kw)
 
 
-@register("compile-reduce-overhead")
-def _compile_ro(src: Any, device: str = "cpu", dtype: str = "fp32", **kw: Any) -> Runner:
+def compiled_reduce_overhead(src: Any, device: str = "cpu", dtype: str = "fp32", **kw: Any) -> Runner:
     return TorchRunner(src, device, dtype, compile_mode="reduce-overhead", **kw)

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from gantool.errors import ArtifactError, first_line
-from gantool.runners.base import ModuleRunner, Runner, RunnerInfo, register
+from gantool.runners.base import ModuleRunner, RunnerInfo
 from gantool.signature import Signature, artifact_dtype, resolve_dtype
 
 
@@ -25,7 +25,3 @@ class TorchScriptRunner(ModuleRunner):
         self.module.eval()
         self.info = RunnerInfo("torchscript", str(dev), name, sig, str(path), {"metadata": meta})
 
-
-@register("torchscript")
-def _torchscript(src: Any, device: str = "cpu", dtype: str | None = "auto", **kw: Any) -> Runner:
-    return TorchScriptRunner(src, device, dtype, **kw)

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from gantool.errors import ConfigError, DeviceError
-from gantool.runners.base import Runner, RunnerInfo, register
+from gantool.runners.base import Runner, RunnerInfo
 from gantool.signature import Signature
 
 NUMPY = {"FP32": np.float32, "FP16": np.float16}
@@ -62,7 +62,6 @@ class TritonRunner(Runner):
         """infer() returns once the response has arrived: nothing is left queued."""
 
 
-@register("triton")
 def load_triton(source: str, device: str = "cpu", dtype: str = "fp32", model: str = "generator_onnx",
                 client: Any = None, **_: Any) -> Runner:
     """`source` is the server's gRPC HOST:PORT (Triton's default port is 8001)."""

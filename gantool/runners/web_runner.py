@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from gantool.errors import ArtifactError, ConfigError, DeviceError
-from gantool.runners.base import Runner, RunnerInfo, register
+from gantool.runners.base import Runner, RunnerInfo
 from gantool.signature import DEFAULT_INPUT, DEFAULT_OUTPUT, Signature
 
 READY = "document.body.dataset.state === 'ready' || document.body.dataset.state === 'error'"
@@ -123,7 +123,3 @@ def _cleanup(pages: list[Any], server: Any, tmp: str | None) -> None:
     if tmp:
         shutil.rmtree(tmp, ignore_errors=True)
 
-
-@register("web")
-def _web(src: Any, device: str = "cpu", dtype: str | None = "auto", **kw: Any) -> Runner:
-    return WebRunner(src, device, dtype, **kw)

@@ -24,13 +24,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from gantool.backends import get
 from gantool.errors import ArtifactError, ConfigError, DeviceError, GantoolError
 from gantool.serve.env import HOST, check_ports, check_python_abi, require_pytriton, server_env
 
 MODEL = "generator"
-# --backend -> (artifact format in the manifest, gantool runner backend, file suffix)
-BACKENDS = {"ort": ("onnx", "ort", ".onnx"), "openvino": ("onnx", "openvino", ".onnx"),
-            "torch": ("torchscript", "torchscript", ".ts")}
+
+
+def served_backends() -> list[str]:
+    """What --backend takes: the table's serving backends, and their aliases (torch = torchscript)."""
+    from gantool.backends import table
+
+    return [n for b in table() if b.serves for n in (b.name, *b.aliases)]
 EXIT_TIMEOUT_S = 4  # after SIGINT/SIGTERM: in-flight requests and the model unload (~2.5 s here) get this long
 
 
@@ -49,8 +54,8 @@ class ServeOptions:
     threads: int | None = None  # ORT/OpenVINO/torch intra-op threads per instance (default: the runtime's)
 
     def validate(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"unknown --backend {self.backend!r}; choose one of: {', '.join(BACKENDS)}")
+        if self.backend not in served_backends():
+            raise ConfigError(f"unknown --backend {self.backend!r}; choose one of: {', '.join(served_backends())}")
         if self.max_batch_size < 1:
             raise ConfigError(f"--max-batch-size must be >= 1 (got {self.max_batch_size})")
         if self.max_queue_delay_us < 0:
@@ -63,7 +68,10 @@ class ServeOptions:
 
 def resolve_artifact(opts: ServeOptions) -> Path:
     """--artifact as given (its suffix must fit --backend), else the manifest's fp32 artifact for --backend."""
-    fmt, _, suffix = BACKENDS[opts.backend]
+    from gantool.export import get_format
+
+    fmt = get(opts.backend).format
+    suffix = get_format(fmt).suffix
     if opts.artifact is not None:
         if not opts.artifact.is_file():
             raise ArtifactError(f"--artifact {opts.artifact} does not exist")
@@ -90,14 +98,11 @@ def load_runners(path: Path, opts: ServeOptions) -> list[Any]:
     """One Runner per instance (each with its own session), loaded before the server starts."""
     from gantool.runners import load_runner
 
-    _, backend, _ = BACKENDS[opts.backend]
+    spec = get(opts.backend)
+    backend = spec.name
     kw: dict[str, Any] = {}
-    if opts.threads and backend == "ort":
-        from gantool.runners.onnx_runner import SessionSettings
-
-        kw["settings"] = SessionSettings(opts.threads, None, None, {})
-    elif opts.threads and backend == "openvino":
-        kw["threads"] = opts.threads
+    if opts.threads and "threads" in spec.options:
+        kw["threads"] = opts.threads  # ORT puts them in its session settings; TorchScript uses torch's own
     # "auto": the dtype the artifact itself says it holds (an fp16 or int8 file copied without its manifest too)
     return [load_runner(path, backend, device="cpu", dtype="auto", **kw) for _ in range(opts.instances)]
 

@@ -7,21 +7,19 @@ from typing import Annotated, Optional
 
 import typer
 
+from gantool import formats as format_table
 from gantool.cli.app import app
 from gantool.cli.common import (GeneratorOpt, ImgShapeOpt, LatentDimOpt, ValueRangeOpt, WeightsOpt, check_writable,
                                 parse_choice_list, source_from_options, user_errors)
 from gantool.errors import ArtifactError, ConfigError
 from gantool.paths import require_exported, resolve_checkpoint_path
 
-FORMATS = ["onnx", "torchscript", "aoti", "all", "web", "triton"]
-DTYPES = ["fp32", "fp16", "bf16", "int8"]
-
 
 @app.command()
 @user_errors
 def export(
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Run directory or checkpoint file to export (for web: optional, exports its ONNX first).")] = None,
-    format: Annotated[str, typer.Option("--format", help="onnx, torchscript, aoti or all (comma-separated list); web: a static page that runs the ONNX in a browser; triton: a Triton Inference Server model repository.")] = "all",
+    format: Annotated[str, typer.Option("--format", help=", ".join(format_table.names()) + " or all (comma-separated list); web: a static page that runs the ONNX in a browser; triton: a Triton Inference Server model repository.")] = "all",
     out: Annotated[Optional[Path], typer.Option("--out", help="Directory for the artifacts and manifest.json (default: exported; for web: site; for triton: the model repository).")] = None,
     dtype: Annotated[str, typer.Option("--dtype", "--precision", help="fp32, fp16, bf16 or int8 (comma-separated list; int8: ONNX only, quantized by ONNX Runtime). --precision is the same option.")] = "fp32",
     opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (18 or newer); default: the exporter's.")] = None,
@@ -50,8 +48,8 @@ def export(
     """
     check_writable((out, "--out"), directory=True)
     source = source_from_options(checkpoint, generator, weights, latent_dim, img_shape, value_range)
-    formats = parse_choice_list(format, FORMATS, "format")
-    dtypes = parse_choice_list(dtype, DTYPES, "dtype")
+    formats = parse_choice_list(format, [*format_table.names(), "all", "web", "triton"], "format")
+    dtypes = parse_choice_list(dtype, list(format_table.DTYPES), "dtype")
     if "web" in formats or "triton" in formats:
         if len(formats) > 1:
             raise ConfigError(f"--format {formats[0] if formats[0] in ('web', 'triton') else formats[-1]} is exported on "

@@ -8,7 +8,6 @@ module a format; validating lives in gantool.verify.
 """
 from __future__ import annotations
 
-import importlib
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,24 +16,22 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from gantool.errors import ConfigError, OutputError, first_line
+from gantool import formats as format_table
 from gantool.export.spec import ExportSpec, Format
 
 if TYPE_CHECKING:
     from gantool.signature import Signature
     from gantool.source import GeneratorSource
 
-FORMAT_NAMES = ("onnx", "torchscript", "aoti")
-DTYPE_NAMES = ("fp32", "fp16", "bf16", "int8")  # int8: ONNX only, quantized by ONNX Runtime
+DTYPE_NAMES = format_table.DTYPES
 
 
 def get_format(name: str) -> Format:
-    if name not in FORMAT_NAMES:
-        raise ConfigError(f"unknown export format {name!r}; choose one of: {', '.join(FORMAT_NAMES)}, all")
-    return importlib.import_module(f"gantool.export.{name}").FORMAT
+    return format_table.get(name)
 
 
 def formats() -> list[Format]:
-    return [get_format(n) for n in FORMAT_NAMES]
+    return [format_table.get(n) for n in format_table.names()]
 
 
 def format_of(path: str | Path) -> Format | None:
@@ -90,7 +87,7 @@ def plan(formats: list[str], dtypes: list[str], device: torch.device,
     Returns (jobs, skipped reasons): combinations a format cannot hold are skipped and named;
     only a request of which nothing can be exported is an error.
     """
-    names = list(FORMAT_NAMES) if "all" in formats else list(dict.fromkeys(formats))
+    names = format_table.names() if "all" in formats else list(dict.fromkeys(formats))
     fmts = [get_format(n) for n in names]
     for d in dtypes:
         if d not in DTYPE_NAMES:

@@ -1,10 +1,7 @@
 """AOTInductor runner: aoti_load_package an exported .pt2 compiled for one device."""
 from __future__ import annotations
 
-import json
-import zipfile
 from pathlib import Path
-from typing import Any
 
 import torch
 

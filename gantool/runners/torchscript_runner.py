@@ -1,13 +1,9 @@
 """TorchScript runner: torch.jit.load an exported .ts artifact (its metadata rides inside as an extra file)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
-import torch
 
-from gantool.errors import ArtifactError, first_line
 from gantool.runners.base import ModuleRunner, RunnerInfo
 from gantool.signature import Signature, artifact_dtype, resolve_dtype
 

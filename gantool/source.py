@@ -16,6 +16,7 @@ import hashlib
 import importlib
 import importlib.util
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,14 +98,15 @@ class CheckpointSource(GeneratorSource):
 
 class UserSource(GeneratorSource):
     """The user's generator: `target` is MODULE:CALLABLE or path/to/file.py:CALLABLE; CALLABLE() returns
-    an nn.Module mapping z (N, latent_dim) to (N, C, H, W). The contract is read from the module's
-    `latent_dim`, `img_shape`, `value_range` attributes, else from the arguments given here; an image
-    shape given nowhere is read off the seeded check's output. `weights`: a state_dict file or a
-    checkpoint holding one under `state_dict` / `generator`."""
+    an nn.Module mapping z (N, *latent_shape) to (N, C, H, W). The signature is read from the module's
+    `latent_dim` / `latent_shape`, `img_shape`, `value_range` attributes, else from the arguments given
+    here; a latent shape declared nowhere is found by the seeded check ((N, d), else (N, d, 1, 1) when a
+    convolution refuses 2-D input), an image shape given nowhere is read off its output. `weights`: a
+    state_dict file or a checkpoint holding one under `state_dict` / `generator`."""
 
     def __init__(self, target: str, weights: str | Path | None = None, latent_dim: int | None = None,
                  img_shape: tuple[int, ...] | None = None, value_range: tuple[float, float] | None = None,
-                 expect: dict[str, Any] | None = None):
+                 expect: dict[str, Any] | None = None, latent_shape: tuple[int, ...] | None = None):
         module, sep, attr = target.rpartition(":")
         if not sep or not module or not attr:
             raise GeneratorError(f"--generator {target!r}: give MODULE:CALLABLE or path/to/file.py:CALLABLE")
@@ -121,7 +123,8 @@ class UserSource(GeneratorSource):
         if weights is not None and not Path(weights).is_file():
             raise GeneratorError(f"--weights file not found: {weights}")
         self.declared = {"latent_dim": latent_dim, "img_shape": tuple(img_shape) if img_shape else None,
-                         "value_range": tuple(value_range) if value_range else None}
+                         "value_range": tuple(value_range) if value_range else None,
+                         "latent_shape": tuple(latent_shape) if latent_shape else None}
         self.expect = expect or {}  # hashes recorded at export: a changed file is refused
         self.label = target
         self._record: dict[str, Any] | None = None
@@ -228,42 +231,69 @@ class UserSource(GeneratorSource):
         g.load_state_dict(state)
         return sha256_file(self.weights)
 
-    def _contract(self, g: nn.Module) -> tuple[int, tuple[int, ...] | None, tuple[float, float] | None]:
+    def _contract(self, g: nn.Module) -> tuple[tuple[int, ...] | None, int, tuple[int, ...] | None,
+                                                tuple[float, float] | None]:
+        """(declared latent shape or None, latent size, image shape or None, value range or None)."""
         out: dict[str, Any] = {}
-        for key, flag in (("latent_dim", "--latent-dim"), ("img_shape", "--img-shape"), ("value_range", "--value-range")):
+        flags = {"latent_dim": "--latent-dim", "latent_shape": "--latent-shape", "img_shape": "--img-shape",
+                 "value_range": "--value-range"}
+        for key, flag in flags.items():
             attr, given = getattr(g, key, None), self.declared[key]
             if attr is not None:
                 try:
-                    attr = int(attr) if key == "latent_dim" else tuple(int(v) if key == "img_shape" else float(v) for v in attr)
+                    attr = int(attr) if key == "latent_dim" else tuple(float(v) if key == "value_range" else int(v)
+                                                                        for v in attr)
                 except (TypeError, ValueError):
                     raise GeneratorError(f"{self.target}: the module's {key} attribute {attr!r} is not "
                                          f"{'an int' if key == 'latent_dim' else 'a sequence of numbers'}") from None
                 if given is not None and given != attr:
-                    raise GeneratorError(f"{flag} {given} contradicts the module's {key} attribute {attr}")
+                    shown = ",".join(map(str, given)) if isinstance(given, tuple) else given
+                    raise GeneratorError(f"{flag} {shown} contradicts the module's {key} attribute {attr}")
             out[key] = attr if attr is not None else given
-        if out["latent_dim"] is None:
-            raise GeneratorError(f"{self.target}: the module has no latent_dim attribute; pass --latent-dim N")
+        shape, dim = out["latent_shape"], out["latent_dim"]
+        if shape is not None and (not shape or any(d <= 0 for d in shape)):
+            raise GeneratorError(f"{self.target}: latent shape {shape} must be positive sizes")
+        if shape is not None and dim is not None and math.prod(shape) != dim:
+            raise GeneratorError(f"{self.target}: latent shape {','.join(map(str, shape))} holds {math.prod(shape)} "
+                                 f"numbers, but the latent size is {dim}; make them agree")
+        if shape is None and dim is None:
+            raise GeneratorError(f"{self.target}: the module has no latent_dim attribute; pass --latent-dim N "
+                                 "(or --latent-shape 100,1,1 for a latent with several dims)")
         if out["img_shape"] is not None and len(out["img_shape"]) != 3:
             raise GeneratorError(f"{self.target}: img_shape {out['img_shape']} is not C,H,W")
-        return out["latent_dim"], out["img_shape"], out["value_range"]
+        return shape, dim if dim is not None else math.prod(shape), out["img_shape"], out["value_range"]
 
-    def _check(self, g: nn.Module, latent_dim: int, img_shape: tuple[int, ...] | None,
-               value_range: tuple[float, float]) -> tuple[int, int, int]:
-        """One forward pass on seeded z before any work: names what was expected and what came out."""
+    def _forward(self, g: nn.Module, shape: tuple[int, ...]) -> tuple[Any, Exception | None]:
         from gantool.noise import latent
 
-        z = latent(CHECK_BATCH, 0, latent_dim)
+        z = latent(CHECK_BATCH, 0, math.prod(shape)).reshape(CHECK_BATCH, *shape)
         try:
             with torch.no_grad():
-                y = g(z)
-        except Exception as e:
-            raise GeneratorError(f"{self.target}: forward on a seeded z of shape ({CHECK_BATCH}, {latent_dim}) raised "
-                                 f"{type(e).__name__}: {first_line(e)}") from None
+                return g(z), None
+        except Exception as e:  # noqa: BLE001 - the user's forward may raise anything
+            return None, e
+
+    def _check(self, g: nn.Module, declared: tuple[int, ...] | None, latent_dim: int, img_shape: tuple[int, ...] | None,
+               value_range: tuple[float, float]) -> tuple[tuple[int, ...], tuple[int, int, int]]:
+        """One forward pass on seeded z before any work: names what was expected and what came out.
+        Returns (latent shape, image shape); an undeclared latent is tried as (N, d), then as (N, d, 1, 1)."""
+        shapes = [declared] if declared else [(latent_dim,), (latent_dim, 1, 1)]
+        errors: list[str] = []
+        for shape in shapes:
+            y, err = self._forward(g, shape)
+            if err is None:
+                break
+            said = f"{type(err).__name__}: {first_line(err)}"
+            errors += [f"forward on a seeded z of shape ({CHECK_BATCH}, {', '.join(map(str, shape))}) raised {said}"]
+        if err is not None:
+            more = "" if declared else "; declare the latent's shape with --latent-shape or a latent_shape attribute"
+            raise GeneratorError(f"{self.target}: {'; '.join(errors)}{more}")
+        z_shape = f"({CHECK_BATCH}, {', '.join(map(str, shape))})"
         if not isinstance(y, torch.Tensor):
             raise GeneratorError(f"{self.target}: forward returned a {type(y).__name__}, not a tensor of images")
         want = (CHECK_BATCH, *img_shape) if img_shape else None
         if y.dim() != 4 or (want and tuple(y.shape) != want):
-            raise GeneratorError(f"{self.target}: forward on z ({CHECK_BATCH}, {latent_dim}) returned shape "
+            raise GeneratorError(f"{self.target}: forward on z {z_shape} returned shape "
                                  f"{tuple(y.shape)}; expected {want or f'({CHECK_BATCH}, C, H, W)'}")
         if y.dtype != torch.float32:
             raise GeneratorError(f"{self.target}: forward returned {y.dtype}; expected torch.float32")
@@ -273,21 +303,22 @@ class UserSource(GeneratorSource):
         if y.min().item() < lo - RANGE_SLACK or y.max().item() > hi + RANGE_SLACK:
             raise GeneratorError(f"{self.target}: outputs span [{y.min().item():.4g}, {y.max().item():.4g}], outside the "
                                  f"value range [{lo:g}, {hi:g}]; pass --value-range LO,HI or set value_range on the module")
-        return tuple(y.shape[1:])  # type: ignore[return-value]
+        return shape, tuple(y.shape[1:])  # type: ignore[return-value]
 
     def load(self, device: str | torch.device = "cpu", ema: bool = True) -> Loaded:
         g = self._build()
         weights_sha = self._load_weights(g)
         g = g.float().eval()
-        latent_dim, img_shape, value_range = self._contract(g)
+        declared, latent_dim, img_shape, value_range = self._contract(g)
         value_range = value_range or VALUE_RANGE
-        shape = self._check(g, latent_dim, img_shape, value_range)
-        sig = Signature.latent_to_image(latent_dim, shape, tuple(value_range), input_name=_input_name(g))
+        latent_shape, shape = self._check(g, declared, latent_dim, img_shape, value_range)
+        sig = Signature.latent_to_image(latent_shape, shape, tuple(value_range), input_name=_input_name(g))
         self._record = {"kind": "user", "generator": self.target,
                         "file": str(self.file) if self.file else None, "file_sha256": self._file_sha,
                         "weights": str(self.weights) if self.weights else None, "weights_sha256": weights_sha,
                         "class": f"{type(g).__module__}.{type(g).__qualname__}",
                         "img_shape_from": "declared" if img_shape else "output", "latent_dim": sig.latent_dim,
+                        "latent_shape": list(sig.latent_shape), "latent_shape_from": "declared" if declared else "probe",
                         "img_shape": list(sig.img_shape), "value_range": list(sig.value_range),
                         "signature": sig.to_dict()}
         return Loaded(g.to(device), sig)
@@ -316,7 +347,7 @@ class UserSource(GeneratorSource):
         if rec.get("weights") and not Path(rec["weights"]).is_file():
             raise _gone("weights file", rec["weights"])
         return cls(target, rec.get("weights"), rec.get("latent_dim"), tuple(rec["img_shape"]),
-                   tuple(rec["value_range"]), expect=rec)
+                   tuple(rec["value_range"]), expect=rec, latent_shape=tuple(rec.get("latent_shape") or ()) or None)
 
 
 def _input_name(g: nn.Module) -> str:

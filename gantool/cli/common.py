@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Callable, Optional, TypeVar
@@ -104,6 +105,10 @@ WeightsOpt = Annotated[Optional[Path], typer.Option(
     help="Weights for --generator: a state_dict file, or a checkpoint holding one under 'state_dict' or 'generator'.")]
 LatentDimOpt = Annotated[Optional[int], typer.Option(
     "--latent-dim", rich_help_panel=_PANEL, help="--generator's z size, when the module has no latent_dim attribute.")]
+LatentShapeOpt = Annotated[Optional[str], typer.Option(
+    "--latent-shape", rich_help_panel=_PANEL,
+    help="--generator's z shape without the batch, e.g. 100,1,1 for a transposed-conv G, when the module has no "
+         "latent_shape attribute (default: (N, latent-dim), else (N, latent-dim, 1, 1) if a convolution wants 4-D).")]
 ImgShapeOpt = Annotated[Optional[str], typer.Option(
     "--img-shape", rich_help_panel=_PANEL,
     help="--generator's image shape, when the module has no img_shape attribute (default: what it returns).")]
@@ -114,12 +119,12 @@ ValueRangeOpt = Annotated[Optional[str], typer.Option(
 
 def source_from_options(checkpoint: Optional[Path], generator: Optional[str], weights: Optional[Path] = None,
                      latent_dim: Optional[int] = None, img_shape: Optional[str] = None,
-                     value_range: Optional[str] = None):
+                     value_range: Optional[str] = None, latent_shape: Optional[str] = None):
     """--checkpoint as given (a path, or None), or a gantool.source.UserSource for --generator."""
     from gantool.errors import ConfigError
 
     extra = [flag for flag, v in (("--weights", weights), ("--latent-dim", latent_dim), ("--img-shape", img_shape),
-                                  ("--value-range", value_range)) if v is not None]
+                                  ("--value-range", value_range), ("--latent-shape", latent_shape)) if v is not None]
     if generator is None:
         if extra:
             raise ConfigError(f"{', '.join(extra)} describe a --generator; give --generator MODULE:CALLABLE too")
@@ -141,4 +146,10 @@ def source_from_options(checkpoint: Optional[Path], generator: Optional[str], we
             rng = ()
         if len(rng) != 2 or not rng[0] < rng[1]:
             raise ConfigError(f"--value-range {value_range}: give LO,HI with LO < HI (e.g. -1,1 or 0,1)")
-    return UserSource(generator, weights, latent_dim, shape, rng)
+    zshape = tuple(parse_int_list(latent_shape, "--latent-shape")) if latent_shape is not None else None
+    if zshape is not None and (not zshape or min(zshape) <= 0):
+        raise ConfigError(f"--latent-shape {latent_shape}: give the sizes of z's dims after the batch, e.g. 100,1,1")
+    if zshape is not None and latent_dim is not None and math.prod(zshape) != latent_dim:
+        raise ConfigError(f"--latent-shape {latent_shape} holds {math.prod(zshape)} numbers, but --latent-dim is "
+                          f"{latent_dim}; make them agree (or give one of them)")
+    return UserSource(generator, weights, latent_dim, shape, rng, latent_shape=zshape)

@@ -9,8 +9,8 @@ import typer
 
 from gantool import formats as format_table
 from gantool.cli.app import app
-from gantool.cli.common import (GeneratorOpt, ImgShapeOpt, LatentDimOpt, ValueRangeOpt, WeightsOpt, check_writable,
-                                parse_choice_list, source_from_options, user_errors)
+from gantool.cli.common import (GeneratorOpt, ImgShapeOpt, LatentDimOpt, LatentShapeOpt, ValueRangeOpt, WeightsOpt,
+                                check_writable, parse_choice_list, source_from_options, user_errors)
 from gantool.errors import ArtifactError, ConfigError
 from gantool.paths import require_exported, resolve_checkpoint_path
 
@@ -39,6 +39,7 @@ def export(
     weights: WeightsOpt = None,
     latent_dim: LatentDimOpt = None,
     img_shape: ImgShapeOpt = None,
+    latent_shape: LatentShapeOpt = None,
     value_range: ValueRangeOpt = None,
 ) -> None:
     """Export the generator to TorchScript / ONNX / AOTInductor, write manifest.json, check parity.
@@ -47,7 +48,7 @@ def export(
     (generator_onnx and generator_torchscript, each with config.pbtxt and 1/model.*).
     """
     check_writable((out, "--out"), directory=True)
-    source = source_from_options(checkpoint, generator, weights, latent_dim, img_shape, value_range)
+    source = source_from_options(checkpoint, generator, weights, latent_dim, img_shape, value_range, latent_shape)
     formats = parse_choice_list(format, [*format_table.names(), "all", "web", "triton"], "format")
     dtypes = parse_choice_list(dtype, list(format_table.DTYPES), "dtype")
     if "web" in formats or "triton" in formats:
@@ -141,11 +142,12 @@ def verify(
     weights: WeightsOpt = None,
     latent_dim: LatentDimOpt = None,
     img_shape: ImgShapeOpt = None,
+    latent_shape: LatentShapeOpt = None,
     value_range: ValueRangeOpt = None,
 ) -> None:
     """Check every exported artifact against PyTorch eager fp32; exit 1 when any fails."""
     check_writable((json_path, "--json"), (image, "--image"))  # before minutes of parity work, not after
-    source = source_from_options(checkpoint, generator, weights, latent_dim, img_shape, value_range)
+    source = source_from_options(checkpoint, generator, weights, latent_dim, img_shape, value_range, latent_shape)
     require_exported(exported)  # these two before torch is imported: a wrong path is answered at once
     if generator is None and checkpoint is not None:
         resolve_checkpoint_path(checkpoint)
@@ -196,11 +198,12 @@ def sample(
     weights: WeightsOpt = None,
     latent_dim: LatentDimOpt = None,
     img_shape: ImgShapeOpt = None,
+    latent_shape: LatentShapeOpt = None,
     value_range: ValueRangeOpt = None,
 ) -> None:
     """Draw a grid of n samples through the same loading code as verify and bench."""
     check_writable((out, "--out"))
-    user = source_from_options(None, generator, weights, latent_dim, img_shape, value_range)  # refuses a stray --weights
+    user = source_from_options(None, generator, weights, latent_dim, img_shape, value_range, latent_shape)  # refuses a stray --weights
     if user is not None and source is not None:
         raise ConfigError("give --from PATH or --generator MODULE:CALLABLE, not both")
     src = user or source

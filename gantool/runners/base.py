@@ -45,8 +45,13 @@ class Runner:
         return torch.device(self.info.device)
 
     def prepare(self, z: torch.Tensor) -> Any:
-        """Convert float32 CPU z into this runner's native input (device, dtype, numpy...)."""
+        """Convert float32 CPU z (N, latent_dim) into this runner's native input (device, dtype, numpy...),
+        shaped as the generator takes it (`shaped`)."""
         raise NotImplementedError
+
+    def shaped(self, z: torch.Tensor) -> torch.Tensor:
+        """z (N, latent_dim) -> (N, *latent_shape): (N, 100) stays, (N, 100, 1, 1) for a conv generator's latent."""
+        return z.reshape(z.shape[0], *self.info.signature.latent_shape)
 
     def run(self, x: Any) -> Any:
         """The timed forward pass on a prepared input; returns the native output."""
@@ -108,8 +113,11 @@ class Runner:
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         z = torch.as_tensor(z, dtype=torch.float32)
-        if z.ndim != 2 or z.shape[1] != self.info.latent_dim:
-            raise ArtifactError(f"{self.name}: z must be (N, {self.info.latent_dim}), got {tuple(z.shape)}")
+        sig = self.info.signature
+        if z.ndim < 2 or z[0].numel() != sig.latent_dim or (z.ndim > 2 and tuple(z.shape[1:]) != sig.latent_shape):
+            raise ArtifactError(f"{self.name}: z must be (N, {sig.latent_dim}) or (N, {', '.join(map(str, sig.latent_shape))}), "
+                                f"got {tuple(z.shape)}")
+        z = z.reshape(z.shape[0], sig.latent_dim)
         y = self.to_cpu(self.run(self.prepare(z)))
         self.sync()
         return y
@@ -124,7 +132,7 @@ class ModuleRunner(Runner):
     dtype: torch.dtype
 
     def prepare(self, z: torch.Tensor) -> torch.Tensor:
-        return z.to(self.device, self.dtype).contiguous()
+        return self.shaped(z).to(self.device, self.dtype).contiguous()
 
     @torch.inference_mode()
     def run(self, x: torch.Tensor) -> torch.Tensor:

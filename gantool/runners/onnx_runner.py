@@ -144,7 +144,7 @@ class OrtRunner(_OrtBase):
                                 "metadata": meta, **quantization_of(meta)})
 
     def prepare(self, z: torch.Tensor) -> np.ndarray:
-        return np.ascontiguousarray(z.detach().cpu().numpy().astype(self.np_dtype, copy=False))
+        return np.ascontiguousarray(self.shaped(z).detach().cpu().numpy().astype(self.np_dtype, copy=False))
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run([self.out_name], {self.in_name: x})[0]

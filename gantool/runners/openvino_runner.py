@@ -96,7 +96,7 @@ class OpenVinoRunner(Runner):
         })
 
     def prepare(self, z: torch.Tensor) -> np.ndarray:
-        return np.ascontiguousarray(z.detach().cpu().numpy().astype(self.np_dtype, copy=False))
+        return np.ascontiguousarray(self.shaped(z).detach().cpu().numpy().astype(self.np_dtype, copy=False))
 
     def run(self, x: np.ndarray) -> np.ndarray:
         # share_outputs=False (the default) copies the result out of the request's buffer, so the

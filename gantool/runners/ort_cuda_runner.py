@@ -166,7 +166,7 @@ class OrtCudaRunner(_OrtBase):
 
     def prepare(self, z: torch.Tensor) -> _Bound:
         with torch.cuda.stream(self._stream):
-            x = z.to(self._mem, self.torch_dtype).contiguous()
+            x = self.shaped(z).to(self._mem, self.torch_dtype).contiguous()
             n = x.shape[0]
             if self.graph:
                 if n not in self._static:  # bound once per batch size; no output buffer per input

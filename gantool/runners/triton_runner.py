@@ -39,7 +39,7 @@ class TritonRunner(Runner):
         versions = meta.get("versions") or [""]
         self.info = RunnerInfo(
             backend="triton", device="cpu", dtype=dtype,
-            signature=Signature.latent_to_image(int(inp["shape"][-1]), tuple(int(d) for d in out["shape"][-3:]),
+            signature=Signature.latent_to_image(tuple(int(d) for d in inp["shape"][1:]), tuple(int(d) for d in out["shape"][-3:]),
                                                 input_name=inp["name"], output_name=out["name"]),
             source=f"grpc://{url}/{model}",
             extra={"model_version": str(versions[-1]), "server_version": server.get("version", ""),
@@ -48,7 +48,7 @@ class TritonRunner(Runner):
     def prepare(self, z: torch.Tensor) -> Any:
         from tritonclient.grpc import InferInput, InferRequestedOutput
 
-        x = np.ascontiguousarray(z.numpy().astype(self.np_dtype))
+        x = np.ascontiguousarray(self.shaped(z).numpy().astype(self.np_dtype))
         inp = InferInput(self.input_name, list(x.shape), self.datatype)
         inp.set_data_from_numpy(x)
         return [inp], [InferRequestedOutput(self.output_name)]

@@ -157,7 +157,7 @@ def serve(opts: ServeOptions, log: Callable[[str], None] = print) -> None:
         t0 = time.perf_counter()
         try:
             triton.bind(MODEL, [infer_callable(r) for r in runners],
-                        inputs=[Tensor(name=info.signature.input_name, dtype=np.float32, shape=(info.latent_dim,))],
+                        inputs=[Tensor(name=info.signature.input_name, dtype=np.float32, shape=info.signature.latent_shape)],
                         outputs=[Tensor(name=info.signature.output_name, dtype=np.float32,
                                         shape=tuple(info.img_shape))],
                         config=ModelConfig(max_batch_size=opts.max_batch_size,

@@ -186,11 +186,11 @@
   }
 
   // ---- running -------------------------------------------------------------------------------
-  let meta, session, dtype, latent, pixels, lo = -1, hi = 1;
+  let meta, session, dtype, latent, latentDims, pixels, lo = -1, hi = 1;
 
-  function tensor(z, n) {
-    if (dtype === 'fp16') return new ort.Tensor('float16', Uint16Array.from(z, toHalf), [n, latent]);
-    return new ort.Tensor('float32', z, [n, latent]);
+  function tensor(z, n) {  // z: n x latent values, shaped as the generator takes them (its signature)
+    if (dtype === 'fp16') return new ort.Tensor('float16', Uint16Array.from(z, toHalf), [n, ...latentDims]);
+    return new ort.Tensor('float32', z, [n, ...latentDims]);
   }
   function outputData(t) {
     const d = t.data;
@@ -350,6 +350,7 @@
     }
     meta = await readMeta();
     latent = meta.latent_dim;
+    latentDims = meta.input_shape ? meta.input_shape.slice(1) : [latent];
     pixels = meta.img_shape.reduce((x, y) => x * y, 1);
     [lo, hi] = meta.value_range;
     dtype = params.get('dtype') || 'fp32';

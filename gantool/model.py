@@ -4,6 +4,8 @@
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -228,7 +230,7 @@ def count_params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
-def flops_per_sample(g: nn.Module, latent_shape: int | tuple[int, ...]) -> int:
+def flops_per_sample(g: nn.Module, latent: Any) -> int:
     """FLOPs of one sample through `g` as torch.utils.flop_counter counts them (2 per multiply-add
     of matmuls and convolutions; element-wise ops uncounted), from a batch of 2 in eval mode on CPU."""
     import copy
@@ -237,5 +239,8 @@ def flops_per_sample(g: nn.Module, latent_shape: int | tuple[int, ...]) -> int:
 
     m = copy.deepcopy(g).float().cpu().eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        m(torch.zeros(2, *((latent_shape,) if isinstance(latent_shape, int) else latent_shape)))
+        if hasattr(latent, "example"):  # a gantool.signature.Signature: every input forward() takes
+            m(*latent.example(2))
+        else:  # a latent size or shape
+            m(torch.zeros(2, *((latent,) if isinstance(latent, int) else latent)))
     return counter.get_total_flops() // 2

@@ -45,19 +45,61 @@ def _mosaic(x: torch.Tensor, cols: int) -> torch.Tensor:
 
 
 def sample_grid(source: "str | Path | object", out: str | Path, n: int = 64, seed: int = 0,
-                backend: str | None = None, device: str = "cpu") -> Path:
-    """Generate n images from fixed-seed z and write them as one PNG grid (atomically)."""
-    from torchvision.utils import save_image
+                backend: str | None = None, device: str = "cpu", classes: list[int] | None = None) -> tuple[Path, int]:
+    """Generate images from fixed-seed z and write them as one PNG grid (atomically); returns (path, count).
 
+    An unconditional G: n images in a square grid. A conditional G: one row per class (`classes`, default
+    all of them), labelled, the same ceil(n / rows) z's in every row, so a column shows one z drawn as
+    each class; `classes` of one class: n images of it."""
     from gantool.checkpoint import atomic_write
     from gantool.errors import ConfigError
 
     if n <= 0:
         raise ConfigError(f"--n {n}: must be > 0")
     runner = open_runner(source, backend, device)
-    images = runner(latent(n, seed, runner.info.latent_dim))
-    grid = _grid(images, nrow=math.ceil(math.sqrt(n)), value_range=runner.info.value_range)
-    return atomic_write(out, lambda tmp: save_image(grid, tmp, format="png"))
+    sig = runner.info.signature
+    if classes and sig.label is None:
+        raise ConfigError(f"--class: {source} takes no class label (an unconditional generator)")
+    if classes and not all(0 <= k < int(sig.n_classes) for k in classes):
+        bad = next(k for k in classes if not 0 <= k < int(sig.n_classes))
+        raise ConfigError(f"--class {bad}: the generator has {sig.n_classes} classes (0..{int(sig.n_classes) - 1})")
+    rows: list[str] = []
+    if sig.label is None:
+        images, nrow = runner(latent(n, seed, sig.latent_dim)), math.ceil(math.sqrt(n))
+    elif classes is not None and len(classes) == 1:
+        images = runner(latent(n, seed, sig.latent_dim), torch.full((n,), classes[0]))
+        nrow, rows = math.ceil(math.sqrt(n)), [f"class {classes[0]}"]
+    else:
+        ks = list(classes if classes is not None else range(int(sig.n_classes)))
+        nrow = math.ceil(n / len(ks))
+        z = latent(nrow, seed, sig.latent_dim).repeat(len(ks), 1)
+        images = runner(z, torch.tensor(ks).repeat_interleave(nrow))
+        rows = [f"class {k}" for k in ks]
+    grid = _grid(images, nrow=nrow, value_range=runner.info.value_range)
+    picture = _labelled(grid, rows, per_row=len(rows) > 1)
+    return atomic_write(out, lambda tmp: picture.save(tmp, format="png")), images.shape[0]
+
+
+def _labelled(grid: torch.Tensor, labels: list[str], per_row: bool):
+    """The grid as a PIL image; with labels, a margin left of each row (per_row) or above the grid."""
+    from PIL import Image, ImageDraw
+
+    arr = (grid.clamp(0, 1) * 255).round().to(torch.uint8)
+    img = Image.fromarray(arr.permute(1, 2, 0).numpy() if arr.shape[0] == 3 else arr[0].numpy())
+    if not labels:
+        return img
+    img = img.convert("RGB")
+    margin = (56, 0) if per_row else (0, 14)
+    out = Image.new("RGB", (img.width + margin[0], img.height + margin[1]), "white")
+    out.paste(img, margin)
+    draw = ImageDraw.Draw(out)
+    if per_row:
+        step = (img.height - 2) / len(labels)  # rows of (H + 2) px under a 2 px top padding
+        for i, text in enumerate(labels):
+            draw.text((4, 2 + i * step + step / 2 - 5), text, fill="black")
+    else:
+        draw.text((4, 1), labels[0], fill="black")
+    return out
 
 
 def comparison_image(reference: Runner, candidates: list[tuple[str, Runner]], out: str | Path,

@@ -6,7 +6,9 @@
 
 The latent input's per-sample shape may have several dims ((100,) or (100, 1, 1)); a seeded draw of
 `latent_dim` numbers is reshaped to it, so the same seed means the same numbers whatever the shape.
-Inputs carry a role ("latent", "label") so that a second input can be added without a new parser.
+A conditional generator has a second input, a class label: int64 (N,) in [0, n_classes). Where a
+caller gives no labels, row i gets class i mod n_classes (`labels`), so every seeded batch of at least
+n_classes rows covers every class, the same way for the reference and every artifact.
 """
 from __future__ import annotations
 
@@ -55,15 +57,26 @@ class Signature:
     @classmethod
     def latent_to_image(cls, latent: int | tuple[int, ...], img_shape: tuple[int, ...],
                         value_range: tuple[float, float] = (-1.0, 1.0), input_name: str = DEFAULT_INPUT,
-                        output_name: str = DEFAULT_OUTPUT) -> "Signature":
+                        output_name: str = DEFAULT_OUTPUT, label: tuple[str, int] | None = None) -> "Signature":
+        """`label`: (input name, n_classes) for a conditional generator's second input."""
         shape = (int(latent),) if isinstance(latent, int) else tuple(int(d) for d in latent)
-        return cls((Input(input_name, LATENT, shape),), output_name, tuple(int(d) for d in img_shape),
-                   (float(value_range[0]), float(value_range[1])))
+        ins = (Input(input_name, LATENT, shape),)
+        if label is not None:
+            ins += (Input(label[0], LABEL, (), "int64", int(label[1])),)
+        return cls(ins, output_name, tuple(int(d) for d in img_shape), (float(value_range[0]), float(value_range[1])))
 
     # --- what everyone reads ------------------------------------------------------------------
     @property
     def latent(self) -> Input:
         return next(i for i in self.inputs if i.role == LATENT)
+
+    @property
+    def label(self) -> Input | None:
+        return next((i for i in self.inputs if i.role == LABEL), None)
+
+    @property
+    def n_classes(self) -> int | None:
+        return self.label.n_classes if self.label else None
 
     @property
     def input_name(self) -> str:
@@ -93,6 +106,19 @@ class Signature:
         ins = [{"name": i.name, "shape": [self.batch_dim, *i.shape],
                 "dtype": io_dtype if i.role == LATENT else i.dtype} for i in self.inputs]
         return ins, [{"name": self.output_name, "shape": [self.batch_dim, *self.img_shape], "dtype": io_dtype}]
+
+    def labels(self, n: int, device: Any = "cpu") -> Any:
+        """The default class of row i: i mod n_classes (int64, (n,)); None for an unconditional generator."""
+        import torch
+
+        if self.label is None:
+            return None
+        return torch.arange(n, device=device) % int(self.label.n_classes or 1)
+
+    def example(self, n: int, seed: int = 0, device: Any = "cpu", dtype: Any = None) -> tuple[Any, ...]:
+        """The inputs forward() takes for n seeded rows: (z,) or (z, labels)."""
+        z = self.latents(n, seed, device, dtype)
+        return (z,) if self.label is None else (z, self.labels(n, device))
 
     def latents(self, n: int, seed: int, device: Any = "cpu", dtype: Any = None) -> Any:
         """Seeded z shaped (n, *latent_shape): gantool.noise's draw of latent_dim numbers a row, reshaped."""

@@ -106,7 +106,8 @@ class UserSource(GeneratorSource):
 
     def __init__(self, target: str, weights: str | Path | None = None, latent_dim: int | None = None,
                  img_shape: tuple[int, ...] | None = None, value_range: tuple[float, float] | None = None,
-                 expect: dict[str, Any] | None = None, latent_shape: tuple[int, ...] | None = None):
+                 expect: dict[str, Any] | None = None, latent_shape: tuple[int, ...] | None = None,
+                 n_classes: int | None = None):
         module, sep, attr = target.rpartition(":")
         if not sep or not module or not attr:
             raise GeneratorError(f"--generator {target!r}: give MODULE:CALLABLE or path/to/file.py:CALLABLE")
@@ -124,7 +125,7 @@ class UserSource(GeneratorSource):
             raise GeneratorError(f"--weights file not found: {weights}")
         self.declared = {"latent_dim": latent_dim, "img_shape": tuple(img_shape) if img_shape else None,
                          "value_range": tuple(value_range) if value_range else None,
-                         "latent_shape": tuple(latent_shape) if latent_shape else None}
+                         "latent_shape": tuple(latent_shape) if latent_shape else None, "n_classes": n_classes}
         self.expect = expect or {}  # hashes recorded at export: a changed file is refused
         self.label = target
         self._record: dict[str, Any] | None = None
@@ -263,24 +264,57 @@ class UserSource(GeneratorSource):
             raise GeneratorError(f"{self.target}: img_shape {out['img_shape']} is not C,H,W")
         return shape, dim if dim is not None else math.prod(shape), out["img_shape"], out["value_range"]
 
-    def _forward(self, g: nn.Module, shape: tuple[int, ...]) -> tuple[Any, Exception | None]:
+    def _label(self, g: nn.Module) -> tuple[str, int] | None:
+        """(name, n_classes) of forward()'s class-label input, or None; one line for what cannot be fed."""
+        import inspect
+
+        try:
+            params = [p for p in inspect.signature(g.forward).parameters.values()
+                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        except (TypeError, ValueError):
+            params = []
+        required = [p for p in params if p.default is p.empty]
+        attr, given = getattr(g, "n_classes", None), self.declared["n_classes"]
+        if attr is not None and given is not None and int(attr) != given:
+            raise GeneratorError(f"--classes {given} contradicts the module's n_classes attribute {attr}")
+        n = given if given is not None else (int(attr) if attr is not None else None)
+        names = ", ".join(p.name for p in params)
+        if len(required) > 2:
+            raise GeneratorError(f"{self.target}: forward({names}) takes {len(required)} inputs; gantool feeds a latent "
+                                 "and at most a class label")
+        if len(required) == 2 and n is None:
+            raise GeneratorError(f"{self.target}: forward({names}) takes a second input {required[1].name!r}; if it is a "
+                                 "class label, set n_classes = N on the module or pass --classes N")
+        if len(params) < 2:
+            if given is not None:
+                raise GeneratorError(f"--classes {given}: {self.target}'s forward({names}) takes no label input")
+            return None
+        if n is None:
+            return None  # an optional second parameter and no classes declared: an unconditional G
+        if n < 1:
+            raise GeneratorError(f"{self.target}: n_classes must be >= 1, got {n}")
+        return params[1].name, n
+
+    def _forward(self, g: nn.Module, shape: tuple[int, ...], label: tuple[str, int] | None) -> tuple[Any, Exception | None]:
         from gantool.noise import latent
 
         z = latent(CHECK_BATCH, 0, math.prod(shape)).reshape(CHECK_BATCH, *shape)
+        args = (z,) if label is None else (z, torch.arange(CHECK_BATCH) % label[1])
         try:
             with torch.no_grad():
-                return g(z), None
+                return g(*args), None
         except Exception as e:  # noqa: BLE001 - the user's forward may raise anything
             return None, e
 
     def _check(self, g: nn.Module, declared: tuple[int, ...] | None, latent_dim: int, img_shape: tuple[int, ...] | None,
-               value_range: tuple[float, float]) -> tuple[tuple[int, ...], tuple[int, int, int]]:
+               value_range: tuple[float, float], label: tuple[str, int] | None = None
+               ) -> tuple[tuple[int, ...], tuple[int, int, int]]:
         """One forward pass on seeded z before any work: names what was expected and what came out.
         Returns (latent shape, image shape); an undeclared latent is tried as (N, d), then as (N, d, 1, 1)."""
         shapes = [declared] if declared else [(latent_dim,), (latent_dim, 1, 1)]
         errors: list[str] = []
         for shape in shapes:
-            y, err = self._forward(g, shape)
+            y, err = self._forward(g, shape, label)
             if err is None:
                 break
             said = f"{type(err).__name__}: {first_line(err)}"
@@ -311,14 +345,16 @@ class UserSource(GeneratorSource):
         g = g.float().eval()
         declared, latent_dim, img_shape, value_range = self._contract(g)
         value_range = value_range or VALUE_RANGE
-        latent_shape, shape = self._check(g, declared, latent_dim, img_shape, value_range)
-        sig = Signature.latent_to_image(latent_shape, shape, tuple(value_range), input_name=_input_name(g))
+        label = self._label(g)
+        latent_shape, shape = self._check(g, declared, latent_dim, img_shape, value_range, label)
+        sig = Signature.latent_to_image(latent_shape, shape, tuple(value_range), input_name=_input_name(g), label=label)
         self._record = {"kind": "user", "generator": self.target,
                         "file": str(self.file) if self.file else None, "file_sha256": self._file_sha,
                         "weights": str(self.weights) if self.weights else None, "weights_sha256": weights_sha,
                         "class": f"{type(g).__module__}.{type(g).__qualname__}",
                         "img_shape_from": "declared" if img_shape else "output", "latent_dim": sig.latent_dim,
                         "latent_shape": list(sig.latent_shape), "latent_shape_from": "declared" if declared else "probe",
+                        "n_classes": sig.n_classes,
                         "img_shape": list(sig.img_shape), "value_range": list(sig.value_range),
                         "signature": sig.to_dict()}
         return Loaded(g.to(device), sig)
@@ -347,7 +383,8 @@ class UserSource(GeneratorSource):
         if rec.get("weights") and not Path(rec["weights"]).is_file():
             raise _gone("weights file", rec["weights"])
         return cls(target, rec.get("weights"), rec.get("latent_dim"), tuple(rec["img_shape"]),
-                   tuple(rec["value_range"]), expect=rec, latent_shape=tuple(rec.get("latent_shape") or ()) or None)
+                   tuple(rec["value_range"]), expect=rec, latent_shape=tuple(rec.get("latent_shape") or ()) or None,
+                   n_classes=rec.get("n_classes"))
 
 
 def _input_name(g: nn.Module) -> str:

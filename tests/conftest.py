@@ -121,7 +121,7 @@ class FakeRunner(Runner):
         self.seen: list[int] = []
         self.delay, self.ticks = delay, ticks  # (Runner.clock would mean a self-timing runner: not this)
 
-    def prepare(self, z):
+    def prepare(self, z, labels=None):
         self.calls.append(z.clone())
         return z
 

@@ -22,7 +22,7 @@ META = "toy.json"  # where the toy format keeps gantool's metadata inside its ar
 # ---- a toy format: a traced TorchScript archive under another suffix --------------------------------
 def _export_toy(module: torch.nn.Module, spec: Any, path: Path, *, dtype: str, device: torch.device,
                 opset: int | None) -> dict[str, Any]:
-    traced = torch.jit.trace(module, (spec.example_input(next(module.parameters()).dtype, device),), check_trace=False)
+    traced = torch.jit.trace(module, spec.example_inputs(next(module.parameters()).dtype, device), check_trace=False)
     torch.jit.save(traced, str(path), _extra_files={META: json.dumps(spec.metadata(dtype, "toy"))})
     return {"opset": None}
 

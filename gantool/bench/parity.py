@@ -66,7 +66,8 @@ def parity_batch(runner: Runner, reference: Callable[[torch.Tensor], torch.Tenso
         return None
     calls = -(-BULK_MIN_SAMPLES // batch)
     z = noise.latent(calls * batch, seed + 1, runner.info.latent_dim)  # not the timed z's: new pixels
-    return reference(z), torch.cat([runner(c) for c in z.split(batch)])
+    # call by call on both sides: a conditional G's default labels (row i: class i mod n) are per call
+    return torch.cat([reference(c) for c in z.split(batch)]), torch.cat([runner(c) for c in z.split(batch)])
 
 
 def check_parity(ref: torch.Tensor, m: Measured, idx: torch.Tensor | None, batch: int, precision: str,

@@ -252,7 +252,7 @@ class Bench(RowTiming):
             loaded = self.source.load("cpu")
             contract = loaded.signature
             # FLOPs as torch.utils.flop_counter counts the module (any G); the export recorded the same count
-            self.flops = self.manifest.get("flops_per_sample") or flops_per_sample(loaded.module, contract.latent_shape)
+            self.flops = self.manifest.get("flops_per_sample") or flops_per_sample(loaded.module, contract)
             del loaded
             ckpt = self.source.checkpoint
             results: list[BenchResult] = []

@@ -11,8 +11,8 @@ import typer
 
 from gantool import backends as backend_table
 from gantool.cli.app import app
-from gantool.cli.common import (GeneratorOpt, ImgShapeOpt, LatentDimOpt, LatentShapeOpt, ValueRangeOpt, WeightsOpt,
-                                check_writable, parse_choice_list, parse_int_list, source_from_options, user_errors)
+from gantool.cli.common import (ClassesOpt, GeneratorOpt, ImgShapeOpt, LatentDimOpt, LatentShapeOpt, ValueRangeOpt,
+                                WeightsOpt, check_writable, parse_choice_list, parse_int_list, source_from_options, user_errors)
 from gantool.errors import GantoolError
 
 
@@ -77,6 +77,7 @@ def bench(
     latent_dim: LatentDimOpt = None,
     img_shape: ImgShapeOpt = None,
     latent_shape: LatentShapeOpt = None,
+    classes: ClassesOpt = None,
     value_range: ValueRangeOpt = None,
     backends: Annotated[Optional[str], typer.Option(help=backend_table.help_text())] = None,
     precisions: Annotated[Optional[str], typer.Option(help="Comma list of fp32 (IEEE everywhere), tf32 (CUDA TF32 tensor cores), bf16, fp16, int8 (ort/openvino on an int8 ONNX file). Default: what the device runs natively (fp32; bf16 where the CPU has avx512_bf16/AMX; tf32, fp16 and bf16 on CUDA sm_80+), plus int8 where an int8 file is exported.")] = None,
@@ -140,7 +141,8 @@ def bench(
     if compare is not None:  # bad gate input fails before anything is timed
         band = gate_mod.parse_band(max_regression)
         baseline = gate_mod.read_baseline(compare)
-    source = source_from_options(checkpoint, generator, weights, latent_dim, img_shape, value_range, latent_shape)
+    source = source_from_options(checkpoint, generator, weights, latent_dim, img_shape, value_range,
+                                 latent_shape, classes)
     cfg = BenchConfig(
         checkpoint=source, exported=exported,
         backends=parse_choice_list(backends, backend_table.names(), "backend") if backends else [],

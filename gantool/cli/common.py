@@ -105,6 +105,10 @@ WeightsOpt = Annotated[Optional[Path], typer.Option(
     help="Weights for --generator: a state_dict file, or a checkpoint holding one under 'state_dict' or 'generator'.")]
 LatentDimOpt = Annotated[Optional[int], typer.Option(
     "--latent-dim", rich_help_panel=_PANEL, help="--generator's z size, when the module has no latent_dim attribute.")]
+ClassesOpt = Annotated[Optional[int], typer.Option(
+    "--classes", rich_help_panel=_PANEL,
+    help="--generator's number of classes when forward(z, labels) takes a class label and the module has no "
+         "n_classes attribute; labels are int64 in [0, N).")]
 LatentShapeOpt = Annotated[Optional[str], typer.Option(
     "--latent-shape", rich_help_panel=_PANEL,
     help="--generator's z shape without the batch, e.g. 100,1,1 for a transposed-conv G, when the module has no "
@@ -119,12 +123,14 @@ ValueRangeOpt = Annotated[Optional[str], typer.Option(
 
 def source_from_options(checkpoint: Optional[Path], generator: Optional[str], weights: Optional[Path] = None,
                      latent_dim: Optional[int] = None, img_shape: Optional[str] = None,
-                     value_range: Optional[str] = None, latent_shape: Optional[str] = None):
+                     value_range: Optional[str] = None, latent_shape: Optional[str] = None,
+                     classes: Optional[int] = None):
     """--checkpoint as given (a path, or None), or a gantool.source.UserSource for --generator."""
     from gantool.errors import ConfigError
 
     extra = [flag for flag, v in (("--weights", weights), ("--latent-dim", latent_dim), ("--img-shape", img_shape),
-                                  ("--value-range", value_range), ("--latent-shape", latent_shape)) if v is not None]
+                                  ("--value-range", value_range), ("--latent-shape", latent_shape),
+                                  ("--classes", classes)) if v is not None]
     if generator is None:
         if extra:
             raise ConfigError(f"{', '.join(extra)} describe a --generator; give --generator MODULE:CALLABLE too")
@@ -152,4 +158,6 @@ def source_from_options(checkpoint: Optional[Path], generator: Optional[str], we
     if zshape is not None and latent_dim is not None and math.prod(zshape) != latent_dim:
         raise ConfigError(f"--latent-shape {latent_shape} holds {math.prod(zshape)} numbers, but --latent-dim is "
                           f"{latent_dim}; make them agree (or give one of them)")
-    return UserSource(generator, weights, latent_dim, shape, rng, latent_shape=zshape)
+    if classes is not None and classes < 1:
+        raise ConfigError(f"--classes must be >= 1 (got {classes})")
+    return UserSource(generator, weights, latent_dim, shape, rng, latent_shape=zshape, n_classes=classes)

@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from gantool.cli.app import app
-from gantool.cli.common import (GeneratorOpt, ImgShapeOpt, LatentDimOpt, LatentShapeOpt, ValueRangeOpt, WeightsOpt,
-                                check_writable, source_from_options, user_errors)
+from gantool.cli.common import (ClassesOpt, GeneratorOpt, ImgShapeOpt, LatentDimOpt, LatentShapeOpt, ValueRangeOpt,
+                                WeightsOpt, check_writable, source_from_options, user_errors)
 from gantool.errors import ArtifactError, ConfigError
 
 
@@ -92,6 +92,7 @@ def eval_(
     latent_dim: LatentDimOpt = None,
     img_shape: ImgShapeOpt = None,
     latent_shape: LatentShapeOpt = None,
+    classes: ClassesOpt = None,
     value_range: ValueRangeOpt = None,
     real: Annotated[Optional[Path], typer.Option(help="Real images to score against (.npy/.npz/.pt, (N, C, H, W) or (N, H, W, C); uint8 pixels or floats in the generator's value range), in a seeded random-conv feature space: the way to score a generator that does not make 1x28x28 digits.")] = None,
     n: Annotated[int, typer.Option("--n", help="Samples to draw (the recipe targets use 10,000).")] = 10_000,
@@ -108,7 +109,8 @@ def eval_(
     The first eval of a dataset trains its two classifiers (mnist-5k: about 10 s on 2 idle CPU cores, minutes on busy ones; progress and time left on stderr) and caches them in $GANTOOL_CACHE (default ~/.cache/gantool). The last stdout line is the scores as compact JSON.
     """
     check_writable((json_path, "--json"))
-    source = source_from_options(checkpoint, generator, weights, latent_dim, img_shape, value_range, latent_shape)
+    source = source_from_options(checkpoint, generator, weights, latent_dim, img_shape, value_range,
+                                 latent_shape, classes)
     if sum(x is not None for x in (source, artifact)) != 1:
         raise ConfigError("give exactly one of --checkpoint RUN, --generator MODULE:CALLABLE or --artifact FILE")
     if n <= 0:

@@ -9,8 +9,8 @@ import typer
 
 from gantool import formats as format_table
 from gantool.cli.app import app
-from gantool.cli.common import (GeneratorOpt, ImgShapeOpt, LatentDimOpt, LatentShapeOpt, ValueRangeOpt, WeightsOpt,
-                                check_writable, parse_choice_list, source_from_options, user_errors)
+from gantool.cli.common import (ClassesOpt, GeneratorOpt, ImgShapeOpt, LatentDimOpt, LatentShapeOpt, ValueRangeOpt,
+                                WeightsOpt, check_writable, parse_choice_list, source_from_options, user_errors)
 from gantool.errors import ArtifactError, ConfigError
 from gantool.paths import require_exported, resolve_checkpoint_path
 
@@ -40,6 +40,7 @@ def export(
     latent_dim: LatentDimOpt = None,
     img_shape: ImgShapeOpt = None,
     latent_shape: LatentShapeOpt = None,
+    classes: ClassesOpt = None,
     value_range: ValueRangeOpt = None,
 ) -> None:
     """Export the generator to TorchScript / ONNX / AOTInductor, write manifest.json, check parity.
@@ -48,7 +49,8 @@ def export(
     (generator_onnx and generator_torchscript, each with config.pbtxt and 1/model.*).
     """
     check_writable((out, "--out"), directory=True)
-    source = source_from_options(checkpoint, generator, weights, latent_dim, img_shape, value_range, latent_shape)
+    source = source_from_options(checkpoint, generator, weights, latent_dim, img_shape, value_range,
+                                 latent_shape, classes)
     formats = parse_choice_list(format, [*format_table.names(), "all", "web", "triton"], "format")
     dtypes = parse_choice_list(dtype, list(format_table.DTYPES), "dtype")
     if "web" in formats or "triton" in formats:
@@ -143,11 +145,13 @@ def verify(
     latent_dim: LatentDimOpt = None,
     img_shape: ImgShapeOpt = None,
     latent_shape: LatentShapeOpt = None,
+    classes: ClassesOpt = None,
     value_range: ValueRangeOpt = None,
 ) -> None:
     """Check every exported artifact against PyTorch eager fp32; exit 1 when any fails."""
     check_writable((json_path, "--json"), (image, "--image"))  # before minutes of parity work, not after
-    source = source_from_options(checkpoint, generator, weights, latent_dim, img_shape, value_range, latent_shape)
+    source = source_from_options(checkpoint, generator, weights, latent_dim, img_shape, value_range,
+                                 latent_shape, classes)
     require_exported(exported)  # these two before torch is imported: a wrong path is answered at once
     if generator is None and checkpoint is not None:
         resolve_checkpoint_path(checkpoint)
@@ -199,11 +203,23 @@ def sample(
     latent_dim: LatentDimOpt = None,
     img_shape: ImgShapeOpt = None,
     latent_shape: LatentShapeOpt = None,
+    classes: ClassesOpt = None,
     value_range: ValueRangeOpt = None,
+    class_: Annotated[Optional[str], typer.Option("--class", help="A conditional generator's class K, or a comma "
+                      "list: n images of K, or one labelled row per listed class. Default: one row per class.")] = None,
 ) -> None:
     """Draw a grid of n samples through the same loading code as verify and bench."""
+    wanted = None
+    if class_ is not None:
+        try:
+            wanted = [int(v) for v in class_.split(",")]
+        except ValueError:
+            wanted = []
+        if not wanted or min(wanted) < 0:
+            raise ConfigError(f"--class {class_}: give a class number (0, 1, ...) or a comma list of them")
     check_writable((out, "--out"))
-    user = source_from_options(None, generator, weights, latent_dim, img_shape, value_range, latent_shape)  # refuses a stray --weights
+    # refuses a stray --weights
+    user = source_from_options(None, generator, weights, latent_dim, img_shape, value_range, latent_shape, classes)
     if user is not None and source is not None:
         raise ConfigError("give --from PATH or --generator MODULE:CALLABLE, not both")
     src = user or source
@@ -214,5 +230,5 @@ def sample(
 
     from gantool.sample import sample_grid
 
-    path = sample_grid(src, out, n=n, seed=seed, backend=backend, device=device)
-    typer.echo(f"wrote {n} samples from {generator or source} to {path}")
+    path, count = sample_grid(src, out, n=n, seed=seed, backend=backend, device=device, classes=wanted)
+    typer.echo(f"wrote {count} samples from {generator or source} to {path}")

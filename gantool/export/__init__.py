@@ -167,7 +167,7 @@ def export_artifacts(
         doc.doc["artifacts"] = []
     doc.doc.update(source_checkpoint=str(ckpt) if ckpt else None, source_sha256=spec.source_sha256, source=record,
                latent_dim=sig.latent_dim, img_shape=list(sig.img_shape), value_range=list(sig.value_range),
-               signature=sig.to_dict(), flops_per_sample=flops_per_sample(g, sig.latent_shape))
+               signature=sig.to_dict(), flops_per_sample=flops_per_sample(g, sig))
 
     written: list[dict[str, Any]] = []
     for fmt, dtype in jobs:

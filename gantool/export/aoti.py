@@ -40,11 +40,10 @@ def export_aoti(module: torch.nn.Module, spec: ExportSpec, path: Path, *, dtype:
                 device: torch.device, opset: int | None) -> dict[str, Any]:
     import json
 
-    x = spec.example_input(next(module.parameters()).dtype, device)
-    batch = torch.export.Dim(spec.batch_dim, min=1)
+    x = spec.example_inputs(next(module.parameters()).dtype, device)
     with warnings.catch_warnings(), quiet_cpp_extension():
         warnings.simplefilter("ignore")
-        program = torch.export.export(module, (x,), dynamic_shapes=({0: batch},))
+        program = torch.export.export(module, x, dynamic_shapes=spec.dynamic_shapes())
         meta = {METADATA_KEY: json.dumps(spec.metadata(dtype, "aoti"))}
         # The packager insists on a *.pt2 name, so compile beside `path` and move it into place.
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=".aoti-") as tmp:

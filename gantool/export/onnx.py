@@ -25,15 +25,14 @@ def export_onnx(module: torch.nn.Module, spec: ExportSpec, path: Path, *, dtype:
     if dtype == "int8":
         return _export_int8(module, spec, path, device=device, opset=opset, quantization=quantization)
 
-    x = spec.example_input(next(module.parameters()).dtype, device)
-    batch = torch.export.Dim(spec.batch_dim, min=1)
+    x = spec.example_inputs(next(module.parameters()).dtype, device)
     # The exporter prints progress to stdout and warns a lot; the caller prints one line per artifact.
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            module, (x,), dynamo=True, opset_version=opset, verbose=False,
-            input_names=[spec.input_name], output_names=[spec.output_name],
-            dynamic_shapes=({0: batch},),  # positional: whatever forward() names its input
+            module, x, dynamo=True, opset_version=opset, verbose=False,
+            input_names=[i.name for i in spec.signature.inputs], output_names=[spec.output_name],
+            dynamic_shapes=spec.dynamic_shapes(),
         )
     model = program.model_proto
     drop_initializer_value_info(model)

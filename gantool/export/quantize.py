@@ -82,12 +82,14 @@ def quantize_onnx(fp32_path: Path, out_path: Path, q: Quantization, signature: A
             quantize_dynamic(str(fp32_path), str(out_path), per_channel=True, weight_type=QuantType.QInt8)
         return
 
-    z = signature.latents(q.samples, q.calibration_seed).numpy()
-    input_name = signature.input_name
+    # every input forward() takes: seeded z, and for a conditional G labels covering every class (they stay int64)
+    feeds = [t.numpy() for t in signature.example(q.samples, q.calibration_seed)]
+    names = [i.name for i in signature.inputs]
 
     class Calibration(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches = iter([{input_name: z[i:i + CALIBRATION_BATCH]} for i in range(0, len(z), CALIBRATION_BATCH)])
+            self.batches = iter([{n: a[i:i + CALIBRATION_BATCH] for n, a in zip(names, feeds)}
+                                 for i in range(0, q.samples, CALIBRATION_BATCH)])
 
         def get_next(self) -> dict[str, Any] | None:
             return next(self.batches, None)

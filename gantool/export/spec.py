@@ -30,8 +30,14 @@ class ExportSpec:
     output_name = property(lambda self: self.signature.output_name)
     batch_dim = property(lambda self: self.signature.batch_dim)
 
-    def example_input(self, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
-        return self.signature.latents(EXAMPLE_BATCH, 0, device, dtype)
+    def example_inputs(self, dtype: torch.dtype, device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
+        """forward()'s inputs for the tracer: seeded z in `dtype` (and int64 labels for a conditional G)."""
+        return self.signature.example(EXAMPLE_BATCH, 0, device, dtype)
+
+    def dynamic_shapes(self) -> tuple[dict[int, Any], ...]:
+        """Positional (whatever forward() names its inputs): N is dynamic in every input."""
+        batch = torch.export.Dim(self.batch_dim, min=1)
+        return tuple({0: batch} for _ in self.signature.inputs)
 
     def metadata(self, dtype: str, fmt: str) -> dict[str, str]:
         """String key/values embedded inside each artifact (ONNX metadata_props, TS extra file, AOTI metadata)."""

@@ -29,10 +29,10 @@ def quiet_jit() -> Iterator[None]:
 
 def export_torchscript(module: torch.nn.Module, spec: ExportSpec, path: Path, *, dtype: str,
                        device: torch.device, opset: int | None) -> dict[str, Any]:
-    x = spec.example_input(next(module.parameters()).dtype, device)
+    x = spec.example_inputs(next(module.parameters()).dtype, device)
     with quiet_jit():
         # trace, not script: forward is plain tensor code; reshape(-1, ...) keeps N dynamic.
-        traced = torch.jit.trace(module, (x,), check_trace=False)
+        traced = torch.jit.trace(module, x, check_trace=False)
         meta = json.dumps(spec.metadata(dtype, "torchscript"))
         torch.jit.save(traced, str(path), _extra_files={EXTRA_FILE: meta})
     return {"opset": None, "note": deprecation_notice().removeprefix("note: ")}

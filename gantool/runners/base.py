@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import torch
 
-from gantool.errors import ArtifactError
+from gantool.errors import ArtifactError, ConfigError
 from gantool.signature import Signature
 
 
@@ -44,10 +44,30 @@ class Runner:
     def device(self) -> torch.device:
         return torch.device(self.info.device)
 
-    def prepare(self, z: torch.Tensor) -> Any:
-        """Convert float32 CPU z (N, latent_dim) into this runner's native input (device, dtype, numpy...),
-        shaped as the generator takes it (`shaped`)."""
+    def prepare(self, z: torch.Tensor, labels: Any = None) -> Any:
+        """Convert float32 CPU z (N, latent_dim) (and a conditional G's labels) into this runner's native
+        inputs (device, dtype, numpy...), shaped as the generator takes them (`inputs`)."""
         raise NotImplementedError
+
+    def inputs(self, z: torch.Tensor, labels: Any = None) -> tuple[torch.Tensor, ...]:
+        """forward()'s inputs on the CPU: z shaped, and for a conditional G int64 labels (none given: row i
+        gets class i mod n_classes, the same for every runner). Labels out of range or not integers: one line."""
+        sig = self.info.signature
+        x = self.shaped(z)
+        if sig.label is None:
+            if labels is not None:
+                raise ConfigError(f"{self.name}: this generator takes no class label")
+            return (x,)
+        if labels is None:
+            return (x, sig.labels(x.shape[0]))
+        y = torch.as_tensor(labels).reshape(-1)
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise ConfigError(f"{self.name}: labels must be integers, got {y.dtype}")
+        if y.shape[0] != x.shape[0]:
+            raise ConfigError(f"{self.name}: {y.shape[0]} labels for {x.shape[0]} rows of z")
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= int(sig.n_classes or 0)):
+            raise ConfigError(f"{self.name}: labels must lie in [0, {sig.n_classes}), got {int(y.min())}..{int(y.max())}")
+        return (x, y.to(torch.int64))
 
     def shaped(self, z: torch.Tensor) -> torch.Tensor:
         """z (N, latent_dim) -> (N, *latent_shape): (N, 100) stays, (N, 100, 1, 1) for a conv generator's latent."""
@@ -111,14 +131,14 @@ class Runner:
         tmp.replace(path)
         return [path]
 
-    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+    def __call__(self, z: torch.Tensor, labels: Any = None) -> torch.Tensor:
         z = torch.as_tensor(z, dtype=torch.float32)
         sig = self.info.signature
         if z.ndim < 2 or z[0].numel() != sig.latent_dim or (z.ndim > 2 and tuple(z.shape[1:]) != sig.latent_shape):
             raise ArtifactError(f"{self.name}: z must be (N, {sig.latent_dim}) or (N, {', '.join(map(str, sig.latent_shape))}), "
                                 f"got {tuple(z.shape)}")
         z = z.reshape(z.shape[0], sig.latent_dim)
-        y = self.to_cpu(self.run(self.prepare(z)))
+        y = self.to_cpu(self.run(self.prepare(z, labels)))
         self.sync()
         return y
 
@@ -131,12 +151,15 @@ class ModuleRunner(Runner):
     module: Callable[[torch.Tensor], torch.Tensor]
     dtype: torch.dtype
 
-    def prepare(self, z: torch.Tensor) -> torch.Tensor:
-        return self.shaped(z).to(self.device, self.dtype).contiguous()
+    def prepare(self, z: torch.Tensor, labels: Any = None) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """z on the runner's device and dtype; for a conditional G the tuple (z, labels)."""
+        xs = tuple(t.to(self.device, self.dtype if t.is_floating_point() else None).contiguous()
+                   for t in self.inputs(z, labels))
+        return xs if len(xs) > 1 else xs[0]
 
     @torch.inference_mode()
-    def run(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x)
+    def run(self, x: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return self.module(*x) if isinstance(x, tuple) else self.module(x)
 
 class StreamLane(Runner):
     """The same runner issuing its work on another CUDA stream (a throughput-mode lane)."""
@@ -148,8 +171,8 @@ class StreamLane(Runner):
     def stream(self) -> Any:
         return self._stream
 
-    def prepare(self, z: torch.Tensor) -> Any:
-        x = self.base.prepare(z)
+    def prepare(self, z: torch.Tensor, labels: Any = None) -> Any:
+        x = self.base.prepare(z, labels)
         self.base.sync()  # prepared on the base's stream; done before this lane uses it
         return x
 

@@ -80,13 +80,21 @@ def _session(path: str | Path, providers: list[Any], settings: SessionSettings):
 def _describe(session, path: str | Path) -> tuple[str, str, str, Signature]:
     """(input name, output name, dtype, signature) from the session and gantool metadata."""
     inp, out = session.get_inputs(), session.get_outputs()
-    if len(inp) != 1 or len(out) != 1:
-        raise ArtifactError(f"{path}: a generator has one input and one output, got {len(inp)} and {len(out)}")
-    if inp[0].type not in _ELEM:
-        raise ArtifactError(f"{path}: input element type {inp[0].type} is not fp32 or fp16")
     meta = dict(session.get_modelmeta().custom_metadata_map)
     sig = Signature.from_metadata(meta, path)
+    if [i.name for i in inp] != [i.name for i in sig.inputs] or len(out) != 1:
+        raise ArtifactError(f"{path}: the graph takes {[i.name for i in inp]} and gives {len(out)} output(s); "
+                            f"its signature says {[i.name for i in sig.inputs]} -> {sig.output_name}")
+    if inp[0].type not in _ELEM:
+        raise ArtifactError(f"{path}: input element type {inp[0].type} is not fp32 or fp16")
     return inp[0].name, out[0].name, artifact_dtype(meta, _ELEM[inp[0].type][0], path), sig
+
+
+def numpy_feed(sig: Signature, inputs: tuple[torch.Tensor, ...], float_type: Any) -> dict[str, np.ndarray]:
+    """{input name: contiguous numpy array}: floats cast to `float_type`, labels kept int64."""
+    return {i.name: np.ascontiguousarray(t.detach().cpu().numpy().astype(float_type if t.is_floating_point() else np.int64,
+                                                                          copy=False))
+            for i, t in zip(sig.inputs, inputs)}
 
 
 def quantization_of(metadata: dict[str, str]) -> dict[str, Any]:
@@ -143,11 +151,12 @@ class OrtRunner(_OrtBase):
                                 "options": {**settings.record(), **split(settings.options or {})[0]},
                                 "metadata": meta, **quantization_of(meta)})
 
-    def prepare(self, z: torch.Tensor) -> np.ndarray:
-        return np.ascontiguousarray(self.shaped(z).detach().cpu().numpy().astype(self.np_dtype, copy=False))
+    def prepare(self, z: torch.Tensor, labels: Any = None) -> dict[str, np.ndarray]:
+        """The session's feed: z in the file's float type, labels (a conditional G) as int64."""
+        return numpy_feed(self.info.signature, self.inputs(z, labels), self.np_dtype)
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run([self.out_name], {self.in_name: x})[0]
+    def run(self, x: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run([self.out_name], x)[0]
 
     def to_cpu(self, y: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.asarray(y, dtype=np.float32))

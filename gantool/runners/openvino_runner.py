@@ -80,12 +80,13 @@ class OpenVinoRunner(Runner):
         except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError for any unusable file
             raise ArtifactError(f"{path}: OpenVINO cannot read or compile it: {first_line(e, 200)}") from None
         inp, out = self.compiled.inputs, self.compiled.outputs
-        if len(inp) != 1 or len(out) != 1:
-            raise ArtifactError(f"{path}: a generator has one input and one output, got {len(inp)} and {len(out)}")
+        sig = Signature.from_metadata(meta, path)
+        if len(inp) != len(sig.inputs) or len(out) != 1:
+            raise ArtifactError(f"{path}: the model takes {len(inp)} input(s) and gives {len(out)}; its signature says "
+                                f"{len(sig.inputs)} -> 1")
         io = _OV_DTYPES.get(inp[0].get_element_type().get_type_name())
         if io is None:
             raise ArtifactError(f"{path}: input element type {inp[0].get_element_type()} is not fp32 or fp16")
-        sig = Signature.from_metadata(meta, path)
         name = resolve_dtype(dtype, artifact_dtype(meta, io, path), path)
         self.np_dtype, _ = io_types(name)
         self.request = self.compiled.create_infer_request()
@@ -95,13 +96,15 @@ class OpenVinoRunner(Runner):
             "threads": threads or 0, "metadata": meta, **quantization_of(meta),
         })
 
-    def prepare(self, z: torch.Tensor) -> np.ndarray:
-        return np.ascontiguousarray(self.shaped(z).detach().cpu().numpy().astype(self.np_dtype, copy=False))
+    def prepare(self, z: torch.Tensor, labels: Any = None) -> dict[int, np.ndarray]:
+        from gantool.runners.onnx_runner import numpy_feed
+
+        return dict(enumerate(numpy_feed(self.info.signature, self.inputs(z, labels), self.np_dtype).values()))
 
     def run(self, x: np.ndarray) -> np.ndarray:
         # share_outputs=False (the default) copies the result out of the request's buffer, so the
         # next call cannot overwrite it: the same cost as ONNX Runtime allocating its output.
-        return self.request.infer({0: x}, share_inputs=True)[0]
+        return self.request.infer(x, share_inputs=True)[0]
 
     def to_cpu(self, y: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.asarray(y, dtype=np.float32))

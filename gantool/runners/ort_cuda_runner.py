@@ -117,6 +117,9 @@ class OrtCudaRunner(_OrtBase):
         if provider not in got:
             raise DeviceError(f"{backend} unavailable: session providers are {got}; {_why(provider)}")
         self.in_name, self.out_name, art, sig = _describe(self.session, path)
+        if sig.label is not None:  # io binding below binds one input; a second (labels) is not bound yet
+            raise ConfigError(f"{backend} binds one input; {path} also takes class labels "
+                              f"({sig.label.name}): run it with ort or openvino")
         name = resolve_dtype("fp32" if tf32 else dtype, art, path)
         _, self.np_dtype, self.torch_dtype = next(v for v in _ELEM.values() if v[0] == name)
         self.graph = cuda_graph
@@ -164,7 +167,7 @@ class OrtCudaRunner(_OrtBase):
     def _new_out(self, n: int) -> torch.Tensor:
         return torch.empty((n, *self.info.img_shape), dtype=self.torch_dtype, device=self._mem)
 
-    def prepare(self, z: torch.Tensor) -> _Bound:
+    def prepare(self, z: torch.Tensor, labels: Any = None) -> _Bound:
         with torch.cuda.stream(self._stream):
             x = self.shaped(z).to(self._mem, self.torch_dtype).contiguous()
             n = x.shape[0]

@@ -90,7 +90,9 @@ class WebRunner(Runner):
             "timer": self.clock,
         })
 
-    def prepare(self, z: torch.Tensor) -> tuple[int, int]:
+    def prepare(self, z: torch.Tensor, labels: Any = None) -> tuple[int, int]:
+        if labels is not None:
+            raise ConfigError("the web backend feeds z alone (the page has no label input yet)")
         x = np.ascontiguousarray(z.detach().cpu().numpy(), dtype="<f4")
         handle = self.page.eval("(a) => window.gantool.putZ(a.b64, a.n)",
                                 {"b64": base64.b64encode(x.tobytes()).decode(), "n": int(x.shape[0])})

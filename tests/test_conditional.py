@@ -1,0 +1,198 @@
+"""Class-conditional generators (forward(noise, labels)) as people write them, through every stage."""
+from __future__ import annotations
+
+import json
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import assert_one_line_error, gantool_cli
+
+run = gantool_cli
+
+# A cGAN generator in the usual shape: the label's embedding concatenated to the noise, an MLP body.
+CGAN_G = textwrap.dedent('''
+    import torch
+    from torch import nn
+
+    class CondG(nn.Module):
+        latent_dim, n_classes = 16, 10
+
+        def __init__(self):
+            super().__init__()
+            self.label_emb = nn.Embedding(10, 10)
+            self.net = nn.Sequential(nn.Linear(26, 64), nn.LeakyReLU(0.2), nn.Linear(64, 784), nn.Tanh())
+
+        def forward(self, noise, labels):
+            x = torch.cat((self.label_emb(labels), noise), -1)
+            return self.net(x).view(x.size(0), 1, 28, 28)
+
+    def make():
+        return CondG()
+
+    class Undeclared(CondG):
+        n_classes = None
+
+    def undeclared():
+        return Undeclared()
+
+    class ThreeInputs(CondG):
+        def forward(self, noise, labels, style):
+            return super().forward(noise, labels)
+
+    def three():
+        return ThreeInputs()
+''')
+
+# A conditional conv G: Upsample + Conv + BatchNorm, RGB and not square.
+CONV_CG = textwrap.dedent('''
+    import torch
+    from torch import nn
+
+    class ConvCG(nn.Module):
+        def __init__(self, nz=12, classes=4):
+            super().__init__()
+            self.emb = nn.Embedding(classes, nz)
+            self.fc = nn.Linear(nz, 16 * 3 * 4)
+            self.body = nn.Sequential(
+                nn.Upsample(scale_factor=2), nn.Conv2d(16, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                nn.Upsample(scale_factor=2), nn.Conv2d(8, 3, 3, padding=1), nn.Tanh())
+
+        def forward(self, z, y):
+            h = self.fc(z * self.emb(y)).view(-1, 16, 3, 4)
+            return self.body(h)  # (N, 3, 12, 16)
+
+    def make():
+        return ConvCG()
+''')
+
+
+@pytest.fixture()
+def cgan_file(tmp_path):
+    f = tmp_path / "cgan.py"
+    f.write_text(CGAN_G)
+    return f
+
+
+def test_a_cgan_goes_through_export_verify_bench_and_sample(cgan_file, tmp_path):
+    import onnx
+
+    out = tmp_path / "exp"
+    r = run("export", "--generator", f"{cgan_file}:make", "--format", "all", "--dtype", "fp32,fp16,int8", "--out", out)
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads((out / "manifest.json").read_text())
+    assert doc["signature"]["inputs"][1] == {"name": "labels", "role": "label", "shape": [], "dtype": "int64",
+                                             "n_classes": 10}
+    assert all(e["parity"]["passed"] for e in doc["artifacts"]), [(e["file"], e["parity"]) for e in doc["artifacts"]]
+    for e in doc["artifacts"]:
+        assert [i["name"] for i in e["inputs"]] == ["noise", "labels"] and e["inputs"][1]["dtype"] == "int64"
+    for name in ("generator.fp32.onnx", "generator.fp16.onnx", "generator.int8.onnx"):
+        graph = onnx.load(str(out / name)).graph
+        assert [i.name for i in graph.input] == ["noise", "labels"]
+        assert graph.input[1].type.tensor_type.elem_type == onnx.TensorProto.INT64  # labels stay int64
+    r = run("verify", "--exported", out)
+    assert r.exit_code == 0, r.stdout + r.stderr
+    js = tmp_path / "bench.json"
+    r = run("bench", "--exported", out, "--backends", "eager,ort,torchscript", "--precisions", "fp32,int8",
+            "--batch-sizes", "2,16", "--warmup", "0", "--min-time", "0", "--repeats", "3", "--device", "cpu", "--json", js)
+    assert r.exit_code == 0, r.stderr
+    rows = [x for x in json.loads(js.read_text())["results"] if x["status"] != "skipped"]
+    assert len(rows) == 8 and all(x["status"] == "ok" and x["parity"]["passed"] for x in rows), rows
+    assert json.loads(js.read_text())["model"]["flops_per_sample"] > 0
+
+    # the class input means something: the same z with another label draws another image, in every runner
+    from gantool.noise import latent
+    from gantool.runners import load_runner
+
+    z = latent(10, 0, 16)
+    ort = load_runner(out / "generator.fp32.onnx")
+    same, other = ort(z, torch.full((10,), 3)), ort(z, torch.full((10,), 4))
+    assert not torch.allclose(same, other, atol=1e-3)
+    assert torch.allclose(load_runner(out / "generator.fp32.ts")(z, torch.full((10,), 3)), same, atol=1e-4)
+
+
+def test_a_conditional_conv_g_with_rgb_non_square_output(tmp_path):
+    f = tmp_path / "conv_cg.py"
+    f.write_text(CONV_CG)
+    out = tmp_path / "exp"
+    r = run("export", "--generator", f"{f}:make", "--latent-dim", "12", "--classes", "4", "--format", "onnx,torchscript",
+            "--dtype", "fp32,int8", "--out", out)
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads((out / "manifest.json").read_text())
+    assert doc["img_shape"] == [3, 12, 16] and doc["signature"]["inputs"][1]["name"] == "y"
+    assert run("verify", "--exported", out).exit_code == 0
+    grid = tmp_path / "grid.png"
+    r = run("sample", "--from", out / "generator.fp32.onnx", "--out", grid, "--n", 8)
+    assert r.exit_code == 0, r.stderr
+    assert np.asarray(Image.open(grid)).std() > 0
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["{f}:undeclared"], "takes a second input 'labels'; if it is a class label, set n_classes"),
+    (["{f}:three"], "takes 3 inputs"),
+    (["{f}:make", "--classes", "7"], "--classes 7 contradicts the module's n_classes attribute 10"),
+    (["{f}:make", "--classes", "0"], "--classes must be >= 1"),
+])
+def test_bad_conditional_generators_get_one_line(cgan_file, tmp_path, args, needle):
+    out = tmp_path / "exp"
+    r = run("export", "--generator", *[a.format(f=cgan_file) for a in args], "--format", "onnx", "--out", out)
+    assert_one_line_error(r, needle)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_classes_for_a_generator_without_a_label_input_is_refused(tmp_path):
+    f = tmp_path / "g.py"
+    f.write_text("from torch import nn\nclass G(nn.Module):\n    latent_dim = 8\n    def __init__(self):\n"
+                 "        super().__init__()\n        self.l = nn.Linear(8, 16)\n"
+                 "    def forward(self, z):\n        return self.l(z).tanh().view(-1, 1, 4, 4)\ndef make():\n    return G()\n")
+    assert_one_line_error(run("export", "--generator", f"{f}:make", "--classes", "3", "--out", tmp_path / "e"),
+                          "--classes 3", "takes no label input")
+
+
+def _tile(img: np.ndarray, row: int, col: int, left: int = 56, size: int = 28) -> np.ndarray:
+    y, x = 2 + row * (size + 2), left + 2 + col * (size + 2)
+    return img[y:y + size, x:x + size]
+
+
+def test_sample_draws_a_labelled_row_per_class_and_the_class_asked_for(cgan_file, tmp_path):
+    """From the artifact alone: the default grid has one row per class (the same z's in every row), `--class 3,5`
+    draws rows 3 and 5 of it again pixel for pixel, `--class 7` sevens only; a class out of range is refused."""
+    out = tmp_path / "exp"
+    assert run("export", "--generator", f"{cgan_file}:make", "--format", "onnx", "--out", out).exit_code == 0
+    onnx_file = out / "generator.fp32.onnx"
+    every, pair, seven = tmp_path / "every.png", tmp_path / "pair.png", tmp_path / "seven.png"
+    r = run("sample", "--from", onnx_file, "--out", every, "--n", 20)
+    assert r.exit_code == 0 and "wrote 20 samples" in r.stdout, r.stderr
+    a = np.asarray(Image.open(every).convert("L")).astype(int)
+    assert a.shape == (2 + 10 * 30, 56 + 2 + 2 * 30)  # 10 rows of 2 tiles, a label margin on the left
+    assert (a[:, :56] < 128).any()  # the labels are drawn
+    rows = [_tile(a, k, 0) for k in range(10)]
+    assert all(np.abs(rows[k] - rows[k + 1]).mean() > 1 for k in range(9))  # each row another class
+    assert run("sample", "--from", onnx_file, "--out", pair, "--n", 20, "--class", "3,5").exit_code == 0
+    b = np.asarray(Image.open(pair).convert("L")).astype(int)
+    assert np.array_equal(_tile(b, 0, 0), rows[3]) and np.array_equal(_tile(b, 1, 1), _tile(a, 5, 1))
+    assert run("sample", "--from", onnx_file, "--out", seven, "--n", 4, "--class", "7").exit_code == 0
+
+    from gantool.noise import latent
+    from gantool.runners import load_runner
+
+    want = load_runner(onnx_file)(latent(4, 0, 16), torch.full((4,), 7))
+    got = np.asarray(Image.open(seven).convert("L")).astype(int)[14:, :]  # below the caption
+    first = ((want[0, 0].clamp(-1, 1) + 1) / 2 * 255).round().numpy()
+    assert np.abs(got[2:30, 2:30] - first).max() <= 1
+
+    for args, needle in ((["--class", "12"], "--class 12: the generator has 10 classes (0..9)"),
+                         (["--class", "-1"], "--class -1"), (["--class", "x"], "--class x")):
+        bad = tmp_path / "bad.png"
+        assert_one_line_error(run("sample", "--from", onnx_file, "--out", bad, *args), needle)
+        assert not bad.exists()
+
+
+def test_class_for_an_unconditional_generator_is_refused(exported_dir, tmp_path):
+    out = tmp_path / "g.png"
+    assert_one_line_error(run("sample", "--from", exported_dir / "generator.fp32.onnx", "--out", out, "--class", "3"),
+                          "takes no class label")
+    assert not out.exists()

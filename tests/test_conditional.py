@@ -196,3 +196,97 @@ def test_class_for_an_unconditional_generator_is_refused(exported_dir, tmp_path)
     assert_one_line_error(run("sample", "--from", exported_dir / "generator.fp32.onnx", "--out", out, "--class", "3"),
                           "takes no class label")
     assert not out.exists()
+
+
+def test_a_cgan_serves_on_triton_with_both_inputs(cgan_file, tmp_path):
+    """The Triton repository declares both inputs (labels INT64); `gantool serve` binds both, bench drives it,
+    a request with labels out of range gets an error and the next good request is served."""
+    pytest.importorskip("pytriton")
+    from serve_helpers import ServeProcess
+    from triton_helpers import check_model
+
+    out = tmp_path / "exp"
+    assert run("export", "--generator", f"{cgan_file}:make", "--format", "onnx", "--out", out).exit_code == 0
+    repo = tmp_path / "repo"
+    r = run("export", "--generator", f"{cgan_file}:make", "--format", "triton", "--kind", "cpu,python", "--out", repo)
+    assert r.exit_code == 0, r.stderr
+    cfg = (repo / "generator_onnx" / "config.pbtxt").read_text()
+    assert 'name: "labels" data_type: TYPE_INT64 dims: [ 1 ] reshape: { shape: [ ] }' in cfg
+    assert check_model(repo / "generator_onnx") == [] and check_model(repo / "generator_python") == []
+
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    server = ServeProcess(out)
+    try:
+        client = grpcclient.InferenceServerClient(url=server.url)
+        meta = client.get_model_metadata("generator", as_json=True)
+        assert [(i["name"], i["datatype"]) for i in meta["inputs"]] == [("noise", "FP32"), ("labels", "INT64")]
+
+        def infer(labels):
+            z = np.random.default_rng(0).standard_normal((3, 16)).astype(np.float32)
+            a = grpcclient.InferInput("noise", [3, 16], "FP32")
+            a.set_data_from_numpy(z)
+            b = grpcclient.InferInput("labels", [3, 1], "INT64")
+            b.set_data_from_numpy(np.array(labels, np.int64).reshape(3, 1))
+            return z, client.infer("generator", [a, b]).as_numpy("images")
+
+        with pytest.raises(Exception, match=r"labels must lie in \[0, 10\)"):
+            infer([1, 2, 12])
+        z, images = infer([1, 2, 3])  # served after the bad one
+        from gantool.runners import load_runner
+
+        want = load_runner(out / "generator.fp32.onnx")(torch.from_numpy(z), torch.tensor([1, 2, 3]))
+        assert np.abs(images - want.numpy()).max() < 1e-5
+
+        js = tmp_path / "bench.json"
+        r = run("bench", "--exported", out, "--backends", "triton", "--url", server.url, "--triton-model",
+                "generator", "--precisions", "fp32", "--batch-sizes", "4", "--warmup", "0", "--min-time", "0",
+                "--repeats", "3", "--device", "cpu", "--json", js)
+        assert r.exit_code == 0, r.stderr
+        row = json.loads(js.read_text())["results"][0]
+        assert row["status"] == "ok" and row["parity"]["passed"], row
+    finally:
+        server.stop()
+
+
+class _Lookup(torch.nn.Module):
+    """A conditional 'generator' that returns a real held-out digit of class (label + shift) % 10."""
+
+    def __init__(self, bank: torch.Tensor, shift: int = 0):
+        super().__init__()
+        self.bank, self.shift = bank, shift  # (10, m, 1, 28, 28)
+
+    def forward(self, z, labels):
+        j = (z[:, 0].abs() * 1000).long() % self.bank.shape[1]
+        return self.bank[(labels + self.shift) % 10, j]
+
+
+def _lookup_runner(shift: int):
+    from gantool.data import load_dataset
+    from gantool.runners.base import ModuleRunner, RunnerInfo
+    from gantool.signature import Signature
+
+    test = load_dataset("mnist-5k", "data", "test")
+    m = min(int((test.labels == k).sum()) for k in range(10))
+    bank = torch.stack([test.images[test.labels == k][:m] for k in range(10)])
+    r = ModuleRunner()
+    r.module, r.dtype = _Lookup(bank, shift), torch.float32
+    r.info = RunnerInfo("eager", "cpu", "fp32", Signature.latent_to_image(8, (1, 28, 28), label=("labels", 10)),
+                        f"lookup+{shift}")
+    return r
+
+
+def test_conditional_accuracy_reads_the_class_asked_for_and_fails_a_permuted_one(quality_reference):
+    from gantool.quality.metrics import evaluate_runner
+
+    good = evaluate_runner(_lookup_runner(0), "mnist-5k", n=1000, reference=quality_reference)["conditional_accuracy"]
+    assert good["overall"] > 0.9 and len(good["per_class"]) == 10 and good["n"] == 1000
+    shifted = evaluate_runner(_lookup_runner(1), "mnist-5k", n=1000, reference=quality_reference)
+    assert shifted["conditional_accuracy"]["overall"] < 0.2  # real digits, recognisable, but of another class
+    assert shifted["recognisability"] > 0.8
+
+    from gantool.cli.eval_cmd import format_scores
+
+    text = format_scores(shifted)
+    assert "conditional acc" in text and "per class" in text

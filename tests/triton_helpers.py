@@ -39,19 +39,21 @@ def check_model(folder: str | Path) -> list[str]:
     if bad_pref:
         problems.append(f"preferred batch sizes {bad_pref} outside 1..{cfg.max_batch_size}")
     sig = _onnx_signature(path) if fmt == "onnx" else _torchscript_signature(path)
-    for kind, declared, (name, dims, dtype) in (("input", cfg.input, sig[0]), ("output", cfg.output, sig[1])):
-        if len(declared) != 1:
-            problems.append(f"{len(declared)} {kind}s declared, the model has 1")
+    for kind, declared, have in (("input", cfg.input, sig[0]), ("output", cfg.output, sig[1])):
+        if len(declared) != len(have):
+            problems.append(f"{len(declared)} {kind}s declared, the model has {len(have)}")
             continue
-        d = declared[0]
-        want_type = TRITON_DTYPES[dtype]
-        got_type = type(d).DESCRIPTOR.fields_by_name["data_type"].enum_type.values_by_number[d.data_type].name
-        if name is not None and d.name != name:
-            problems.append(f"{kind} named {d.name!r}, the model's is {name!r}")
-        if list(d.dims) != list(dims):
-            problems.append(f"{kind} {d.name} dims {list(d.dims)}, the model's are {list(dims)} (batch excluded)")
-        if got_type != want_type:
-            problems.append(f"{kind} {d.name} is {got_type}, the model's is {want_type}")
+        for d, (name, dims, dtype) in zip(declared, have):
+            want_type = TRITON_DTYPES.get(dtype, "TYPE_INT64" if dtype == "int64" else dtype)
+            got_type = type(d).DESCRIPTOR.fields_by_name["data_type"].enum_type.values_by_number[d.data_type].name
+            if name is not None and d.name != name:
+                problems.append(f"{kind} named {d.name!r}, the model's is {name!r}")
+            # a per-sample scalar (class labels) is declared [1] and reshaped to [] for the model
+            seen = list(d.reshape.shape) if d.HasField("reshape") else list(d.dims)
+            if seen != list(dims):
+                problems.append(f"{kind} {d.name} dims {list(d.dims)}, the model's are {list(dims)} (batch excluded)")
+            if got_type != want_type:
+                problems.append(f"{kind} {d.name} is {got_type}, the model's is {want_type}")
     return [f"{folder.name}: {p}" for p in problems]
 
 
@@ -60,13 +62,14 @@ def _onnx_signature(path: Path):
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
-    types = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16", onnx.TensorProto.BFLOAT16: "bf16"}
+    types = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16", onnx.TensorProto.BFLOAT16: "bf16",
+             onnx.TensorProto.INT64: "int64"}
 
     def one(v):
         t = v.type.tensor_type
         return v.name, [d.dim_value for d in t.shape.dim[1:]], types.get(t.elem_type, str(t.elem_type))
 
-    return one(graph.input[0]), one(graph.output[0])
+    return [one(i) for i in graph.input], [one(graph.output[0])]
 
 
 def _torchscript_signature(path: Path):
@@ -89,4 +92,4 @@ def _torchscript_signature(path: Path):
         latent = next(m.parameters()).shape[1]  # an archive without gantool's metadata: the seed MLP's first Linear
     with torch.inference_mode():
         y = m(torch.zeros(2, latent, dtype=dtype))
-    return (arg.name, [latent], names[dtype]), (None, list(y.shape[1:]), names[y.dtype])
+    return [(arg.name, [latent], names[dtype])], [(None, list(y.shape[1:]), names[y.dtype])]

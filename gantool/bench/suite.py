@@ -175,7 +175,8 @@ class Bench(RowTiming):
         if spec.remote:
             if not self.cfg.url:
                 return rows("unavailable", "no server given: pass --url HOST:PORT (a Triton server's gRPC port)")
-            source, opts, art_s = self.cfg.url, {"model": self.cfg.triton_model}, f"{self.cfg.url}/{self.cfg.triton_model}"
+            source, art_s = self.cfg.url, f"{self.cfg.url}/{self.cfg.triton_model}"
+            opts = {"model": self.cfg.triton_model, "signature": self.manifest.signature}
         t0 = time.perf_counter()
         try:
             with matmul_precision(precision):

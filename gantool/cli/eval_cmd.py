@@ -56,6 +56,18 @@ def format_image_scores(s: dict) -> str:
     ])
 
 
+def _conditional(s: dict) -> list[str]:
+    """A conditional G: the share of G(z, k) read as k, overall and per class."""
+    c = s.get("conditional_accuracy")
+    if not c:
+        return []
+    if "not_applicable" in c:
+        return [f"  conditional acc  not scored: {c['not_applicable']}"]
+    per = " ".join(f"{k}:{a:.0%}" for k, a in enumerate(c["per_class"]))
+    return [f"  conditional acc  {c['overall']:.1%}   (G(z, k) read as k, {c['n']} samples, class-balanced; "
+            f"worst class {c['worst_class']})", f"  per class        {per}"]
+
+
 def format_scores(s: dict) -> str:
     from gantool.quality.metrics import SPACES_DISAGREE
 
@@ -69,6 +81,7 @@ def format_scores(s: dict) -> str:
         f"  class entropy    {s['class_entropy']:.3f}   (1 = all ten digits equally); smallest class share "
         f"{s['min_class_share']:.1%}",
         f"  classes          {hist}",
+        *_conditional(s),
         *_metric_table(spaces),
         f"  FID / floor      {ratios}",
         f"  recall / real    {s['recall'] / s['real_vs_real']['recall'] if s['real_vs_real']['recall'] else 0:.2f}x",

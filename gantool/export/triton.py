@@ -92,7 +92,7 @@ def config_pbtxt(name: str, spec: TritonSpec, sig: "Signature") -> str:
         f"max_batch_size: {spec.max_batch_size}",
         f'default_model_filename: "{filename}"',
         "version_policy: { latest: { num_versions: 1 } }",
-        f'input [ {{ name: "{input_name}" data_type: {dt} dims: [ {", ".join(map(str, sig.latent_shape))} ] }} ]',
+        "input [ " + ", ".join(_input(i, dt) for i in sig.inputs) + " ]",
         f'output [ {{ name: "{output_name}" data_type: {dt} dims: [ {", ".join(map(str, sig.img_shape))} ] }} ]',
         "dynamic_batching {",
         f"  preferred_batch_size: [ {', '.join(map(str, spec.preferred_batch_sizes))} ]",
@@ -109,6 +109,14 @@ def config_pbtxt(name: str, spec: TritonSpec, sig: "Signature") -> str:
     if backend == "onnxruntime" and spec.optimize:
         lines += _ort_gpu_accelerators(name, spec, input_name, "x".join(map(str, sig.latent_shape)))
     return "\n".join(lines) + "\n"
+
+
+def _input(i: Any, float_type: str) -> str:
+    """One input of config.pbtxt: the latent in the artifact's float type; a class label INT64, sent as
+    (N, 1) (per-sample dims cannot be empty) and reshaped to the (N,) the model takes."""
+    if i.role == "latent":
+        return f'{{ name: "{i.name}" data_type: {float_type} dims: [ {", ".join(map(str, i.shape))} ] }}'
+    return f'{{ name: "{i.name}" data_type: TYPE_INT64 dims: [ 1 ] reshape: {{ shape: [ ] }} }}'
 
 
 def _ort_gpu_accelerators(name: str, spec: TritonSpec, input_name: str, latent_dims: str) -> list[str]:

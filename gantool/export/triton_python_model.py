@@ -3,7 +3,8 @@
 tritonserver with only the Python backend serves the generator. Needs numpy<2 and onnxruntime in the
 Python environment the backend stub runs in; it does not import gantool.
 
-Each execute() call gets the requests Triton's dynamic batcher grouped; they run as one ONNX batch.
+Each execute() call gets the requests Triton's dynamic batcher grouped; they run as one ONNX batch. A
+conditional generator's class labels arrive as (N, 1) INT64 and go to the graph as (N,).
 Per request: an empty batch ([0, latent]) gets an error; NaN/Inf in z are served (the generator maps
 rows independently, so only that request's images are non-finite). Wrong input names, shapes,
 dtypes and batches above max_batch_size are refused by Triton before execute().
@@ -23,7 +24,8 @@ class TritonPythonModel:
         import onnxruntime as ort
 
         config = json.loads(args["model_config"])
-        self.input_name = config["input"][0]["name"]
+        self.input_names = [i["name"] for i in config["input"]]  # the latent first, then labels (if any)
+        self.input_name = self.input_names[0]
         self.output_name = config["output"][0]["name"]
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         folder = os.path.join(args["model_repository"], args["model_version"])
@@ -33,19 +35,22 @@ class TritonPythonModel:
             opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(os.path.join(folder, params.get("onnx_file", "model.onnx")), opts,
                                             providers=["CPUExecutionProvider"])
-        self.graph_input = self.session.get_inputs()[0].name
+        self.graph = [(g.name, len(g.shape)) for g in self.session.get_inputs()]  # same order as the config
 
     def execute(self, requests):
-        zs, responses, good = [], [None] * len(requests), []
+        zs, feeds, responses, good = [], [], [None] * len(requests), []
         for i, request in enumerate(requests):
-            z = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
-            if z.shape[0] == 0:
+            xs = [pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in self.input_names]
+            if xs[0].shape[0] == 0:
                 responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError("empty batch: z has 0 rows"))
                 continue
-            zs.append(z)
+            zs.append(xs[0])
+            feeds.append(xs)
             good.append(i)
         if zs:
-            images = self.session.run(None, {self.graph_input: np.concatenate(zs)})[0]
+            batch = {name: np.concatenate([f[k] for f in feeds]).reshape(-1) if rank == 1
+                     else np.concatenate([f[k] for f in feeds]) for k, (name, rank) in enumerate(self.graph)}
+            images = self.session.run(None, batch)[0]
             start = 0
             for i, z in zip(good, zs):
                 out = np.ascontiguousarray(images[start:start + z.shape[0]])

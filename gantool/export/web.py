@@ -166,6 +166,9 @@ def _write_site(site: Path, source: Path, doc: dict[str, Any], entries: list[dic
     from gantool.export import read_artifact
 
     sig = read_artifact(source / entries[0]["file"])[0]  # what the page feeds and draws: the file's own signature
+    if sig.label is not None:
+        raise ConfigError(f"--format web: this generator also takes class labels ({sig.label.name}), and the page "
+                          "feeds z alone so far; serve it (gantool serve) or sample it (gantool sample --class K)")
 
     os.chmod(site, 0o755)  # mkdtemp makes 0700; a site is meant to be served
     for name in PAGE_FILES:

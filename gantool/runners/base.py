@@ -81,7 +81,10 @@ class Runner:
         """Native output -> float32 CPU tensor (N, C, H, W)."""
         if isinstance(y, torch.Tensor):
             return y.detach().to("cpu", torch.float32)
-        return torch.as_tensor(y).to(torch.float32)
+        import numpy as np
+
+        a = np.asarray(y)
+        return torch.from_numpy(a if a.flags.writeable else a.copy()).to(torch.float32)  # a client's read-only buffer
 
     def sync(self) -> None:
         from gantool.device import sync

@@ -18,7 +18,7 @@ class TritonRunner(Runner):
     """z -> one synchronous gRPC infer request -> images. Timing includes the network round trip
     and (de)serialisation, as a client of the server sees it."""
 
-    def __init__(self, client: Any, url: str, model: str, dtype: str):
+    def __init__(self, client: Any, url: str, model: str, dtype: str, signature: Signature | None = None):
         from gantool.errors import first_line
 
         self.client, self.model = client, model
@@ -27,9 +27,18 @@ class TritonRunner(Runner):
             server = client.get_server_metadata(as_json=True)
         except Exception as e:  # noqa: BLE001 - tritonclient raises its own exception type
             raise DeviceError(f"Triton at {url}: cannot read model {model!r}: {first_line(e)}") from None
-        (inp,), (out,) = meta["inputs"], meta["outputs"]
-        if inp["datatype"] not in NUMPY:
-            raise ConfigError(f"Triton model {model!r} takes {inp['datatype']}; gantool sends FP32 or FP16")
+        floats = [i for i in meta["inputs"] if i["datatype"] in NUMPY]
+        ints = [i for i in meta["inputs"] if i["datatype"] == "INT64"]
+        if len(floats) != 1 or len(ints) > 1 or len(meta["inputs"]) != len(floats) + len(ints):
+            raise ConfigError(f"Triton model {model!r} takes {[(i['name'], i['datatype']) for i in meta['inputs']]}; "
+                              "gantool sends one FP32/FP16 latent and at most one INT64 class label")
+        (inp,), (out,) = floats, meta["outputs"]
+        label = None
+        if ints:  # a conditional G: how many classes is the generator's, not the server's, to say
+            if signature is None or signature.n_classes is None:
+                raise ConfigError(f"Triton model {model!r} takes class labels ({ints[0]['name']}); give bench the "
+                                  "export folder (--exported DIR) so it knows the generator's classes")
+            label = (ints[0]["name"], signature.n_classes)
         served = "fp16" if inp["datatype"] == "FP16" else "fp32"
         if served != dtype:
             raise ConfigError(f"Triton model {model!r} at {url} serves {served}, not {dtype}")
@@ -40,18 +49,24 @@ class TritonRunner(Runner):
         self.info = RunnerInfo(
             backend="triton", device="cpu", dtype=dtype,
             signature=Signature.latent_to_image(tuple(int(d) for d in inp["shape"][1:]), tuple(int(d) for d in out["shape"][-3:]),
-                                                input_name=inp["name"], output_name=out["name"]),
+                                                input_name=inp["name"], output_name=out["name"], label=label),
             source=f"grpc://{url}/{model}",
             extra={"model_version": str(versions[-1]), "server_version": server.get("version", ""),
                    "url": url, "model": model})
 
-    def prepare(self, z: torch.Tensor) -> Any:
+    def prepare(self, z: torch.Tensor, labels: Any = None) -> Any:
         from tritonclient.grpc import InferInput, InferRequestedOutput
 
-        x = np.ascontiguousarray(self.shaped(z).numpy().astype(self.np_dtype))
+        xs = self.inputs(z, labels)
+        x = np.ascontiguousarray(xs[0].numpy().astype(self.np_dtype))
         inp = InferInput(self.input_name, list(x.shape), self.datatype)
         inp.set_data_from_numpy(x)
-        return [inp], [InferRequestedOutput(self.output_name)]
+        feeds = [inp]
+        if len(xs) > 1:  # labels travel as (N, 1) int64: Triton's per-sample dims cannot be empty
+            y = np.ascontiguousarray(xs[1].numpy().astype(np.int64).reshape(-1, 1))
+            feeds.append(InferInput(self.info.signature.label.name, list(y.shape), "INT64"))
+            feeds[-1].set_data_from_numpy(y)
+        return feeds, [InferRequestedOutput(self.output_name)]
 
     def run(self, x: Any) -> Any:
         inputs, outputs = x
@@ -63,7 +78,7 @@ class TritonRunner(Runner):
 
 
 def load_triton(source: str, device: str = "cpu", dtype: str = "fp32", model: str = "generator_onnx",
-                client: Any = None, **_: Any) -> Runner:
+                client: Any = None, signature: Signature | None = None, **_: Any) -> Runner:
     """`source` is the server's gRPC HOST:PORT (Triton's default port is 8001)."""
     from gantool.errors import first_line
 
@@ -83,7 +98,5 @@ def load_triton(source: str, device: str = "cpu", dtype: str = "fp32", model: st
     if not client.is_model_ready(model):
         raise DeviceError(f"Triton server at {url} has no ready model {model!r} "
                           "(serve the folder written by `gantool export --format triton`)")
-    return TritonRunner(client, url, model, dtype)
+    return TritonRunner(client, url, model, dtype, signature)
 
-
-load_triton.remote = True  # type: ignore[attr-defined]  # source is HOST:PORT, not a file

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from gantool.backends import get
+from gantool.signature import LATENT
 from gantool.errors import ArtifactError, ConfigError, DeviceError, GantoolError
 from gantool.serve.env import HOST, check_ports, check_python_abi, require_pytriton, server_env
 
@@ -108,7 +109,8 @@ def load_runners(path: Path, opts: ServeOptions) -> list[Any]:
 
 
 def infer_callable(runner: Any) -> Callable[..., Any]:
-    """The batched PyTriton callable: z (N, latent) float32 -> {"images": (N, C, H, W) float32}."""
+    """The batched PyTriton callable: z (N, *latent) float32 [+ labels (N, 1) int64] -> {"images": (N, C, H, W)}.
+    Labels out of range fail the request's batch with an error (the server keeps serving)."""
     import numpy as np
     import torch
     from pytriton.decorators import batch
@@ -121,10 +123,26 @@ def infer_callable(runner: Any) -> Callable[..., Any]:
         z = inputs[sig.input_name]
         if z.shape[0] == 0:
             raise PyTritonBadParameterError(f"empty batch: {sig.input_name} has 0 rows")
-        images = runner.to_cpu(runner.run(runner.prepare(torch.from_numpy(np.ascontiguousarray(z, np.float32)))))
+        labels = None
+        if sig.label is not None:
+            labels = torch.from_numpy(np.ascontiguousarray(inputs[sig.label.name]).reshape(-1))
+        try:
+            x = runner.prepare(torch.from_numpy(np.ascontiguousarray(z, np.float32)), labels)
+        except GantoolError as e:  # labels out of range, not integers: the client's mistake
+            raise PyTritonBadParameterError(str(e)) from None
+        images = runner.to_cpu(runner.run(x))
         return {sig.output_name: images.numpy()}
 
     return infer
+
+
+def served_inputs(sig: Any) -> list[Any]:
+    """PyTriton's tensors for the signature's inputs: z (*latent_shape) float32, labels (1,) int64."""
+    import numpy as np
+    from pytriton.model_config import Tensor
+
+    return [Tensor(name=i.name, dtype=np.float32, shape=tuple(i.shape)) if i.role == LATENT
+            else Tensor(name=i.name, dtype=np.int64, shape=(1,)) for i in sig.inputs]
 
 
 def serve(opts: ServeOptions, log: Callable[[str], None] = print) -> None:
@@ -157,7 +175,7 @@ def serve(opts: ServeOptions, log: Callable[[str], None] = print) -> None:
         t0 = time.perf_counter()
         try:
             triton.bind(MODEL, [infer_callable(r) for r in runners],
-                        inputs=[Tensor(name=info.signature.input_name, dtype=np.float32, shape=info.signature.latent_shape)],
+                        inputs=served_inputs(info.signature),
                         outputs=[Tensor(name=info.signature.output_name, dtype=np.float32,
                                         shape=tuple(info.img_shape))],
                         config=ModelConfig(max_batch_size=opts.max_batch_size,

@@ -12,7 +12,7 @@ import typer
 from gantool.cli.app import app
 from gantool.cli.common import (GeneratorOpt, ImgShapeOpt, LatentDimOpt, ValueRangeOpt, WeightsOpt, check_writable,
                                 parse_choice_list, parse_int_list, source_from_options, user_errors)
-from gantool.errors import GantoolError
+from gantool.errors import GantoolError, clip
 
 
 class BenchDevice(str, Enum):
@@ -197,12 +197,12 @@ def bench(
     typer.echo(json.dumps(rep.summary(report, json_path), separators=(",", ":")))
     if not any(r["samples_per_s"] is not None for r in report["results"]):
         reasons = sorted({f"{r['backend']}: {r['reason']}" for r in report["results"]})
-        raise GantoolError(f"nothing could be measured ({'; '.join(reasons)[:400]})")
+        raise GantoolError(f"nothing could be measured ({clip('; '.join(reasons), 400)})")
     problems = []
     bad = failures(report)
     if bad and not allow_failures:
         shown = "; ".join(f"{r['backend']} {r['precision']} b{r['batch']} {r['status']}: {r['reason']}" for r in bad[:3])
-        problems.append(f"{len(bad)} row(s) failed ({shown[:300]}); --allow-failures to exit 0")
+        problems.append(f"{len(bad)} row(s) failed ({clip(shown)}); --allow-failures to exit 0")
     if gate is not None and not gate["passed"]:
         problems.append(f"ratio gate failed: {gate['failed']} of {len(gate['rows'])} ratios regressed more than "
                         f"{band:.0%} or were not measured vs {compare}")

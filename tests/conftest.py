@@ -1,6 +1,7 @@
 """Shared fixtures: a seed-architecture checkpoint made without training, so tests stay fast."""
 from __future__ import annotations
 
+import importlib
 import math
 import os
 from pathlib import Path
@@ -92,6 +93,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def need_extra(module: str, extra: str):
+    """The module of an optional extra, else skip the test (module) that needs it -- except under CI
+    (.ci/run sets GANTOOL_REQUIRE_EXTRAS=1), where a missing extra is an installation failure: fail."""
+    if os.environ.get("GANTOOL_REQUIRE_EXTRAS") == "1":
+        try:
+            return importlib.import_module(module)
+        except ImportError as e:
+            pytest.fail(f"{module} does not import ({e}): the {extra} did not install, and GANTOOL_REQUIRE_EXTRAS=1 "
+                        "(CI) makes that a failure, not a skip", pytrace=False)
+    return pytest.importorskip(module, reason=f"needs the {extra}")
 
 
 def gantool_cli(*args, **kwargs):

@@ -10,10 +10,10 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, need_extra
 from gantool.cli import app
 
-pytest.importorskip("tritonclient.grpc", reason="needs the dev extra: tritonclient[grpc]")
+need_extra("tritonclient.grpc", "dev extra: tritonclient[grpc]")
 from gantool.export.triton import MODELS, check_model, read_config  # noqa: E402
 
 

@@ -163,8 +163,11 @@ class FakeTriton:
         self.session = ort.InferenceSession(str(repo / "generator_onnx" / "1" / "model.onnx"),
                                             providers=["CPUExecutionProvider"])
 
-    def is_model_ready(self, model):
+    def is_model_ready(self, model, **kw):
         return model == "generator_onnx"
+
+    def get_model_config(self, model, as_json=False, **kw):
+        return {"config": {"name": model, "parameters": {}}}  # the repository export's config says no gantool.dtype
 
     def get_model_metadata(self, model, as_json=False):
         return {"name": model, "versions": ["1"], "platform": "onnxruntime_onnx",

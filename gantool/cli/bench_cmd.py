@@ -140,7 +140,7 @@ def bench(
     train: Annotated[bool, typer.Option("--train", help="Also compare training samples/s: gantool's loop vs the seed's loop.")] = False,
     train_dataset: Annotated[str, typer.Option(help="Dataset for --train.")] = "mnist-5k",
     url: Annotated[Optional[str], typer.Option(help="Triton server's gRPC HOST:PORT (default port 8001) for backend triton.")] = None,
-    triton_model: Annotated[str, typer.Option(help="Model the Triton server serves (from `gantool export --format triton`; `gantool serve` names it generator).")] = "generator_onnx",
+    triton_model: Annotated[Optional[str], typer.Option(help="Model the Triton server serves (`gantool serve` names it generator; `gantool export --format triton` generator_onnx, generator_torchscript, generator_python). Default: the server's one ready model; with several, bench lists them.")] = None,
     concurrency: Annotated[Optional[str], typer.Option(help="triton: load-test rows instead of one-call timing: keep this many requests in flight (comma list, e.g. 1,4,16), each request --batch-sizes rows.")] = None,
     duration: Annotated[float, typer.Option(min=0.1, help="triton --concurrency: seconds of load per row.")] = 5.0,
     compare: Annotated[Optional[Path], typer.Option(help="Baseline bench JSON: gate on samples/s ratios (vs eager fp32 at the same batch; train vs seed loop).")] = None,

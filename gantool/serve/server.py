@@ -104,7 +104,8 @@ def load_runners(path: Path, opts: ServeOptions) -> list[Any]:
 
 
 def _artifact_dtype(path: Path) -> str:
-    """The dtype the manifest records for `path` (fp32 when there is no manifest beside it)."""
+    """The dtype the manifest records for `path`; without a manifest entry, the gantool.dtype the
+    artifact carries in its own metadata (ONNX metadata_props); fp32 when neither says."""
     import json
 
     manifest = path.parent / "manifest.json"
@@ -112,7 +113,25 @@ def _artifact_dtype(path: Path) -> str:
         for e in json.loads(manifest.read_text()).get("artifacts", []):
             if Path(e["file"]).name == path.name:
                 return e["dtype"]  # the runner casts z to it (fp16) or reads the quantized graph (int8)
+    if path.suffix == ".onnx":
+        import onnx
+
+        try:
+            props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        except Exception:  # noqa: BLE001 - an unreadable file fails where the runner loads it, in one line
+            props = {}
+        if props.get("gantool.dtype"):
+            return props["gantool.dtype"]
     return "fp32"
+
+
+def model_parameters(path: Path, info: Any) -> dict[str, str]:
+    """What the served model says about itself in its Triton model config (`parameters`), so a client
+    (gantool bench) judges its answers by the served artifact's dtype, whatever the FP32 I/O."""
+    from gantool.checkpoint import sha256_file
+
+    return {"gantool.dtype": info.dtype, "gantool.artifact": path.name, "gantool.sha256": sha256_file(path),
+            "gantool.backend": info.backend}
 
 
 def infer_callable(runner: Any) -> Callable[..., Any]:
@@ -167,6 +186,9 @@ def serve(opts: ServeOptions, log: Callable[[str], None] = print) -> None:
                         config=ModelConfig(max_batch_size=opts.max_batch_size,
                                            batcher=DynamicBatcher(max_queue_delay_microseconds=opts.max_queue_delay_us)),
                         strict=True)
+            params = model_parameters(path, info)
+            for model in triton._model_manager.models:  # pytriton 0.7 (pinned) has no public hook for a
+                model._get_triton_model_config().backend_parameters.update(params)  # model's parameters
             triton.run()
         except Exception as e:  # noqa: BLE001 - PyTriton raises its own types; the server log says why
             from gantool.errors import first_line

@@ -311,3 +311,66 @@ def test_a_missing_or_ambiguous_model_names_the_ready_ones_and_the_option():
         find_model(Client(["generator_torchscript", "generator_onnx"]), "h:1", None)
     with pytest.raises(GantoolError, match=r"no ready model 'generator_onnx' \(ready: generator\); pass --triton-model"):
         find_model(Client(["generator"]), "h:1", "generator_onnx")
+
+
+# ---- readiness that tells the truth (issue 35.6) ------------------------------------------------
+
+def _first_ready_then_infer(exported_dir) -> dict:
+    """Start `gantool serve` and poll /v2/health/ready (HTTP) and gRPC ServerReady at 20 Hz from the
+    process start; on the first ready answer from either, send one request. Bounded: the server is
+    killed after START_TIMEOUT_S without a ready answer."""
+    import urllib.request
+
+    from gantool.serve.child import START_TIMEOUT_S
+    from gantool.serve.env import free_ports
+
+    http, grpc, metrics = free_ports(3)
+    proc = subprocess.Popen([sys.executable, "-m", "gantool", "serve", "--exported", str(exported_dir),
+                             "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    seen: dict = {"polls": 0}
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline and proc.poll() is None and "ready" not in seen:
+            seen["polls"] += 1
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=0.2).status == 200:
+                    seen["ready"] = "HTTP /v2/health/ready"
+            except OSError:
+                pass
+            if "ready" not in seen:
+                try:
+                    client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc}")
+                    try:
+                        if client.is_server_ready(client_timeout=0.2):
+                            seen["ready"] = "gRPC ServerReady"
+                    finally:
+                        client.close()
+                except InferenceServerException:
+                    pass
+            if "ready" not in seen:
+                time.sleep(0.05)
+        assert "ready" in seen, f"no ready answer on HTTP or gRPC within {START_TIMEOUT_S:.0f} s (exit {proc.poll()})"
+        try:
+            out = _infer(f"127.0.0.1:{grpc}", "z", _z(2))
+            seen["request"] = f"ok {out.shape}"
+        except InferenceServerException as e:
+            seen["request"] = f"failed: {e}"
+        return seen
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+def test_the_first_ready_answer_means_the_model_answers(exported_dir):
+    """PyTriton used to start tritonserver without the model and load it after: /v2/health/ready said
+    ready ~2.5 s before /v2/models/generator/ready, and a request sent then got 'unknown model'."""
+    for start in range(3):
+        seen = _first_ready_then_infer(exported_dir)
+        assert seen["request"] == "ok (2, 1, 28, 28)", (start, seen)
+        assert seen["polls"] > 1, seen  # it was polled while starting, not found ready at once

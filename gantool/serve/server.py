@@ -158,7 +158,8 @@ def infer_callable(runner: Any) -> Callable[..., Any]:
 
 def serve(opts: ServeOptions, log: Callable[[str], None] = print) -> None:
     """Start the server, log its URLs, block until SIGINT/SIGTERM (or the server dies), stop it.
-    The server's own log goes to a temp file, named in the output; it is removed after a clean stop."""
+    The server's own log and PyTriton's workspace go to a temp folder ($TMPDIR/gantool-serve-*),
+    named in the output; it is removed after a clean stop."""
     opts.validate()
     require_pytriton()
     path = resolve_artifact(opts)
@@ -189,7 +190,10 @@ def serve(opts: ServeOptions, log: Callable[[str], None] = print) -> None:
     # at startup (--load-model=*) and opens its HTTP/gRPC ports only after that load: the first ready
     # answer on either port comes with the model ready (strict readiness, Triton's default, kept on).
     policy = TritonLifecyclePolicy(launch_triton_on_startup=False, local_model_store=True)
-    triton = Triton(config=config, security_config=security, triton_lifecycle_policy=policy)
+    # PyTriton's workspace (model store, sockets) beside the log, not in ~/.cache/pytriton: one folder
+    # per server under $TMPDIR, removed after a clean stop
+    triton = Triton(config=config, security_config=security, triton_lifecycle_policy=policy,
+                    workspace=log_file.parent / "workspace")
     try:
         t0 = time.perf_counter()
         try:

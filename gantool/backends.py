@@ -121,6 +121,6 @@ for _b in (
             options=("ort_session", "trt"), about="TensorRT through ONNX Runtime"),
     Backend("web", _R + "web_runner:WebRunner", "onnx",
             about="ONNX Runtime Web in headless Chromium; needs scripts/web_deps.sh"),
-    Backend("triton", _R + "triton_runner:load_triton", remote=True, about="a Triton server; needs --url"),
+    Backend("triton", _R + "triton_runner:load_triton", int8=True, remote=True, about="a Triton server; needs --url"),
 ):
     register(_b)

@@ -1,4 +1,7 @@
 """Typed user-facing errors: the CLI prints str(err) as one line on stderr and exits non-zero."""
+from __future__ import annotations
+
+import os
 
 
 class GantoolError(Exception):
@@ -42,9 +45,33 @@ class TrainingDiverged(GantoolError):
 
 
 def first_line(e: BaseException, limit: int = 300) -> str:
-    """The first line of an exception's message (its type name when empty), for one-line reports."""
+    """The first line of an exception's message (its type name when empty), for one-line reports,
+    within `limit` characters (clip: a cut keeps the tail, where the fix is)."""
     text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:limit]
+    return clip(text.splitlines()[0] if text else type(e).__name__, limit)
+
+
+def clip(text: str, limit: int = 300) -> str:
+    """`text` within `limit` characters. Messages end with their fix ("(run scripts/web_deps.sh)",
+    "--allow-failures to exit 0"), so a cut, when one is unavoidable, drops the middle: the first
+    third (what failed) and the rest from the tail, joined by " ... "."""
+    if len(text) <= limit:
+        return text
+    head = max(0, limit // 3)
+    tail = max(0, limit - head - 5)
+    return f"{text[:head]} ... {text[len(text) - tail:]}" if tail else text[:limit]
+
+
+def short_path(path: "str | os.PathLike[str]") -> str:
+    """A path as a message shows it: relative to the working directory when it lies below it
+    (".cache/web" for a clone at any depth), else with ~ for the home directory, else as given.
+    Keeps one-line errors short enough that their advice is never cut off."""
+    p = os.path.abspath(os.fspath(path))
+    for base, shown in ((os.getcwd(), ""), (os.path.expanduser("~"), "~")):
+        if base and base != os.sep and (p == base or p.startswith(base.rstrip(os.sep) + os.sep)):
+            rel = os.path.relpath(p, base)
+            return (rel if not shown else f"{shown}/{rel}") if rel != "." else (shown or ".")
+    return os.fspath(path)
 
 
 class GeneratorError(GantoolError):

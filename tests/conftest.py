@@ -1,6 +1,7 @@
 """Shared fixtures: a seed-architecture checkpoint made without training, so tests stay fast."""
 from __future__ import annotations
 
+import importlib
 import math
 import os
 from pathlib import Path
@@ -93,6 +94,44 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def weight_scale_x10(src: Path, dst: Path) -> Path:
+    """A copy of an int8 export folder whose first weight scale is x10, re-hashed into the manifest:
+    the file is "what was exported", so only its values can fail it."""
+    import json
+    import shutil
+
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from gantool.checkpoint import sha256_file
+
+    shutil.copytree(src, dst)
+    path = dst / "generator.int8.onnx"
+    model = onnx.load(str(path))
+    scale = next(t for t in model.graph.initializer if t.name.endswith("weight_scale"))
+    scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * np.float32(10), scale.name))
+    onnx.save_model(model, str(path))
+    doc = json.loads((dst / "manifest.json").read_text())
+    for e in doc["artifacts"]:
+        if e["file"] == path.name:
+            e["sha256"] = sha256_file(path)
+    (dst / "manifest.json").write_text(json.dumps(doc))
+    return dst
+
+
+def need_extra(module: str, extra: str):
+    """The module of an optional extra, else skip the test (module) that needs it -- except under CI
+    (.ci/run sets GANTOOL_REQUIRE_EXTRAS=1), where a missing extra is an installation failure: fail."""
+    if os.environ.get("GANTOOL_REQUIRE_EXTRAS") == "1":
+        try:
+            return importlib.import_module(module)
+        except ImportError as e:
+            pytest.fail(f"{module} does not import ({e}): the {extra} did not install, and GANTOOL_REQUIRE_EXTRAS=1 "
+                        "(CI) makes that a failure, not a skip", pytrace=False)
+    return pytest.importorskip(module, reason=f"needs the {extra}")
 
 
 def gantool_cli(*args, **kwargs):

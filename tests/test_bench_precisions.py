@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import assert_one_line_error, gantool_cli
+from conftest import assert_one_line_error, gantool_cli, need_extra
 from gantool.bench import backends
 from gantool.device import bf16_support, cpu_isa
 
@@ -98,7 +98,7 @@ def test_openvino_not_installed_is_an_unavailable_row_with_the_pip_command(int8_
 
 
 def test_openvino_runs_fp32_and_int8_through_the_same_parity(int8_exported, checkpoint_path, tmp_path):
-    pytest.importorskip("openvino")
+    need_extra("openvino", "openvino extra: pip install 'gantool[openvino]'")
     from gantool.runners import load_runner
     from gantool.verify.compare import verify_runner
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import assert_one_line_error, gantool_cli
+from tests.conftest import assert_one_line_error, gantool_cli, need_extra
 
 run = gantool_cli
 
@@ -201,7 +201,7 @@ def test_class_for_an_unconditional_generator_is_refused(exported_dir, tmp_path)
 def test_a_cgan_serves_on_triton_with_both_inputs(cgan_file, tmp_path):
     """The Triton repository declares both inputs (labels INT64); `gantool serve` binds both, bench drives it,
     a request with labels out of range gets an error and the next good request is served."""
-    pytest.importorskip("pytriton")
+    need_extra("pytriton", "serve extra: pip install 'gantool[serve]'")
     from serve_helpers import ServeProcess
     from triton_helpers import check_model
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_one_line_error, gantool_cli
+from conftest import assert_one_line_error, gantool_cli, weight_scale_x10
 
 
 _cli = gantool_cli
@@ -67,25 +67,7 @@ def test_int8_artifact_is_self_contained_and_recorded(int8_dirs, method):
 
 
 def _weight_scale_x10(int8_dirs, tmp_path) -> Path:
-    """A copy of the static int8 export whose first weight scale is x10, re-hashed into the manifest:
-    the file is "what was exported", so only its values can fail it."""
-    import numpy as np
-    import onnx
-    from onnx import numpy_helper
-
-    from gantool.checkpoint import sha256_file
-
-    d = tmp_path / "broken"
-    shutil.copytree(int8_dirs["static"], d)
-    path = d / "generator.int8.onnx"
-    model = onnx.load(str(path))
-    scale = next(t for t in model.graph.initializer if t.name.endswith("weight_scale"))
-    scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * np.float32(10), scale.name))
-    onnx.save_model(model, str(path))
-    doc = json.loads((d / "manifest.json").read_text())
-    doc["artifacts"][0]["sha256"] = sha256_file(path)
-    (d / "manifest.json").write_text(json.dumps(doc))
-    return d
+    return weight_scale_x10(int8_dirs["static"], tmp_path / "broken")
 
 
 def test_int8_file_with_a_weight_scale_times_10_fails_verify(int8_dirs, tmp_path):

@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from conftest import assert_one_line_error, gantool_cli as run
+from conftest import assert_one_line_error, gantool_cli as run, need_extra
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_no_verify_skips_the_check(checkpoint_path, tmp_path, wrong_weights):
 
 
 def test_triton_repository_is_not_written_when_parity_fails(checkpoint_path, tmp_path, wrong_weights):
-    pytest.importorskip("tritonclient.grpc", reason="needs the dev extra: tritonclient[grpc]")
+    need_extra("tritonclient.grpc", "dev extra: tritonclient[grpc]")
     wrong_weights("torchscript")
     out = tmp_path / "model_repository"
     r = run("export", "--checkpoint", checkpoint_path, "--format", "triton", "--kind", "cpu", "--out", out)

@@ -10,10 +10,10 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, need_extra
 from gantool.cli import app
 
-pytest.importorskip("tritonclient.grpc", reason="needs the dev extra: tritonclient[grpc]")
+need_extra("tritonclient.grpc", "dev extra: tritonclient[grpc]")
 from gantool.export.triton import MODELS  # noqa: E402
 from triton_helpers import check_model, read_config  # noqa: E402
 
@@ -164,8 +164,11 @@ class FakeTriton:
         self.session = ort.InferenceSession(str(repo / "generator_onnx" / "1" / "model.onnx"),
                                             providers=["CPUExecutionProvider"])
 
-    def is_model_ready(self, model):
+    def is_model_ready(self, model, **kw):
         return model == "generator_onnx"
+
+    def get_model_config(self, model, as_json=False, **kw):
+        return {"config": {"name": model, "parameters": {}}}  # the repository export's config says no gantool.dtype
 
     def get_model_metadata(self, model, as_json=False):
         return {"name": model, "versions": ["1"], "platform": "onnxruntime_onnx",

@@ -118,6 +118,27 @@ def test_export_web_refuses_a_changed_onnx(exported_dir, tmp_path):
                           "does not match its checksum")
 
 
+def test_missing_web_deps_keep_their_fix_at_any_clone_depth(tmp_path, monkeypatch):
+    """A clone at a long path (issue 35): the reason names the cache relative to the working
+    directory, and a reason too long anyway is cut in the middle, never before its fix."""
+    from gantool.errors import first_line
+    from gantool.runners.browser import find_deps
+
+    clone = tmp_path.joinpath(*["a-long-directory-name-of-a-checkout"] * 8)  # ~300 characters deep
+    clone.mkdir(parents=True)
+    monkeypatch.chdir(clone)
+    monkeypatch.setenv("GANTOOL_WEB_CACHE", str(clone / ".cache" / "web"))
+    monkeypatch.setenv("GANTOOL_CHROMIUM", str(clone / "no-chromium"))
+    with pytest.raises(Exception) as e:
+        find_deps().require()
+    line = first_line(e.value)
+    assert "npm package onnxruntime-web is not in .cache/web" in line and "no Chromium at no-chromium" in line, line
+    assert line.endswith("(run scripts/web_deps.sh)"), line
+    long = RuntimeError("web unavailable: " + "x" * 900 + " (run scripts/web_deps.sh)")
+    cut = first_line(long)
+    assert len(cut) <= 300 and cut.startswith("web unavailable: ") and cut.endswith("(run scripts/web_deps.sh)"), cut
+
+
 @pytest.mark.parametrize("missing", ["chromium", "node"])
 def test_web_bench_row_is_unavailable_with_the_reason(exported_dir, checkpoint_path, tmp_path, monkeypatch, missing):
     fast = ["--precisions", "fp32", "--batch-sizes", "2", "--min-time", "0", "--min-repeats", "1", "--warmup", "0"]

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import need_extra
+
 SCRIPT = textwrap.dedent("""
     import gc, signal, sys
     import torch
@@ -40,14 +42,14 @@ def _run(path: Path, mode: str) -> subprocess.CompletedProcess:
 
 
 def test_runners_in_any_order_leave_a_signal_handler_that_runs(exported_dir):
-    pytest.importorskip("openvino")
+    need_extra("openvino", "openvino extra: pip install 'gantool[openvino]'")
     r = _run(exported_dir / "generator.fp32.onnx", "shared")
     assert r.returncode == 0 and "handled [2]" in r.stdout, (r.returncode, r.stderr[-2000:])
 
 
 def test_one_core_per_runner_is_what_crashed(exported_dir):
     """The same script with a Core per runner dies of SIGSEGV on the signal: the test above can fail."""
-    pytest.importorskip("openvino")
+    need_extra("openvino", "openvino extra: pip install 'gantool[openvino]'")
     r = _run(exported_dir / "generator.fp32.onnx", "own-cores")
     if r.returncode == 0:
         pytest.skip("this OpenVINO restores the signal stack itself; the shared Core is no longer needed")

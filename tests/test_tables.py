@@ -82,7 +82,7 @@ def test_a_toy_backend_and_format_go_through_export_verify_and_bench(toy_tables,
 def test_the_tables_say_what_the_cli_offers():
     assert set(backends.default_backends("cpu")) >= {"eager", "compile", "torchscript", "ort", "aoti"}
     assert "web" not in backends.default_backends("cpu") and "triton" not in backends.default_backends("cpu")
-    assert backends.names(int8=True) == ["ort", "openvino"]
+    assert backends.names(int8=True) == ["ort", "openvino", "triton"]  # triton: a served int8 model
     assert backends.get("torch").name == "torchscript"  # serve's old name
     with pytest.raises(Exception, match="choose one of: eager"):
         backends.get("nope")

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, need_extra
 from gantool.cli import app
 
-pytest.importorskip("pytriton", reason="needs the serve extra: pip install 'gantool[serve]'")
+need_extra("pytriton", "serve extra: pip install 'gantool[serve]'")
 import tritonclient.grpc as grpcclient  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 

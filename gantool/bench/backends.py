@@ -35,6 +35,9 @@ def precision_support(device: str, precision: str) -> str | None:
     """"native" or "emulated" for the reduced float precisions, from the device's flags; None otherwise."""
     from gantool.device import bf16_support, cpu_flags
 
+    if device == "remote":  # a served model: the server's hardware, not this machine's, decides
+        return None
+
     if precision == "bf16":
         return bf16_support(device)
     if precision == "fp16":

@@ -73,18 +73,26 @@ def _ratio(value: float, lo: float | None = None, hi: float | None = None, paire
 
 
 def verdict(base: dict[str, Any], cur: dict[str, Any], band: float) -> tuple[str, str]:
-    """(verdict, why) for one ratio. A fall past the band fails unless both intervals are known and
-    overlap: then the fall is within what the two runs' own noise allows ("noise", passes)."""
+    """(verdict, why) for one ratio. Within the band: "ok". A fall past the band is "fail" when the
+    intervals say it is real (the current one lies wholly below the baseline's) or when there is no
+    interval to weigh it; when they overlap, the intervals are too wide to tell a fall past the band
+    from noise: "undecided" (bench re-measures those; still undecided is a failure, not a pass)."""
     change = cur["value"] / base["value"] - 1
     if change >= -band:
         return "ok", ""
     said = f"{cur['value']:.3f} now vs {base['value']:.3f} in the baseline ({change:+.0%}, band -{band:.0%})"
     known = None not in (base["ci_low"], base["ci_high"], cur["ci_low"], cur["ci_high"])
     if known and cur["ci_high"] >= base["ci_low"]:
-        return "noise", (f"{said}, but the intervals overlap (now [{cur['ci_low']:.3f}, {cur['ci_high']:.3f}], "
-                         f"baseline [{base['ci_low']:.3f}, {base['ci_high']:.3f}]): not a measured regression")
+        wider = ("the current interval" if cur["ci_high"] - cur["ci_low"] >= base["ci_high"] - base["ci_low"]
+                 else "the baseline's interval")
+        return "undecided", (f"{said}, and the intervals overlap (now [{cur['ci_low']:.3f}, {cur['ci_high']:.3f}], "
+                             f"baseline [{base['ci_low']:.3f}, {base['ci_high']:.3f}]): {wider} is too wide to rule "
+                             "the fall in or out")
     why = "the intervals do not overlap" if known else "no interval to weigh it (sequential or older report)"
     return "fail", f"{said}; {why}"
+
+
+FAILING = ("fail", "undecided", "not measured")  # verdicts that fail the gate
 
 
 def compare(current: dict[str, Any], baseline: dict[str, Any], band: float) -> dict[str, Any]:
@@ -107,9 +115,34 @@ def compare(current: dict[str, Any], baseline: dict[str, Any], band: float) -> d
     for label in sorted(set(cur) - set(base)):
         rows.append({"ratio": label, "baseline": None, "current": cur[label]["value"], "change": None, "verdict": "new"})
     compared = [r for r in rows if r["change"] is not None]
-    failed = [r for r in rows if r["verdict"] in ("fail", "not measured")]
+    failed = [r for r in rows if r["verdict"] in FAILING]
     return {"max_regression": band, "rows": rows, "compared": len(compared), "failed": len(failed),
+            "undecided": sum(r["verdict"] == "undecided" for r in rows),
             "passed": bool(compared) and not failed}
+
+
+def remeasure_plan(gate: dict[str, Any], current: dict[str, Any]) -> tuple[list[tuple[str, str, str, int]], list[str]]:
+    """The undecided ratios bench can measure again: ([(backend, precision, mode, batch)], [labels it
+    cannot, e.g. the train loop's, which bench does not re-run])."""
+    undecided = {r["ratio"] for r in gate["rows"] if r["verdict"] == "undecided"}
+    rows = {f"{r['backend']} {r['precision']} {r.get('mode', 'latency')} b{r['batch']}":
+            (r["backend"], r["precision"], r.get("mode", "latency"), r["batch"])
+            for r in current.get("results", []) if r.get("ratio")}
+    can = [rows[label] for label in sorted(undecided) if label in rows]
+    return can, sorted(undecided - set(rows))
+
+
+def merge_remeasured(current: dict[str, Any], again: dict[str, Any], keys: list[tuple[str, str, str, int]]) -> int:
+    """Put the re-measured rows (ok, with a paired ratio) in place of the undecided ones; how many."""
+    fresh = {(r["backend"], r["precision"], r.get("mode", "latency"), r["batch"]): r for r in again.get("results", [])
+             if r.get("status") == "ok" and r.get("ratio")}
+    n = 0
+    for i, r in enumerate(current["results"]):
+        k = (r["backend"], r["precision"], r.get("mode", "latency"), r["batch"])
+        if k in keys and k in fresh:
+            current["results"][i] = dict(fresh[k], rank=r.get("rank"), remeasured=True)
+            n += 1
+    return n
 
 
 def print_gate(gate: dict[str, Any], baseline: str, file: TextIO) -> None:
@@ -121,6 +154,8 @@ def print_gate(gate: dict[str, Any], baseline: str, file: TextIO) -> None:
     for r in gate["rows"]:
         ch = "-" if r["change"] is None else f"{r['change']:+.0%}"
         print(f"  {r['ratio']:<{w}}  {f(r['baseline']):>8}  {f(r['current']):>8}  {ch:>7}  {r['verdict']}", file=file)
-    for r in gate["rows"]:  # one line a ratio that fell past the band: both ratios, and why it counts or not
-        if r["verdict"] in ("fail", "noise", "not measured"):
+    for r in gate["rows"]:  # one line a ratio that fell past the band: both ratios, and why it counts
+        if r["verdict"] in FAILING:
             print(f"  {r['verdict']}: {r['ratio']}: {r['why']}", file=file)
+    for note in gate.get("remeasured", {}).get("notes", []):
+        print(f"  {note}", file=file)

@@ -26,18 +26,21 @@ def load_rows(bench: Any, runner: Any, precision: str, art: str | None) -> list[
 def load_row(bench: Any, runner: Any, precision: str, batch: int, concurrency: int, art: str | None) -> BenchResult:
     import torch
 
+    from gantool.bench.parity import BULK_MIN_SAMPLES
     from gantool.errors import first_line
     from gantool.serve.load import POOL_REQUESTS, LoadSpec, run_load, summarize, z_pool
     from gantool.verify.compare import TOLERANCES
 
     cfg = bench.cfg
+    precision = runner.info.dtype  # the served model's (its config's gantool.dtype), judged by its bounds
     row = BenchResult(runner.info.backend, precision, "remote", batch, "ok", artifact=art, mode="load",
                       timer="perf_counter", warmup=8)
     row.concurrency = concurrency  # type: ignore[attr-defined]
     row.server = dict(runner.info.extra)
     tol = TOLERANCES[precision]
-    spec = LoadSpec(url=cfg.url, model=cfg.triton_model, batch=batch, concurrency=concurrency,
-                    duration_s=cfg.duration, input_name=runner.input_name, output_name=runner.output_name)
+    spec = LoadSpec(url=cfg.url, model=runner.model, batch=batch, concurrency=concurrency,
+                    duration_s=cfg.duration, input_name=runner.input_name, output_name=runner.output_name,
+                    bulk_min_rows=BULK_MIN_SAMPLES)
     try:
         latent = runner.info.latent_dim
         zs = z_pool(batch, latent, cfg.seed, max(4, min(POOL_REQUESTS, POOL_ROWS // batch)))
@@ -48,9 +51,14 @@ def load_row(bench: Any, runner: Any, precision: str, batch: int, concurrency: i
         row.status, row.reason = "error", first_line(e)
         return row
     row.load = summarize(spec, res, lambda t: _percentiles(t, cfg.percentiles))  # type: ignore[attr-defined]
-    row.parity = {"passed": res.checked > 0 and res.wrong == 0, "max_abs_err": res.max_abs_err if res.checked else None,
+    bulk = judge_pooled(res.pooled, refs, tol)
+    row.parity = {"passed": res.checked > 0 and res.wrong == 0 and bulk.get("passed", False),
+                  "max_abs_err": res.max_abs_err if res.checked else None,
                   "atol": tol.atol, "rtol": tol.rtol, "nonfinite": res.nonfinite,
-                  "checked": f"{res.checked} of {res.requests} answers, each against eager fp32 for its own z"}
+                  "p999_abs_err": bulk.get("p999_abs"), "sqnr_db": bulk.get("sqnr_db"), "bulk": bulk,
+                  "checked": f"{res.checked} of {res.requests} answers, each against eager fp32 for its own z "
+                             f"(shape, NaN/Inf, {precision} atol/rtol); {precision} bulk bounds over the "
+                             f"{bulk.get('z', 0)} z of the first answer per pooled request"}
     if res.latencies_s:
         t = np.asarray(res.latencies_s)
         row.repeats = len(t)
@@ -69,8 +77,38 @@ def load_row(bench: Any, runner: Any, precision: str, batch: int, concurrency: i
     elif res.wrong:
         row.status = "parity-failed"
         row.reason = f"{res.wrong} of {res.checked} answers differ from eager (max |diff| {res.max_abs_err:.3g})"
+    elif not bulk.get("passed"):
+        row.status = "parity-failed"
+        row.reason = f"served {precision} answers, pooled ({bulk.get('z', 0)} z): {bulk.get('error')}"
     row.ranked = row.status == "ok"
     return row
+
+
+def judge_pooled(pooled: dict[int, np.ndarray], refs: np.ndarray, tol: Any) -> dict[str, Any]:
+    """The served dtype's bulk bounds (gantool.verify.compare.bulk_stats: p99.9, mean, SQNR; the ones
+    verify and in-process bench rows use) over the row's pooled answers against eager fp32."""
+    import torch
+
+    from gantool.bench.parity import BULK_MIN_SAMPLES
+    from gantool.verify.compare import bulk_stats
+
+    if not pooled:
+        return {"passed": False, "z": 0, "error": "no answer to judge"}
+    keys = sorted(pooled)
+    out = torch.from_numpy(np.concatenate([pooled[k] for k in keys]).astype(np.float32))
+    ref = torch.from_numpy(np.concatenate([refs[k] for k in keys]).astype(np.float32))
+    if out.shape[0] < BULK_MIN_SAMPLES:
+        return {"passed": False, "z": out.shape[0],
+                "error": f"only {out.shape[0]} z answered, the bulk bounds need {BULK_MIN_SAMPLES}"}
+    stats, broken = bulk_stats(ref, out, tol)
+    return {**stats, "z": out.shape[0], "passed": not broken, **({"error": "; ".join(broken)} if broken else {})}
+
+
+def _bulk_said(bulk: dict[str, Any]) -> str:
+    if not bulk:
+        return "not judged"
+    sqnr = "inf" if bulk.get("sqnr_db") is None else f"{bulk['sqnr_db']:.1f} dB"
+    return f"{'pass' if bulk.get('passed') else 'FAIL'} over {bulk.get('z', 0)} z (SQNR {sqnr})"
 
 
 def _percentiles(times: list[float], ps: list[float]) -> dict[str, float | None]:
@@ -97,7 +135,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         line = (f"triton c{load['concurrency']} b{r['batch']}: {fmt_rate(r['samples_per_s'])} samples/s, "
                 f"{fmt_rate(load['requests_per_s'])} requests/s, client p50/p90/p99 "
                 f"{'/'.join(ms(lat.get(k)) for k in ('p50', 'p90', 'p99'))} ms, {load['errors']} errors, "
-                f"{load['checked']}/{load['requests']} answers checked ({load['wrong']} wrong)")
+                f"{load['checked']}/{load['requests']} answers checked ({load['wrong']} wrong), served "
+                f"{r['precision']}: bulk bounds {_bulk_said((r.get('parity') or {}).get('bulk') or {})}")
         if load.get("executions"):
             sizes = ", ".join(f"{k}x{v}" for k, v in load["batch_sizes"].items())
             line += (f"; server per request: queue {ms(load['queue_ms'])} ms, compute {ms(load['compute_infer_ms'])} ms "

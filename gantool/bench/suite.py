@@ -59,7 +59,7 @@ class BenchConfig:
     peak_probe: bool = True
     seed: int = 0
     url: str | None = None  # Triton server's gRPC HOST:PORT (backend triton)
-    triton_model: str = "generator_onnx"
+    triton_model: str | None = None  # None: the one ready model the server holds (triton_runner.find_model)
     concurrency: list[int] = field(default_factory=list)  # triton: load-test rows at these concurrencies
     duration: float = 5.0  # seconds of load per (batch, concurrency) row
     # Rows of one batch size timed in interleaved rounds (gantool.bench.rounds), each a slice of about
@@ -116,6 +116,16 @@ class Bench(RowTiming):
         self._ref_runner: Runner | None = None
         self._refs: dict[tuple, torch.Tensor] = {}
         self.interleaved: list[dict[str, Any]] = []  # each interleaved (mode, batch): its rows, rounds, orders
+
+    def _served_precisions(self) -> list[str]:
+        """A served model's rows: --precisions when given (a precision it does not serve is a skipped row
+        saying what it serves), else the one it serves (its config's gantool.dtype), never the local
+        device's defaults (a server is not this CPU: no bf16 row because this CPU multiplies bf16)."""
+        if self.cfg.precisions:
+            return list(self.cfg.precisions)
+        from gantool.runners.triton_runner import probe_dtype
+
+        return [probe_dtype(self.cfg.url, self.cfg.triton_model) or "fp32"] if self.cfg.url else ["fp32"]
 
     def _manifest_source(self) -> GeneratorSource | None:
         """The generator the artifacts were exported from: a checkpoint still on disk, or the user's
@@ -175,8 +185,9 @@ class Bench(RowTiming):
         if spec.remote:
             if not self.cfg.url:
                 return rows("unavailable", "no server given: pass --url HOST:PORT (a Triton server's gRPC port)")
-            source, art_s = self.cfg.url, f"{self.cfg.url}/{self.cfg.triton_model}"
+            source = self.cfg.url
             opts = {"model": self.cfg.triton_model, "signature": self.manifest.signature}
+            art_s = f"{self.cfg.url}/{self.cfg.triton_model or '(the ready model)'}"
         t0 = time.perf_counter()
         try:
             with matmul_precision(precision):
@@ -190,6 +201,8 @@ class Bench(RowTiming):
         except Exception as e:  # noqa: BLE001 - anything else is a failure, shown as one
             return rows("oom" if _is_oom(e) else "error", f"cannot load: {first_line(e)}", art_s)
         load_s = time.perf_counter() - t0
+        if spec.remote:
+            art_s = f"{self.cfg.url}/{runner.model}"
         status_reason = guard(backend, dev, runner)
         if status_reason:
             return rows(*status_reason, art_s)
@@ -262,7 +275,8 @@ class Bench(RowTiming):
             watch = MachineWatch(self.where) if self.cfg.peak_probe else None
             if watch:
                 watch.sample("start")
-            pairs = [(b, p) for b in self.backends for p in self.precisions
+            pairs = [(b, p) for b in self.backends
+                     for p in (self._served_precisions() if get_backend(b).remote else self.precisions)
                      if not (p == "int8" and not get_backend(b).int8 and not self.cfg.precisions)]  # int8: ONNX only by default
             if self.cfg.interleave:
                 results += self._run_interleaved(pairs, watch)

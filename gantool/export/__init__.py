@@ -230,5 +230,5 @@ def _write_atomically(fmt: Format, module: torch.nn.Module, spec: ExportSpec, pa
         raise
     except Exception as e:  # an exporter failure is reported in one line; the old artifact stays
         first = first_line(e)
-        raise ExportError(f"{fmt.name} {dtype} export failed: {type(e).__name__}: {first[:300]}") from None
+        raise ExportError(f"{fmt.name} {dtype} export failed: {type(e).__name__}: {first}") from None
     return extra

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gantool.errors import DeviceError
+from gantool.errors import DeviceError, clip, short_path
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package; nothing downloads a browser build of its own
 DRIVER = Path(__file__).with_name("web_driver.cjs")
@@ -57,10 +57,11 @@ def find_deps() -> WebDeps:
     if node is None:
         missing.append("Node.js is not installed (no `node` on PATH)")
     if chromium is None:
-        missing.append(f"no Chromium at {os.environ.get('GANTOOL_CHROMIUM', CHROMIUM)} (Debian: apt-get install chromium)")
+        missing.append(f"no Chromium at {short_path(os.environ.get('GANTOOL_CHROMIUM', CHROMIUM))} "
+                       "(Debian: apt-get install chromium)")
     for pkg in ("playwright-core", "onnxruntime-web"):
         if not (cache / "node_modules" / pkg / "package.json").exists():
-            missing.append(f"npm package {pkg} is not in {cache}")
+            missing.append(f"npm package {pkg} is not in {short_path(cache)}")
     return WebDeps(node, chromium, cache, tuple(missing))
 
 
@@ -148,7 +149,7 @@ class Browser:
     def _stderr_tail(self) -> str:
         self._log.seek(0)
         lines = [s for s in self._log.read().splitlines() if s.strip()]
-        return lines[-1][:300] if lines else f"exit code {self.proc.poll()}"
+        return clip(lines[-1]) if lines else f"exit code {self.proc.poll()}"
 
     def open(self, url: str, width: int = 1280, height: int = 900) -> "Page":
         got = self.call("open", url=url, width=width, height=height, timeout_ms=int(self.timeout * 1000))

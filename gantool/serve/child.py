@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import queue
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -59,10 +62,33 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+class LineReader:
+    """A text stream's lines through a daemon thread, so a wait for the next one is bounded."""
+
+    def __init__(self, stream):
+        self._q: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream) -> None:
+        for line in stream:
+            self._q.put(line)
+        self._q.put("")  # end of stream
+
+    def get(self, timeout: float) -> str | None:
+        """The next line; "" at the end of the stream, None when none came within `timeout` s."""
+        try:
+            return self._q.get(timeout=max(0.0, timeout))
+        except queue.Empty:
+            return None
+
+
 class ServeChild:
-    """`gantool serve` in a child process on free ports, ready once it logs its URLs (tests, demo, scripts)."""
+    """`gantool serve` in a child process on free ports, ready once it logs its URLs (tests, demo, scripts).
+    The child's $TMPDIR is a folder of its own (its log and PyTriton's workspace go there), removed
+    once the child is gone, however it stopped: a SIGKILLed server leaves nothing in /tmp or $HOME."""
 
     def __init__(self, exported: Path, *extra: str):
+        self.tmp = tempfile.mkdtemp(prefix="gantool-child-")  # short: PyTriton's unix sockets live below it
         self.http, self.grpc, self.metrics = free_ports(3)
         self.cmd = [sys.executable, "-m", "gantool", "serve", "--exported", str(exported),
                     "--http-port", str(self.http), "--grpc-port", str(self.grpc),
@@ -70,11 +96,12 @@ class ServeChild:
         # stderr to a file, not a pipe nobody drains: a server that logs a lot must never block on it
         self._err = tempfile.TemporaryFile("w+")
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=self._err, text=True,
-                                     start_new_session=True)
+                                     start_new_session=True, env={**os.environ, "TMPDIR": self.tmp})
         self.stdout: list[str] = []
+        lines = LineReader(self.proc.stdout)
         deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
+        while time.monotonic() < deadline:  # bounded even when the child prints nothing
+            line = lines.get(deadline - time.monotonic())
             if not line:
                 break
             self.stdout.append(line)
@@ -82,7 +109,8 @@ class ServeChild:
                 break
         if not any("stop with" in ln for ln in self.stdout):
             self.kill()
-            raise DeviceError(f"gantool serve did not start: {(''.join(self.stdout) + self.stderr()).strip()[-300:]}")
+            said = (''.join(self.stdout) + self.stderr()).strip()[-300:]
+            raise DeviceError(f"gantool serve did not log its URLs ('stop with ...') within {START_TIMEOUT_S:.0f} s: {said}")
         self.tree = descendants(self.proc.pid)  # tritonserver and its Python-backend stub(s)
 
     def stderr(self) -> str:
@@ -107,16 +135,26 @@ class ServeChild:
         except subprocess.TimeoutExpired:
             self.kill()
             raise DeviceError(f"gantool serve still running {STOP_TIMEOUT_S:.0f} s after signal {sig}") from None
+        self._clean()
         return code, time.monotonic() - t0
+
+    def _clean(self) -> None:
+        """Remove the child's $TMPDIR once none of its processes is left (bounded wait)."""
+        deadline = time.monotonic() + 10
+        while any(alive(p) for p in self.tree) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def kill(self) -> None:
         """SIGKILL the server and every process it started (the tests' last resort, and the crash test)."""
-        for pid in [self.proc.pid, *self.tree, *descendants(self.proc.pid)]:
+        self.tree = set(getattr(self, "tree", set())) | descendants(self.proc.pid)
+        for pid in [self.proc.pid, *self.tree]:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         self.proc.wait(STOP_TIMEOUT_S)
+        self._clean()
 
     def assert_gone(self) -> None:
         """No process of the server left, its ports free again (within a few seconds)."""

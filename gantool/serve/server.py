@@ -10,6 +10,11 @@ input name, a wrong shape or dtype, a batch above max_batch_size. An empty batch
 an error from the model. NaN/Inf in z are served, not rejected: the generator maps rows
 independently, so such a request gets non-finite (or saturated) images and the other requests in
 the same batch are untouched (rejecting would fail the whole batch Triton formed).
+
+Readiness: the model is in the repository before tritonserver starts and is loaded at its startup,
+before it opens its ports, so the first ready answer of /v2/health/ready (HTTP) or gRPC ServerReady
+means requests to the model succeed. The model config's parameters say what is served
+(gantool.dtype, gantool.artifact, gantool.sha256, gantool.backend): bench judges answers by that dtype.
 """
 from __future__ import annotations
 
@@ -108,6 +113,15 @@ def load_runners(path: Path, opts: ServeOptions) -> list[Any]:
     return [load_runner(path, backend, device="cpu", dtype="auto", **kw) for _ in range(opts.instances)]
 
 
+def model_parameters(path: Path, info: Any) -> dict[str, str]:
+    """What the served model says about itself in its Triton model config (`parameters`), so a client
+    (gantool bench) judges its answers by the served artifact's dtype, whatever the FP32 I/O."""
+    from gantool.checkpoint import sha256_file
+
+    return {"gantool.dtype": info.dtype, "gantool.artifact": path.name, "gantool.sha256": sha256_file(path),
+            "gantool.backend": info.backend}
+
+
 def infer_callable(runner: Any) -> Callable[..., Any]:
     """The batched PyTriton callable: z (N, *latent) float32 [+ labels (N, 1) int64] -> {"images": (N, C, H, W)}.
     Labels out of range fail the request's batch with an error (the server keeps serving)."""
@@ -147,7 +161,8 @@ def served_inputs(sig: Any) -> list[Any]:
 
 def serve(opts: ServeOptions, log: Callable[[str], None] = print) -> None:
     """Start the server, log its URLs, block until SIGINT/SIGTERM (or the server dies), stop it.
-    The server's own log goes to a temp file, named in the output; it is removed after a clean stop."""
+    The server's own log and PyTriton's workspace go to a temp folder ($TMPDIR/gantool-serve-*),
+    named in the output; it is removed after a clean stop."""
     opts.validate()
     require_pytriton()
     path = resolve_artifact(opts)
@@ -159,18 +174,29 @@ def serve(opts: ServeOptions, log: Callable[[str], None] = print) -> None:
     os.environ.update(server_env())  # PyTriton starts tritonserver with a copy of os.environ
     import numpy as np
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-    from pytriton.triton import DEFAULT_PROTECTED_ENDPOINTS, Triton, TritonConfig, TritonSecurityConfig
+    from pytriton.triton import (DEFAULT_PROTECTED_ENDPOINTS, Triton, TritonConfig, TritonLifecyclePolicy,
+                                 TritonSecurityConfig)
 
     log_file = Path(tempfile.mkdtemp(prefix="gantool-serve-")) / "tritonserver.log"
     config = TritonConfig(http_address=opts.host, http_port=opts.http_port, grpc_address=opts.host,
                           grpc_port=opts.grpc_port, metrics_address=opts.host, metrics_port=opts.metrics_port,
-                          exit_timeout_secs=EXIT_TIMEOUT_S, allow_gpu_metrics=False, log_file=log_file)
+                          exit_timeout_secs=EXIT_TIMEOUT_S, allow_gpu_metrics=False, log_file=log_file,
+                          strict_readiness=True)
     stop = threading.Event()
     old = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     # PyTriton guards admin endpoints with a generated token; statistics (read-only, what bench's
     # load test reports queue/compute time and formed batches from) stay open.
     security = TritonSecurityConfig(restricted_endpoints=[e for e in DEFAULT_PROTECTED_ENDPOINTS if e != "statistics"])
-    triton = Triton(config=config, security_config=security)
+    # Readiness that tells the truth (issue 35.6): PyTriton's default starts tritonserver with no model
+    # and loads it through the API afterwards, so /v2/health/ready said ready ~2.5 s before the model
+    # was. With the model written to the repository first (local_model_store), tritonserver loads it
+    # at startup (--load-model=*) and opens its HTTP/gRPC ports only after that load: the first ready
+    # answer on either port comes with the model ready (strict readiness, Triton's default, kept on).
+    policy = TritonLifecyclePolicy(launch_triton_on_startup=False, local_model_store=True)
+    # PyTriton's workspace (model store, sockets) beside the log, not in ~/.cache/pytriton: one folder
+    # per server under $TMPDIR, removed after a clean stop
+    triton = Triton(config=config, security_config=security, triton_lifecycle_policy=policy,
+                    workspace=log_file.parent / "workspace")
     try:
         t0 = time.perf_counter()
         try:
@@ -181,6 +207,13 @@ def serve(opts: ServeOptions, log: Callable[[str], None] = print) -> None:
                         config=ModelConfig(max_batch_size=opts.max_batch_size,
                                            batcher=DynamicBatcher(max_queue_delay_microseconds=opts.max_queue_delay_us)),
                         strict=True)
+            params = model_parameters(path, info)
+            from pytriton.model_config.generator import ModelConfigGenerator
+
+            for model in triton._model_manager.models:  # pytriton 0.7 (pinned) has no public hook for a
+                cfg = model._get_triton_model_config()  # model's parameters: add them, rewrite its config
+                cfg.backend_parameters.update(params)
+                ModelConfigGenerator(config=cfg).to_file(triton._workspace.model_store_path / model.model_name / "config.pbtxt")
             triton.run()
         except Exception as e:  # noqa: BLE001 - PyTriton raises its own types; the server log says why
             from gantool.errors import first_line
@@ -194,6 +227,7 @@ def serve(opts: ServeOptions, log: Callable[[str], None] = print) -> None:
             f"{opts.host}:{opts.grpc_port} --triton-model {MODEL})")
         log(f"  metrics http://{opts.host}:{opts.metrics_port}/metrics")
         log(f"  server log {log_file} (removed after a clean stop)")
+        log(f"  ready   http://{opts.host}:{opts.http_port}/v2/health/ready (ready means the model answers)")
         log("  stop with Ctrl-C or SIGTERM")
         while not stop.wait(0.5):
             if not triton.is_alive():

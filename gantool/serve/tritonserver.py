@@ -103,7 +103,9 @@ class TritonServerProcess:
                      if ln.startswith("E") or "error" in ln.lower()]
         except OSError:
             return "no log"
-        return (lines[-1] if lines else "see " + str(self.log_path))[:300]
+        from gantool.errors import clip
+
+        return clip(lines[-1] if lines else "see " + str(self.log_path))
 
     def stop(self) -> int | None:
         """SIGINT, wait; SIGKILL the process group if it is still there. Returns the exit code."""

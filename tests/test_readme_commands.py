@@ -51,6 +51,47 @@ def needs(args: list[str]) -> str | None:
     return None
 
 
+ROOT = README.parent
+FIRST_SCREEN = 40  # lines: what a new user sees before scrolling
+
+
+def activate_line(text: str) -> str:
+    """The README's first-screen line that puts gantool on the PATH (issue 36.1)."""
+    lines = [re.split(r"\s+#", line, maxsplit=1)[0].strip() for line in text.splitlines()[:FIRST_SCREEN]]
+    found = [line for line in lines if line.startswith("source ") and line.endswith("/bin/activate")]
+    assert found, f"README.md's first {FIRST_SCREEN} lines do not say how to put gantool on the PATH (source .venv/bin/activate)"
+    return found[0]
+
+
+def test_the_readme_first_screen_puts_gantool_on_the_path(tmp_path):
+    """The first-screen line, run as written in a shell whose PATH has no gantool, makes `gantool -h` work."""
+    line = activate_line(README.read_text())
+    venv = Path(sys.prefix)
+    if venv == Path(sys.base_prefix) or not (venv / "bin" / "activate").is_file():
+        pytest.skip("the tests do not run in a venv, so there is no activate script to source")
+    (tmp_path / ".venv").symlink_to(venv)  # the folder `make` creates, here the venv running the tests
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if Path(p).resolve() != (venv / "bin").resolve())
+    env = {**{k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}, "PATH": path,
+           "PYTHONPATH": str(ROOT)}  # this tree's gantool, whichever tree the venv's install points at
+    before = subprocess.run(["bash", "-c", "command -v gantool"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert before.returncode != 0, f"gantool is already on the PATH: {before.stdout}"
+    r = subprocess.run(["bash", "-c", f"{line} && gantool -h"], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and "Usage: gantool" in r.stdout, r.stderr[-1500:]
+
+
+@pytest.mark.parametrize("target", ["demo", "test"])
+def test_make_demo_and_test_end_with_the_readmes_activate_line(target):
+    """`make demo` / `make test` print the same line when they finish (pass or fail), as rustup and uv do."""
+    line = activate_line(README.read_text())
+    r = subprocess.run(["make", "-n", "-o", ".venv/.installed", target], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert line in r.stdout and "echo" in r.stdout, r.stdout
+    # printed after the command ends whatever its exit code, and that exit code is kept
+    assert "|| rc=$?" in r.stdout and "exit $rc" in r.stdout, r.stdout
+
+
 def test_the_readme_lists_the_commands_this_test_runs():
     cmds = readme_commands(README.read_text())
     heads = {shlex.split(c)[1] for c in cmds}

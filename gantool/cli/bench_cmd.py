@@ -11,7 +11,7 @@ import typer
 
 from gantool.cli.app import app
 from gantool.cli.common import (GeneratorOpt, ImgShapeOpt, LatentDimOpt, ValueRangeOpt, WeightsOpt, check_writable,
-                                parse_choice_list, parse_int_list, source_from_options, user_errors)
+                                parse_choice_list, parse_int_list, precheck_device, source_from_options, user_errors)
 from gantool.errors import GantoolError
 
 
@@ -125,8 +125,18 @@ def bench(
     if exported is not None and not exported.exists():
         raise GantoolError(f"--exported {exported} does not exist (run `gantool export --checkpoint RUN --out {exported}`)")
     check_writable((json_path, "--json"), (plot, "--plot"))  # before the timing, not after it
+    precheck_device(device)  # these before the heavy imports below (issue 36.5)
+    batch_list = parse_int_list(batch_sizes, "--batch-sizes")
+    concurrency_list = parse_int_list(concurrency, "--concurrency") if concurrency else []
+    percentile_list = _percentiles(percentiles)
+    from gantool.bench import gate as gate_mod  # torch-free
 
-    from gantool.bench import gate as gate_mod
+    baseline = band = None
+    if compare is not None:  # bad gate input fails before anything is timed
+        band = gate_mod.parse_band(max_regression)
+        baseline = gate_mod.read_baseline(compare)
+    source = source_from_options(checkpoint, generator, weights, latent_dim, img_shape, value_range)
+
     from gantool.bench import report as rep
     from gantool.bench.backends import BACKENDS
     from gantool.bench.suite import BenchConfig, failures, run_bench
@@ -135,23 +145,18 @@ def bench(
     from gantool.distributed import Dist
     from gantool.runners.ort_options import parse_ort_options
 
-    baseline = band = None
-    if compare is not None:  # bad gate input fails before anything is timed
-        band = gate_mod.parse_band(max_regression)
-        baseline = gate_mod.read_baseline(compare)
-    source = source_from_options(checkpoint, generator, weights, latent_dim, img_shape, value_range)
     cfg = BenchConfig(
         checkpoint=source, exported=exported,
         backends=parse_choice_list(backends, list(BACKENDS), "backend") if backends else [],
         precisions=parse_choice_list(precisions, list(PRECISIONS), "precision") if precisions else [],
-        batch_sizes=parse_int_list(batch_sizes, "--batch-sizes"), modes=parse_choice_list(modes, list(MODES), "mode"),
+        batch_sizes=batch_list, modes=parse_choice_list(modes, list(MODES), "mode"),
         device=device.value, warmup=warmup, min_time=min_time, max_time=max_time, min_repeats=min_repeats,
-        repeats=repeats, ci_target=ci_target / 100, percentiles=_percentiles(percentiles), raw_times=raw_times,
+        repeats=repeats, ci_target=ci_target / 100, percentiles=percentile_list, raw_times=raw_times,
         streams=streams, seed=seed, threads=threads, inter_op_threads=inter_op_threads,
         graph_opt_level=graph_opt_level.value if graph_opt_level else None, ort_options=parse_ort_options(ort_option),
         cache_dir=cache_dir, profile_dir=profile, profile_rows=list(profile_row or []),
         url=url, triton_model=triton_model,
-        concurrency=parse_int_list(concurrency, "--concurrency") if concurrency else [], duration=duration,
+        concurrency=concurrency_list, duration=duration,
         interleave=interleave, slice_s=slice_s,
     )
     if url and not cfg.backends:

@@ -9,8 +9,9 @@ import typer
 
 from gantool.cli.app import app
 from gantool.cli.common import (GeneratorOpt, ImgShapeOpt, LatentDimOpt, ValueRangeOpt, WeightsOpt, check_writable,
-                                source_from_options, user_errors)
+                                precheck_device, source_from_options, user_errors)
 from gantool.errors import ArtifactError, ConfigError
+from gantool.paths import require_file, resolve_checkpoint_path
 
 
 ROWS = (("FID", "fid", "{:.2f}"), ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"),
@@ -112,11 +113,16 @@ def eval_(
         raise ConfigError("give exactly one of --checkpoint RUN, --generator MODULE:CALLABLE or --artifact FILE")
     if n <= 0:
         raise ConfigError(f"--n must be > 0, got {n}")
+    precheck_device(device)
     if real is not None and dataset is not None:
         raise ConfigError("give --dataset (MNIST-shaped, scored by its classifiers) or --real FILE, not both")
-    for path in (checkpoint if generator is None else None, artifact, real):  # before torch is imported
-        if path is not None and not Path(path).exists():
-            raise ArtifactError(f"not found: {path}")
+    # before torch is imported: a wrong path is answered at once, a folder named as one
+    if checkpoint is not None and generator is None:
+        resolve_checkpoint_path(checkpoint)
+    if artifact is not None:
+        require_file(artifact, "--artifact", ArtifactError)
+    if real is not None:
+        require_file(real, "--real")
 
     from gantool.checkpoint import atomic_write_text
     from gantool.quality.metrics import NOT_APPLICABLE, dataset_of, evaluate_images, evaluate_runner

@@ -9,9 +9,10 @@ import typer
 
 from gantool.cli.app import app
 from gantool.cli.common import (GeneratorOpt, ImgShapeOpt, LatentDimOpt, ValueRangeOpt, WeightsOpt, check_writable,
-                                parse_choice_list, source_from_options, user_errors)
-from gantool.errors import ArtifactError, ConfigError
-from gantool.paths import require_exported, resolve_checkpoint_path
+                                check_positive, parse_choice_list, precheck_device, source_from_options,
+                                user_errors)
+from gantool.errors import ConfigError
+from gantool.paths import require_exported, require_path, resolve_checkpoint_path
 
 FORMATS = ["onnx", "torchscript", "aoti", "all", "web", "triton"]
 DTYPES = ["fp32", "fp16", "bf16", "int8"]
@@ -49,6 +50,7 @@ def export(
     (generator_onnx and generator_torchscript, each with config.pbtxt and 1/model.*).
     """
     check_writable((out, "--out"), directory=True)
+    precheck_device(device)
     source = source_from_options(checkpoint, generator, weights, latent_dim, img_shape, value_range)
     formats = parse_choice_list(format, FORMATS, "format")
     dtypes = parse_choice_list(dtype, DTYPES, "dtype")
@@ -202,14 +204,16 @@ def sample(
 ) -> None:
     """Draw a grid of n samples through the same loading code as verify and bench."""
     check_writable((out, "--out"))
+    check_positive(n, "--n")  # these three before torch is imported (issue 36.5)
+    precheck_device(device)
     user = source_from_options(None, generator, weights, latent_dim, img_shape, value_range)  # refuses a stray --weights
     if user is not None and source is not None:
         raise ConfigError("give --from PATH or --generator MODULE:CALLABLE, not both")
     src = user or source
     if src is None:
         raise ConfigError("give --from PATH (checkpoint, run directory or exported artifact) or --generator MODULE:CALLABLE")
-    if user is None and not Path(src).exists():
-        raise ArtifactError(f"not found: {src}")  # before torch is imported
+    if user is None:
+        require_path(src, "--from")  # before torch is imported
 
     from gantool.sample import sample_grid
 

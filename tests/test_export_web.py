@@ -70,22 +70,23 @@ def test_export_web_from_a_checkpoint_with_a_bundled_runtime(checkpoint_path, tm
     assert "pass" in r.stdout  # the ONNX it exported was checked against the checkpoint
 
 
-def test_export_web_force_replaces_a_site_only(exported_dir, tmp_path):
+def test_export_web_replaces_its_own_site_and_says_so_but_never_other_files(exported_dir, tmp_path):
+    """The one overwrite rule (README, "Writing over earlier output"; issue 36.2): an earlier site is
+    replaced without --force, in one line; a folder of other files is refused, --force or not."""
     site = tmp_path / "site"
-    assert run("export", "--format", "web", "--exported", exported_dir, "--out", site).exit_code == 0
-    before = (site / "model.json").read_text()
     r = run("export", "--format", "web", "--exported", exported_dir, "--out", site)
-    assert_one_line_error(r, "not empty", "--force")
-    assert (site / "model.json").read_text() == before
-    r = run("export", "--format", "web", "--exported", exported_dir, "--out", site, "--force", "--seed", "1")
+    assert r.exit_code == 0 and "replaced" not in r.stdout, r.stdout + r.stderr
+    r = run("export", "--format", "web", "--exported", exported_dir, "--out", site, "--seed", "1")
     assert r.exit_code == 0, r.stderr
+    assert len([line for line in r.stdout.splitlines() if line.startswith("replaced the earlier gantool site")]) == 1
     assert json.loads((site / "model.json").read_text())["seed"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["site"]  # no temporary folders left behind
     other = tmp_path / "notes"
     other.mkdir()
     (other / "keep.txt").write_text("mine")
-    assert_one_line_error(run("export", "--format", "web", "--exported", exported_dir, "--out", other, "--force"),
-                          "not a gantool web site")
+    for force in ([], ["--force"]):
+        assert_one_line_error(run("export", "--format", "web", "--exported", exported_dir, "--out", other, *force),
+                              "not a gantool web site", "never replaces")
     assert (other / "keep.txt").read_text() == "mine"
 
 

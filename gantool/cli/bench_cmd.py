@@ -11,7 +11,8 @@ import typer
 
 from gantool.cli.app import app
 from gantool.cli.common import (GeneratorOpt, ImgShapeOpt, LatentDimOpt, ValueRangeOpt, WeightsOpt, check_writable,
-                                parse_choice_list, parse_int_list, precheck_device, source_from_options, user_errors)
+                                parse_choice_list, parse_int_list, precheck_device, replaced_note, source_from_options,
+                                user_errors)
 from gantool.errors import GantoolError
 
 
@@ -234,8 +235,10 @@ def _print_report(report, json_path: Optional[Path], plot: Optional[Path], wide:
 
         typer.echo(format_report(report["train"]))
     if json_path:
+        again = replaced_note(json_path)
         rep.write_json(report, json_path)
-        typer.echo(f"wrote {json_path}")
+        typer.echo(f"wrote {json_path}{again}")
     if plot:
+        again = replaced_note(plot)
         note = rep.plot(report, plot)
-        typer.echo(f"note: {note}" if note else f"wrote {plot}")
+        typer.echo(f"note: {note}" if note else f"wrote {plot}{again}")

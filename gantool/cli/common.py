@@ -41,6 +41,12 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def replaced_note(path: Path | None) -> str:
+    """" (replaced the earlier file)" when `path` exists now, before a command writes it: the one line that
+    names a written file also says it replaced one (README, "Writing over earlier output")."""
+    return " (replaced the earlier file)" if path is not None and Path(path).is_file() else ""
+
+
 def check_writable(*paths: tuple[Path | None, str], directory: bool = False) -> None:
     """Each (path, flag) given must be writable (gantool.checkpoint.check_writable); call before any work."""
     from gantool.paths import check_writable as check

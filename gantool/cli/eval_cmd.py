@@ -9,7 +9,7 @@ import typer
 
 from gantool.cli.app import app
 from gantool.cli.common import (GeneratorOpt, ImgShapeOpt, LatentDimOpt, ValueRangeOpt, WeightsOpt, check_writable,
-                                precheck_device, source_from_options, user_errors)
+                                precheck_device, replaced_note, source_from_options, user_errors)
 from gantool.errors import ArtifactError, ConfigError
 from gantool.paths import require_file, resolve_checkpoint_path
 
@@ -155,7 +155,8 @@ def eval_(
     isa = ",".join(k for k, v in env["cpu_isa"].items() if v) or "none of avx2/avx512/amx"
     typer.echo(f"  machine          {env['device_name']} ({isa}), {env['threads']} threads, torch {env['versions']['torch']}")
     if json_path:
+        again = replaced_note(json_path)
         atomic_write_text(json_path, json.dumps(scores, indent=2) + "\n")
-        typer.echo(f"wrote {json_path}")
+        typer.echo(f"wrote {json_path}{again}")
     typer.echo(json.dumps({k: v for k, v in scores.items() if k not in ("targets", "bars", "environment", "feature_spaces")},
                           separators=(",", ":")))

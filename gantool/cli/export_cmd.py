@@ -9,8 +9,8 @@ import typer
 
 from gantool.cli.app import app
 from gantool.cli.common import (GeneratorOpt, ImgShapeOpt, LatentDimOpt, ValueRangeOpt, WeightsOpt, check_writable,
-                                check_positive, parse_choice_list, precheck_device, source_from_options,
-                                user_errors)
+                                check_positive, parse_choice_list, precheck_device, replaced_note,
+                                source_from_options, user_errors)
 from gantool.errors import ConfigError
 from gantool.paths import require_exported, require_path, resolve_checkpoint_path
 
@@ -35,7 +35,7 @@ def export(
     instances: Annotated[Optional[int], typer.Option("--instances", help="triton: model instances per device (instance_group count). Default: 1.")] = None,
     kind: Annotated[Optional[str], typer.Option("--kind", help="triton: where instances run: auto (GPU when the server has one), gpu or cpu; add python (e.g. python, cpu,python) for a Python-backend model running the ONNX with onnxruntime, which a plain tritonserver loads. Default: auto.")] = None,
     optimize: Annotated[bool, typer.Option("--optimize", help="triton: TensorRT and CUDA-graph settings for the ONNX model's GPU instances.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace what --out already holds: artifacts another checkpoint exported (they are deleted), an earlier site (web), gantool's models in a repository (triton; other models are kept).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Delete what gantool wrote into --out and this export does not rewrite: artifacts another generator exported. Without it, an earlier export of the same generator, an earlier site (web) or gantool's models (triton) are replaced and named in one line; files gantool did not write are never replaced.")] = False,
     quantization: Annotated[Optional[str], typer.Option("--quantization", help="int8 only: static (QDQ, activation ranges calibrated on seeded z; the default) or dynamic (ranges measured at run time).")] = None,
     calibration_samples: Annotated[Optional[int], typer.Option("--calibration-samples", metavar="<int>", help="int8 static only: calibration z to set activation ranges (default 1024).")] = None,
     generator: GeneratorOpt = None,
@@ -157,17 +157,18 @@ def verify(
     from gantool.checkpoint import atomic_write_text
     from gantool.verify.artifacts import verify_exported
 
+    again = {p: replaced_note(p) for p in (json_path, image)}
     report = verify_exported(exported, source)
     for line in report.lines():
         typer.echo(line)
     if json_path is not None:
         atomic_write_text(json_path, json.dumps(report.to_dict(), indent=2) + "\n")
-        typer.echo(f"report: {json_path}")
+        typer.echo(f"report: {json_path}{again[json_path]}")
     if image is not None:
         from gantool.sample import exported_comparison
 
         exported_comparison(exported, report.source, image)
-        typer.echo(f"image: {image}")
+        typer.echo(f"image: {image}{again[image]}")
     # Further checks (e.g. distribution parity through gantool.quality.metrics) go here, before the verdict.
     if distribution > 0:
         from gantool.verify.artifacts import format_distribution, verify_distribution
@@ -217,5 +218,6 @@ def sample(
 
     from gantool.sample import sample_grid
 
+    again = replaced_note(out)
     path = sample_grid(src, out, n=n, seed=seed, backend=backend, device=device)
-    typer.echo(f"wrote {n} samples from {generator or source} to {path}")
+    typer.echo(f"wrote {n} samples from {generator or source} to {path}{again}")

@@ -55,8 +55,9 @@ def find_runtime(folder: str | Path) -> tuple[Path, str | None]:
                       "give the folder of `npm install onnxruntime-web`, the package folder or its dist/")
 
 
-def _check_out(out: Path, force: bool, protect: list[Path]) -> None:
-    """--out may be new or empty; a non-empty one only with --force, and only a site gantool wrote."""
+def _check_out(out: Path, force: bool, protect: list[Path]) -> dict[str, Any] | None:
+    """--out may be new, empty or an earlier gantool site (returned: its model.json, to say what is replaced);
+    files gantool did not write are never replaced, --force or not (README, "Writing over earlier output")."""
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} exists and is not a directory")
     resolved = out.resolve()
@@ -65,16 +66,16 @@ def _check_out(out: Path, force: bool, protect: list[Path]) -> None:
         if resolved == p or resolved in p.parents:
             raise OutputError(f"--out {out} would replace {p}, which the site is built from: choose another --out")
     if not out.exists() or not any(out.iterdir()):
-        return
-    if not force:
-        raise OutputError(f"--out {out} is not empty: pass --force to replace it, or choose a new folder")
+        return None
     try:
-        is_site = json.loads((out / "model.json").read_text()).get("format") == SITE_FORMAT
+        old = json.loads((out / "model.json").read_text())
+        is_site = old.get("format") == SITE_FORMAT
     except (OSError, ValueError, AttributeError):
         is_site = False
     if not is_site:
-        raise OutputError(f"--out {out} holds files that are not a gantool web site; --force only replaces "
-                          "a site gantool wrote: choose an empty or new folder")
+        raise OutputError(f"--out {out} holds files gantool did not write (it is not a gantool web site) and "
+                          "gantool never replaces those, --force or not: choose an empty or new folder")
+    return old
 
 
 def _source_onnx(exported: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -117,7 +118,7 @@ def build_site(out: str | Path, exported: str | Path | None = None, checkpoint: 
     out = Path(out)
     exported = Path(exported) if exported is not None else Path("exported")
     protect = [exported] + ([Path(checkpoint)] if checkpoint is not None else [])
-    _check_out(out, force, protect)
+    previous = _check_out(out, force, protect)
     bad = [d for d in dtypes if d not in ("fp32", "fp16")]
     if bad:
         raise ConfigError(f"--format web takes fp32 and fp16 ONNX, not {', '.join(bad)}")
@@ -142,6 +143,9 @@ def build_site(out: str | Path, exported: str | Path | None = None, checkpoint: 
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+    if previous is not None:
+        say(f"replaced the earlier gantool site in {out}/ (built {previous.get('created') or 'at an unknown time'}"
+            f"{'' if previous.get('source_sha256') == meta.get('source_sha256') else ' from another generator'})")
     return meta
 
 

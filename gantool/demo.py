@@ -35,6 +35,7 @@ class Stage:
     command: str = ""
     summary: str = ""
     result: dict[str, Any] = field(default_factory=dict)
+    finished: str | None = None  # UTC time this stage last ran (ISO); kept when a later demo runs other stages
 
 
 @dataclass
@@ -77,6 +78,30 @@ def move_aside(out: Path) -> Path | None:
     except OSError as e:
         raise OutputError(f"cannot move the previous run {out} aside: {e.strerror or e}") from None
     return dest
+
+
+def _previous_stages(out: Path) -> dict[str, dict[str, Any]]:
+    """The stages an earlier REPORT.json in `out` ran (ok, reused or failed), by name: a demo that runs only
+    some stages keeps the others' rows as they were, their times included (issue 36.7)."""
+    try:
+        old = json.loads((out / "REPORT.json").read_text())
+        if old.get("schema") != REPORT_SCHEMA:
+            return {}
+        return {s["name"]: s for s in old["stages"]
+                if isinstance(s, dict) and s.get("status") in ("ok", "reused", "failed") and s.get("name") in ALL_STAGES}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _carry(stage: Stage, old: dict[str, Any]) -> None:
+    """Fill `stage` with an earlier demo's row of it (status, time, summary, result, when it ran)."""
+    for k in ("status", "seconds", "command", "summary", "result", "finished"):
+        if k in old:
+            setattr(stage, k, old[k])
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _previous_train(out: Path) -> dict[str, Any]:
@@ -210,8 +235,8 @@ def read_serve(out: Path, since: float) -> tuple[dict[str, Any], str]:
 
 def read_bench(out: Path, since: float) -> tuple[dict[str, Any], str]:
     doc = _read_json(out / "bench.json", since)
-    rows = [{k: r.get(k) for k in ("backend", "precision", "batch", "samples_per_s", "median_ms", "ranked", "reason")}
-            for r in doc["results"]]
+    rows = [{**{k: r.get(k) for k in ("backend", "precision", "batch", "samples_per_s", "median_ms", "ranked", "reason")},
+             "mode": r.get("mode", "latency")} for r in doc["results"]]
     best: dict[int, dict[str, Any]] = {}
     for r in rows:
         if r["samples_per_s"] and (r["batch"] not in best or r["samples_per_s"] > best[r["batch"]]["samples_per_s"]):
@@ -258,15 +283,21 @@ def run_demo(opt: DemoOptions, log: Callable[[str], None] = print) -> dict[str, 
     check_writable(opt.out, "--out", directory=True)
     state, facts = train_state(opt.out)
     previous = _previous_train(opt.out) if state == "finished" else {}
-    report: dict[str, Any] = {"schema": REPORT_SCHEMA, "out": str(opt.out),
-                              "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    earlier = _previous_stages(opt.out)
+    report: dict[str, Any] = {"schema": REPORT_SCHEMA, "out": str(opt.out), "created": _now(),
                               "machine": machine(), "stages": []}
     plan = plan_stages(opt, state)
+    if "serve" in earlier and not any(s.name == "serve" for s, _ in plan):  # optional: kept when run before
+        plan.append((Stage("serve"), None))
     stages = [s for s, _ in plan]
     t_all, failed = time.perf_counter(), None
     asked = [name for name in ALL_STAGES if name in opt.stages]
     for stage, cmd in plan:
-        if stage.name not in opt.stages:
+        carried = stage.name not in opt.stages and stage.name in earlier and not (stage.name == "train" and state == "new")
+        if carried:  # its row as the earlier demo left it, with when that was
+            _carry(stage, earlier[stage.name])
+            cmd = None
+        elif stage.name not in opt.stages:
             stage.status, cmd = "skipped", None
             stage.summary = "not asked for (--stages)"
             if stage.name == "train" and state == "new":
@@ -290,11 +321,14 @@ def run_demo(opt: DemoOptions, log: Callable[[str], None] = print) -> dict[str, 
             rc = serve_stage(opt, cmd, log) if stage.name == "serve" else subprocess.call(_gantool(*cmd))
             stage.seconds = round(time.perf_counter() - t0, 1)
             stage.status = "ok" if rc == 0 else "failed"
+            stage.finished = _now()
             if rc:
                 stage.summary, failed = f"exit {rc} (its error is above, in the demo's output)", stage
             if stage.name == "train" and state == "resume":
                 stage.summary = f"resumed from step {facts['step']:,}"
-        if stage.status in ("ok", "reused", "skipped"):
+        if stage.status == "reused" and not carried:
+            stage.finished = _now()
+        if stage.status in ("ok", "reused", "skipped") and not carried:
             try:
                 res, text = READERS[stage.name](opt.out, since if cmd else 0.0)
                 stage.result = {**stage.result, **res}
@@ -306,7 +340,9 @@ def run_demo(opt: DemoOptions, log: Callable[[str], None] = print) -> dict[str, 
 
                 stage.summary = f"{stage.summary} (no result: {first_line(e)})".strip()
         report["stages"] = [s.__dict__ for s in stages]
-        report["total_seconds"] = round(time.perf_counter() - t_all, 1)
+        report["run_seconds"] = round(time.perf_counter() - t_all, 1)  # this demo's own wall time
+        # the report's total is the sum of the stage times it shows (kept rows included), said as such
+        report["total_seconds"] = round(sum(s.seconds or 0 for s in stages), 1)
         write_report(opt.out, report)
     report["failed"] = failed.name if failed else None
     write_report(opt.out, report)

@@ -80,7 +80,7 @@ def bench(
     backends: Annotated[Optional[str], typer.Option(help="Comma list: eager, compile, compile-reduce-overhead, torchscript, aoti, ort, openvino, ort-cuda, ort-cuda-graph, ort-trt, web (ONNX Runtime Web in headless Chromium; needs scripts/web_deps.sh), triton (needs --url). Default: all that make sense on the device (web and triton only when named).")] = None,
     precisions: Annotated[Optional[str], typer.Option(help="Comma list of fp32 (IEEE everywhere), tf32 (CUDA TF32 tensor cores), bf16, fp16, int8 (ort/openvino on an int8 ONNX file). Default: what the device runs natively (fp32; bf16 where the CPU has avx512_bf16/AMX; tf32, fp16 and bf16 on CUDA sm_80+), plus int8 where an int8 file is exported.")] = None,
     batch_sizes: Annotated[str, typer.Option(help="Comma list of batch sizes (> 0).")] = "1,64,1024,4096",
-    modes: Annotated[str, typer.Option(help="Comma list: latency (shown as call: each timing one call of batch z, waited for, on an idle device), throughput (shown as pipe: back-to-back calls; several streams on CUDA).")] = "latency",
+    modes: Annotated[str, typer.Option(help="Comma list: latency (each timing one call of batch z, waited for, on an idle device), throughput (back-to-back calls; several streams on CUDA).")] = "latency",
     device: Annotated[BenchDevice, typer.Option(help="auto picks CUDA when present. ORT CUDA/TensorRT backends always run on CUDA.")] = BenchDevice.auto,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed calls per row after the first call (CUDA graphs are captured before these, whatever this says).")] = 5,
     min_time: Annotated[float, typer.Option(min=0.0, help="Seconds of timed samples per row, at least.")] = 0.5,

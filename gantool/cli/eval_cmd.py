@@ -18,21 +18,30 @@ ROWS = (("FID", "fid", "{:.2f}"), ("precision", "precision", "{:.3f}"), ("recall
         ("density", "density", "{:.3f}"), ("coverage", "coverage", "{:.3f}"), ("KID", "kid", "{:.4g}"))
 
 
+def kid_cell(mean: float, std: float) -> str:
+    """KID as `mean ± std` (over subsets, in the space's own units: unnormalised features)."""
+    return f"{mean:.3g} ± {std:.2g}"
+
+
 def _metric_table(spaces: dict, untrained: bool = False) -> list[str]:
-    """One row a metric, a (sample, real-vs-real) column pair a feature space."""
+    """One row a metric, a (sample, real-vs-real) column pair a feature space; columns as wide as their
+    widest cell plus two spaces, so no two values run together (issue 36.4: KID's mean+-std did)."""
     titles = [f"{n} features ({s['features']}-d, untrained)" if untrained else
               "{} features ({}-d, acc {:.1%})".format(n, s["features"], s["classifier_accuracy"]) for n, s in spaces.items()]
-    lines = ["  " + " " * 18 + "".join(f"{t:>32}" for t in titles),
-             "  " + " " * 18 + f"{'sample':>16}{'real':>16}" * len(spaces)]
+    rows = []
     for label, key, fmt in ROWS:
         cells = []
         for s in spaces.values():
             real = s["real_vs_real"]
-            if key == "kid":  # mean +- std over subsets, in the space's own units (unnormalised features)
-                cells += [f"{s['kid']:.4g}+-{s['kid_std']:.3g}", f"{real['kid']:.4g}+-{real['kid_std']:.3g}"]
+            if key == "kid":
+                cells += [kid_cell(s["kid"], s["kid_std"]), kid_cell(real["kid"], real["kid_std"])]
             else:
                 cells += [fmt.format(s[key]), fmt.format(s["fid_floor"] if key == "fid" else real[key])]
-        lines.append(f"  {label:<18}" + "".join(f"{c:>16}" for c in cells))
+        rows.append((label, cells))
+    width = max([16] + [len(c) + 2 for _, cells in rows for c in cells] + [(len(t) + 3) // 2 for t in titles])
+    lines = ["  " + " " * 18 + "".join(f"{t:>{2 * width}}" for t in titles),
+             "  " + " " * 18 + f"{'sample':>{width}}{'real':>{width}}" * len(spaces)]
+    lines += [f"  {label:<18}" + "".join(f"{c:>{width}}" for c in cells) for label, cells in rows]
     return lines
 
 
@@ -75,7 +84,7 @@ def format_scores(s: dict) -> str:
         f"  recall / real    {s['recall'] / s['real_vs_real']['recall'] if s['real_vs_real']['recall'] else 0:.2f}x",
         *_bar_lines(s),
         f"  (real = real training digits vs the held-out ones, same protocol; precision/recall/density/coverage "
-        f"on {first['prdc_n']} samples a side, k={first['prdc_k']}; KID over 100 subsets of {first['kid_subset']})",
+        f"on {first['prdc_n']} samples a side, k={first['prdc_k']}; KID: mean ± std over 100 subsets of {first['kid_subset']})",
     ]
     if s.get("spaces_disagree"):
         lines.append(f"feature spaces disagree: FID/floor is {ratios} ({s['fid_ratio_spread']:.1f}x apart, "

@@ -92,6 +92,23 @@ def test_make_demo_and_test_end_with_the_readmes_activate_line(target):
     assert "|| rc=$?" in r.stdout and "exit $rc" in r.stdout, r.stdout
 
 
+OUTPUT_OPTIONS = ("--out", "--json", "--plot", "--image", "--profile")
+
+
+def test_every_readme_command_writes_under_runs():
+    """Issue 36.6: README commands wrote grid.png, site/ and model_repository/ into the repository root while
+    the pipeline table wrote under runs/demo/; every output a README command names lies under runs/."""
+    text = README.read_text()
+    outside = []
+    for cmd in readme_commands(text):
+        args = shlex.split(cmd)
+        outside += [f"{cmd}: {flag} {value}" for flag, value in zip(args, args[1:])
+                    if flag in OUTPUT_OPTIONS and not value.startswith("runs/")]
+    # and the shell lines around them that name those folders (http.server --directory, docker -v)
+    outside += [line for line in text.splitlines() if re.search(r"--directory (?!runs/)|-v \$PWD/(?!runs/)", line)]
+    assert not outside, outside
+
+
 def test_the_readme_lists_the_commands_this_test_runs():
     cmds = readme_commands(README.read_text())
     heads = {shlex.split(c)[1] for c in cmds}
@@ -132,6 +149,8 @@ def test_every_readme_command_runs_as_written(tmp_path):
     assert all("--url" in s or "web" in s or "serve " in s.split("(needs")[0] + " " for s in skipped), skipped
     # what the commands wrote is what the README says they write
     for path in ("runs/demo/checkpoint.pt", "runs/demo/exported/manifest.json", "runs/demo/grid.png",
-                 "runs/demo/site/index.html", "exp/manifest.json", "grid.png", "site/index.html",
+                 "runs/demo/site/index.html", "runs/my_gen/manifest.json", "runs/my_gen/grid.png",
                  "runs/demo/REPORT.md"):
         assert (tmp_path / path).is_file(), path
+    # and none of what they write lands beside runs/ (issue 36.6)
+    assert not [p for p in ("grid.png", "site", "model_repository", "exp", "exported") if (tmp_path / p).exists()]

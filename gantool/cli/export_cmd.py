@@ -29,7 +29,7 @@ def export(
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when present) | cpu | cuda: the device AOTInductor compiles for.")] = "auto",
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check parity against eager fp32 after exporting.")] = True,
     exported: Annotated[Optional[Path], typer.Option("--exported", help="web: the export folder to take generator.fp32.onnx (and fp16) from; default: exported.")] = None,
-    ort_web: Annotated[Optional[Path], typer.Option("--ort-web", help="web: copy ONNX Runtime Web from this `npm install onnxruntime-web` folder (or its dist/) into the site, so it works offline; default: the page loads it from the CDN.")] = None,
+    ort_web: Annotated[Optional[Path], typer.Option("--ort-web", help="web: copy ONNX Runtime Web into the site from this `npm install onnxruntime-web` folder (the package folder or its dist/), so the page works offline; `cdn`: the page loads it from jsDelivr (needs the network). Default: the copy scripts/web_deps.sh installed in .cache/web when there is one, else the CDN; the export says which.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="web: seed of the page's fixed noise (gantool.noise.latent).")] = 0,
     max_batch_size: Annotated[Optional[int], typer.Option("--max-batch-size", help="triton: the largest batch Triton forms (max_batch_size). Default: 1024.")] = None,
     instances: Annotated[Optional[int], typer.Option("--instances", help="triton: model instances per device (instance_group count). Default: 1.")] = None,

@@ -212,10 +212,17 @@ def read_eval(out: Path, since: float) -> tuple[dict[str, Any], str]:
     s = _read_json(out / "eval.json", since)
     keys = ("n", "fid", "fid_floor", "fid_over_floor", "recognisability", "class_entropy", "min_class_share", "bars")
     res = {k: s.get(k) for k in keys}
+    # FID/floor in every feature space, each named, and which one the bars judge (the worse): REPORT.md
+    # printed the primary space's figure while the bar judged the worse one (issue 36.10)
+    spaces = {n: v["fid_over_floor"] for n, v in (s.get("feature_spaces") or {}).items()} or {"": s["fid_over_floor"]}
+    res["fid_over_floor_by_space"] = spaces
+    worst = max(spaces, key=spaces.get)
+    ratios = ", ".join(f"{r:.1f}x in {n}" if n else f"{r:.1f}x" for n, r in spaces.items())
+    judged = f"; the bars judge the worse, {spaces[worst]:.1f}x in {worst}" if len(spaces) > 1 else ""
     # the bars' lines are gantool eval's own (gantool.quality.targets), so REPORT.md says what eval says
-    text = (f"{s['n']:,} samples: FID {s['fid']:.1f} (real-vs-real floor {s['fid_floor']:.1f}, {s['fid_over_floor']:.1f}x), "
-            f"recognisability {s['recognisability']:.1%}, class entropy {s['class_entropy']:.3f}; "
-            + "; ".join(b["line"] for b in (s.get("bars") or {}).values()))
+    text = (f"{s['n']:,} samples: FID/floor {ratios} (FID {s['fid']:.1f}, real-vs-real floor {s['fid_floor']:.1f} in "
+            f"{next(iter(spaces)) or 'its space'}){judged}; recognisability {s['recognisability']:.1%}, class entropy "
+            f"{s['class_entropy']:.3f}; " + "; ".join(b["line"] for b in (s.get("bars") or {}).values()))
     return res, text
 
 

@@ -155,3 +155,20 @@ def test_report_bench_table_lists_measured_rows_with_the_jsons_mode_names(tmp_pa
     assert table == ["| eager | fp32 | latency | 1,000 | 9,000 |", "| ort | fp32 | latency | - | 12,000 |",
                      "| ort | fp32 | throughput | - | 15,000 |"], table
     assert "torchscript" not in md and "| call |" not in md and "| pipe |" not in md
+
+
+def test_report_eval_row_names_each_spaces_fid_multiple_and_the_one_the_bar_judges(tmp_path):
+    """Issue 36.10: REPORT.md printed the cnn space's FID/floor (4.7x) while the bar judged the worse space;
+    it prints every space's multiple with its name and says which one the bars judge."""
+    from gantool.demo import read_eval
+    from gantool.quality.targets import judge
+
+    s = {"n": 10_000, "fid": 81.0, "fid_floor": 17.4, "fid_over_floor": 4.7, "recognisability": 0.892,
+         "class_entropy": 0.992, "min_class_share": 0.07, "recall": 0.2, "real_vs_real": {"recall": 0.86},
+         "feature_spaces": {"cnn": {"fid_over_floor": 4.7}, "mlp": {"fid_over_floor": 11.2}}}
+    s["bars"] = judge(s)
+    (tmp_path / "eval.json").write_text(json.dumps(s))
+    res, text = read_eval(tmp_path, 0.0)
+    assert "FID/floor 4.7x in cnn, 11.2x in mlp" in text and "the bars judge the worse, 11.2x in mlp" in text
+    assert "quality bar: not met: FID/floor 11.2x (mlp) > 10x" in text  # the figure judged is a figure printed
+    assert res["fid_over_floor_by_space"] == {"cnn": 4.7, "mlp": 11.2}

@@ -109,6 +109,18 @@ def test_every_readme_command_writes_under_runs():
     assert not outside, outside
 
 
+def test_every_fid_multiple_in_the_readme_names_its_feature_space():
+    """Issue 36.10: the README quoted "FID 4.7x the floor" without saying in which of eval's two feature
+    spaces (cnn, mlp), and the bar is judged in every space. Each FID multiple names its space."""
+    text = " ".join(README.read_text().split())  # one line: a sentence may wrap
+    unnamed = []
+    for m in re.finditer(r"FID[^|]{0,60}?(\d+(?:\.\d+)?(?:-\d+(?:\.\d+)?)?x)", text):
+        after = text[m.end():m.end() + 70]
+        if not re.search(r"\b(cnn|mlp)\b|every feature space|both feature spaces", after):
+            unnamed.append(text[m.start():m.end() + 70])
+    assert not unnamed, unnamed
+
+
 def test_the_readme_lists_the_commands_this_test_runs():
     cmds = readme_commands(README.read_text())
     heads = {shlex.split(c)[1] for c in cmds}

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from gantool.config import DIGITS_AFTER_STEPS
-from gantool.demo_report import duration, to_markdown, write_report  # noqa: F401 (to_markdown: part of this module's API)
+from gantool.demo_report import duration, previous_stages, to_markdown, write_report  # noqa: F401 (to_markdown: API)
 from gantool.errors import GantoolError, OutputError
 
 STAGES = ("train", "export", "verify", "eval", "bench")
@@ -78,19 +78,6 @@ def move_aside(out: Path) -> Path | None:
     except OSError as e:
         raise OutputError(f"cannot move the previous run {out} aside: {e.strerror or e}") from None
     return dest
-
-
-def _previous_stages(out: Path) -> dict[str, dict[str, Any]]:
-    """The stages an earlier REPORT.json in `out` ran (ok, reused or failed), by name: a demo that runs only
-    some stages keeps the others' rows as they were, their times included (issue 36.7)."""
-    try:
-        old = json.loads((out / "REPORT.json").read_text())
-        if old.get("schema") != REPORT_SCHEMA:
-            return {}
-        return {s["name"]: s for s in old["stages"]
-                if isinstance(s, dict) and s.get("status") in ("ok", "reused", "failed") and s.get("name") in ALL_STAGES}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}
 
 
 def _carry(stage: Stage, old: dict[str, Any]) -> None:
@@ -290,7 +277,7 @@ def run_demo(opt: DemoOptions, log: Callable[[str], None] = print) -> dict[str, 
     check_writable(opt.out, "--out", directory=True)
     state, facts = train_state(opt.out)
     previous = _previous_train(opt.out) if state == "finished" else {}
-    earlier = _previous_stages(opt.out)
+    earlier = previous_stages(opt.out, REPORT_SCHEMA, ALL_STAGES)  # a stage not run keeps its earlier row
     report: dict[str, Any] = {"schema": REPORT_SCHEMA, "out": str(opt.out), "created": _now(),
                               "machine": machine(), "stages": []}
     plan = plan_stages(opt, state)

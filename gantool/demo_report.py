@@ -77,6 +77,19 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def previous_stages(out: Path, schema: str, names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """The stages an earlier REPORT.json in `out` ran (ok, reused or failed), by name: a demo that runs only
+    some stages keeps the others' rows as they were, their times included (issue 36.7)."""
+    try:
+        old = json.loads((out / "REPORT.json").read_text())
+        if old.get("schema") != schema:
+            return {}
+        return {s["name"]: s for s in old["stages"]
+                if isinstance(s, dict) and s.get("status") in ("ok", "reused", "failed") and s.get("name") in names}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
 def write_report(out: Path, report: dict[str, Any]) -> None:
     from gantool.checkpoint import atomic_write_text
 

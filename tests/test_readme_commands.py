@@ -70,11 +70,11 @@ def test_the_readme_first_screen_puts_gantool_on_the_path(tmp_path):
     if venv == Path(sys.base_prefix) or not (venv / "bin" / "activate").is_file():
         pytest.skip("the tests do not run in a venv, so there is no activate script to source")
     (tmp_path / ".venv").symlink_to(venv)  # the folder `make` creates, here the venv running the tests
-    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if Path(p).resolve() != (venv / "bin").resolve())
-    env = {**{k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}, "PATH": path,
+    env = {**{k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}, "PATH": "/usr/bin:/bin",  # a new shell's
            "PYTHONPATH": str(ROOT)}  # this tree's gantool, whichever tree the venv's install points at
     before = subprocess.run(["bash", "-c", "command -v gantool"], cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert before.returncode != 0, f"gantool is already on the PATH: {before.stdout}"
+    if before.returncode == 0:
+        pytest.skip(f"a gantool is installed system-wide ({before.stdout.strip()}): the check would prove nothing")
     r = subprocess.run(["bash", "-c", f"{line} && gantool -h"], cwd=tmp_path, env=env, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0 and "Usage: gantool" in r.stdout, r.stderr[-1500:]

@@ -136,7 +136,8 @@ def test_every_readme_command_runs_as_written(tmp_path):
     (tmp_path / "my_gen.py").write_text(python_block)
     rng = np.random.default_rng(0)
     np.save(tmp_path / "real.npy", rng.integers(0, 256, (300, 3, 32, 32), dtype=np.uint8))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(tmp_path)}
+    # my_gen.py importable, and this tree's gantool whichever tree the interpreter's install points at
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
     setup = [line for line in text.splitlines() if line.startswith("python3 -c ") and "g.pt" in line]
     assert setup, "the README says how g.pt is made"
     for line in setup:

@@ -31,6 +31,7 @@ CASES = [
     ["sample", "--from", "{run}", "--n", "-5"],
     ["bench", "--exported", "{tmp}", "--batch-sizes", "0"],
     ["bench", "--exported", "{tmp}", "--compare", "{tmp}"],
+    ["bench", "--exported", "{tmp}", "--backends", "eager,onnxruntime"],
     ["export", "--checkpoint", "{run}", "--device", "bogus"],
     # issue 36.3: a folder where a file is expected
     ["eval", "--generator", "{gen}:make", "--weights", "{tmp}"],

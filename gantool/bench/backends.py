@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from gantool.errors import ArtifactError, ConfigError
 
 
@@ -98,6 +96,8 @@ def export_hint(fmt: str, dtype: str, exported: Path | None, device: str = "cpu"
 
 def missing_reason(fmt: str, dtype: str, exported: Path | None, device: str) -> str:
     """Why a (format, dtype) row has no artifact: the format cannot hold it, or it was not exported."""
+    import torch
+
     from gantool.export import get_format, unsupported
 
     why = unsupported(get_format(fmt), dtype, torch.device(device))
@@ -120,6 +120,8 @@ def find_artifact(entries: list[dict[str, Any]], exported: Path, fmt: str, dtype
                   device: str) -> Path | None:
     """The artifact for (format, dtype) usable on `device` (AOTInductor code is per device type;
     ONNX and TorchScript entries say device "any")."""
+    import torch
+
     want = torch.device(device).type
     pick = [e for e in entries if e["format"] == fmt and e["dtype"] == dtype and e["device"] in ("any", want)]
     return Path(exported) / pick[0]["file"] if pick else None
@@ -147,6 +149,8 @@ def precision_reason(precision: str, device: str) -> tuple[str, str] | None:
     if device != "cuda":
         return ("skipped", f"tf32 is an NVIDIA tensor-core math mode; {device} matmuls have no TF32 path "
                            "(its fp32 rows are IEEE fp32 already)")
+    import torch
+
     if not torch.cuda.is_available():
         return ("unavailable", f"no CUDA device for torch {torch.__version__}")
     if torch.cuda.get_device_capability() < (8, 0):
@@ -166,6 +170,8 @@ def guard(backend: str, want_device: str, runner: Any) -> tuple[str, str] | None
     """
     if BACKENDS[backend].remote:
         return None
+    import torch  # here, not at the top: the CLI reads BACKENDS' names before torch is imported
+
     got = torch.device(runner.info.device).type
     want = torch.device(want_device).type
     if want == "cuda" and not torch.cuda.is_available():

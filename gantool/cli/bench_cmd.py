@@ -130,6 +130,9 @@ def bench(
     batch_list = parse_int_list(batch_sizes, "--batch-sizes")
     concurrency_list = parse_int_list(concurrency, "--concurrency") if concurrency else []
     percentile_list = _percentiles(percentiles)
+    from gantool.bench.backends import BACKENDS  # torch-free: a misspelt backend is answered at once
+
+    backend_list = parse_choice_list(backends, list(BACKENDS), "backend") if backends else []
     from gantool.bench import gate as gate_mod  # torch-free
 
     baseline = band = None
@@ -139,7 +142,6 @@ def bench(
     source = source_from_options(checkpoint, generator, weights, latent_dim, img_shape, value_range)
 
     from gantool.bench import report as rep
-    from gantool.bench.backends import BACKENDS
     from gantool.bench.suite import BenchConfig, failures, run_bench
     from gantool.bench.timing import MODES
     from gantool.device import PRECISIONS
@@ -148,7 +150,7 @@ def bench(
 
     cfg = BenchConfig(
         checkpoint=source, exported=exported,
-        backends=parse_choice_list(backends, list(BACKENDS), "backend") if backends else [],
+        backends=backend_list,
         precisions=parse_choice_list(precisions, list(PRECISIONS), "precision") if precisions else [],
         batch_sizes=batch_list, modes=parse_choice_list(modes, list(MODES), "mode"),
         device=device.value, warmup=warmup, min_time=min_time, max_time=max_time, min_repeats=min_repeats,

@@ -27,12 +27,21 @@ endif
 	$(BIN)/pip install -q -e ".[dev,$(ORT_EXTRA)]"
 	touch $(STAMP)
 
+# Printed at the end of demo and test (as rustup/uv print their PATH line): gantool is in the venv,
+# not on the PATH. README.md's first screen says the same line (tests/test_readme_commands.py).
+ACTIVATE := source $(BIN)/activate
+PATH_HINT = gantool is installed in $(VENV), not on your PATH: run '$(ACTIVATE)' (then gantool -h), or call $(BIN)/gantool
+
 demo: $(STAMP)
 	# train (or reuse / resume), export, verify, eval, bench -> runs/demo/REPORT.md (gantool demo -h)
-	$(BIN)/python -m gantool demo --out runs/demo $(if $(filter 1 yes true,$(FRESH)),--fresh)
+	@rc=0; $(BIN)/python -m gantool demo --out runs/demo $(if $(filter 1 yes true,$(FRESH)),--fresh) || rc=$$?; \
+		echo "$(PATH_HINT)"; \
+		exit $$rc
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests $(PYTEST_ARGS)
+	@rc=0; $(BIN)/python -m pytest -q tests $(PYTEST_ARGS) || rc=$$?; \
+		echo "$(PATH_HINT)"; \
+		exit $$rc
 
 # The ratio gate's short suite (docs/bench.md): an untrained checkpoint (speed does not depend on
 # the weights), ONNX + TorchScript, three backends at two batches, and the train-loop ratio.

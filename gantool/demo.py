@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -13,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from gantool.config import DIGITS_AFTER_STEPS
-from gantool.demo_report import duration, to_markdown, write_report  # noqa: F401 (to_markdown: part of this module's API)
+from gantool.demo_report import duration, previous_stages, to_markdown, write_report  # noqa: F401 (to_markdown: API)
 from gantool.errors import GantoolError, OutputError
 
 STAGES = ("train", "export", "verify", "eval", "bench")
@@ -35,6 +33,7 @@ class Stage:
     command: str = ""
     summary: str = ""
     result: dict[str, Any] = field(default_factory=dict)
+    finished: str | None = None  # UTC time this stage last ran (ISO); kept when a later demo runs other stages
 
 
 @dataclass
@@ -77,6 +76,17 @@ def move_aside(out: Path) -> Path | None:
     except OSError as e:
         raise OutputError(f"cannot move the previous run {out} aside: {e.strerror or e}") from None
     return dest
+
+
+def _carry(stage: Stage, old: dict[str, Any]) -> None:
+    """Fill `stage` with an earlier demo's row of it (status, time, summary, result, when it ran)."""
+    for k in ("status", "seconds", "command", "summary", "result", "finished"):
+        if k in old:
+            setattr(stage, k, old[k])
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _previous_train(out: Path) -> dict[str, Any]:
@@ -187,10 +197,17 @@ def read_eval(out: Path, since: float) -> tuple[dict[str, Any], str]:
     s = _read_json(out / "eval.json", since)
     keys = ("n", "fid", "fid_floor", "fid_over_floor", "recognisability", "class_entropy", "min_class_share", "bars")
     res = {k: s.get(k) for k in keys}
+    # FID/floor in every feature space, each named, and which one the bars judge (the worse): REPORT.md
+    # printed the primary space's figure while the bar judged the worse one (issue 36.10)
+    spaces = {n: v["fid_over_floor"] for n, v in (s.get("feature_spaces") or {}).items()} or {"": s["fid_over_floor"]}
+    res["fid_over_floor_by_space"] = spaces
+    worst = max(spaces, key=spaces.get)
+    ratios = ", ".join(f"{r:.1f}x in {n}" if n else f"{r:.1f}x" for n, r in spaces.items())
+    judged = f"; the bars judge the worse, {spaces[worst]:.1f}x in {worst}" if len(spaces) > 1 else ""
     # the bars' lines are gantool eval's own (gantool.quality.targets), so REPORT.md says what eval says
-    text = (f"{s['n']:,} samples: FID {s['fid']:.1f} (real-vs-real floor {s['fid_floor']:.1f}, {s['fid_over_floor']:.1f}x), "
-            f"recognisability {s['recognisability']:.1%}, class entropy {s['class_entropy']:.3f}; "
-            + "; ".join(b["line"] for b in (s.get("bars") or {}).values()))
+    text = (f"{s['n']:,} samples: FID/floor {ratios} (FID {s['fid']:.1f}, real-vs-real floor {s['fid_floor']:.1f} in "
+            f"{next(iter(spaces)) or 'its space'}){judged}; recognisability {s['recognisability']:.1%}, class entropy "
+            f"{s['class_entropy']:.3f}; " + "; ".join(b["line"] for b in (s.get("bars") or {}).values()))
     return res, text
 
 
@@ -210,8 +227,8 @@ def read_serve(out: Path, since: float) -> tuple[dict[str, Any], str]:
 
 def read_bench(out: Path, since: float) -> tuple[dict[str, Any], str]:
     doc = _read_json(out / "bench.json", since)
-    rows = [{k: r.get(k) for k in ("backend", "precision", "batch", "samples_per_s", "median_ms", "ranked", "reason")}
-            for r in doc["results"]]
+    rows = [{**{k: r.get(k) for k in ("backend", "precision", "batch", "samples_per_s", "median_ms", "ranked", "reason")},
+             "mode": r.get("mode", "latency")} for r in doc["results"]]
     best: dict[int, dict[str, Any]] = {}
     for r in rows:
         if r["samples_per_s"] and (r["batch"] not in best or r["samples_per_s"] > best[r["batch"]]["samples_per_s"]):
@@ -258,15 +275,21 @@ def run_demo(opt: DemoOptions, log: Callable[[str], None] = print) -> dict[str, 
     check_writable(opt.out, "--out", directory=True)
     state, facts = train_state(opt.out)
     previous = _previous_train(opt.out) if state == "finished" else {}
-    report: dict[str, Any] = {"schema": REPORT_SCHEMA, "out": str(opt.out),
-                              "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    earlier = previous_stages(opt.out, REPORT_SCHEMA, ALL_STAGES)  # a stage not run keeps its earlier row
+    report: dict[str, Any] = {"schema": REPORT_SCHEMA, "out": str(opt.out), "created": _now(),
                               "machine": machine(), "stages": []}
     plan = plan_stages(opt, state)
+    if "serve" in earlier and not any(s.name == "serve" for s, _ in plan):  # optional: kept when run before
+        plan.append((Stage("serve"), None))
     stages = [s for s, _ in plan]
     t_all, failed = time.perf_counter(), None
     asked = [name for name in ALL_STAGES if name in opt.stages]
     for stage, cmd in plan:
-        if stage.name not in opt.stages:
+        carried = stage.name not in opt.stages and stage.name in earlier and not (stage.name == "train" and state == "new")
+        if carried:  # its row as the earlier demo left it, with when that was
+            _carry(stage, earlier[stage.name])
+            cmd = None
+        elif stage.name not in opt.stages:
             stage.status, cmd = "skipped", None
             stage.summary = "not asked for (--stages)"
             if stage.name == "train" and state == "new":
@@ -290,11 +313,14 @@ def run_demo(opt: DemoOptions, log: Callable[[str], None] = print) -> dict[str, 
             rc = serve_stage(opt, cmd, log) if stage.name == "serve" else subprocess.call(_gantool(*cmd))
             stage.seconds = round(time.perf_counter() - t0, 1)
             stage.status = "ok" if rc == 0 else "failed"
+            stage.finished = _now()
             if rc:
                 stage.summary, failed = f"exit {rc} (its error is above, in the demo's output)", stage
             if stage.name == "train" and state == "resume":
                 stage.summary = f"resumed from step {facts['step']:,}"
-        if stage.status in ("ok", "reused", "skipped"):
+        if stage.status == "reused" and not carried:
+            stage.finished = _now()
+        if stage.status in ("ok", "reused", "skipped") and not carried:
             try:
                 res, text = READERS[stage.name](opt.out, since if cmd else 0.0)
                 stage.result = {**stage.result, **res}
@@ -306,7 +332,9 @@ def run_demo(opt: DemoOptions, log: Callable[[str], None] = print) -> dict[str, 
 
                 stage.summary = f"{stage.summary} (no result: {first_line(e)})".strip()
         report["stages"] = [s.__dict__ for s in stages]
-        report["total_seconds"] = round(time.perf_counter() - t_all, 1)
+        report["run_seconds"] = round(time.perf_counter() - t_all, 1)  # this demo's own wall time
+        # the report's total is the sum of the stage times it shows (kept rows included), said as such
+        report["total_seconds"] = round(sum(s.seconds or 0 for s in stages), 1)
         write_report(opt.out, report)
     report["failed"] = failed.name if failed else None
     write_report(opt.out, report)

@@ -27,26 +27,35 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines = [
         "# gantool demo report", "",
         f"Written by `make demo` (`gantool demo`) at {report['created']} into `{report['out']}/`; "
-        f"wall time {duration(report.get('total_seconds'))} in all.", "",
+        f"total {duration(report.get('total_seconds'))}: the sum of the stage wall times below"
+        + (f" (this run {duration(report['run_seconds'])}; rows it did not run are kept from earlier runs, "
+           "with the time each finished)" if any(s.get("finished") and s["finished"] < report["created"]
+                                                 for s in report["stages"]) and report.get("run_seconds") else "")
+        + ".", "",
         f"- **CPU:** {m['cpu']}, {m['cpu_count']} logical cores, torch threads {m['threads']}; ISA: {_isa(m['isa'])}",
         f"- **GPU:** {gpu}",
         f"- **Versions:** " + ", ".join(f"{k} {val}" for k, val in v.items()),
         f"- **ONNX Runtime providers in the wheel:** {', '.join(m['onnxruntime_providers']) or 'none'}",
         f"- **Platform:** {m['platform']}", "",
-        "| stage | status | wall time | result |", "| --- | --- | --- | --- |",
+        "| stage | status | wall time | finished (UTC) | result |", "| --- | --- | --- | --- | --- |",
     ]
     for s in report["stages"]:
-        lines.append(f"| {s['name']} | {s['status']} | {duration(s['seconds'])} | {s['summary'].replace('|', chr(92) + '|')} |")
+        when = (s.get("finished") or "-").replace("T", " ").replace("+00:00", "")
+        lines.append(f"| {s['name']} | {s['status']} | {duration(s['seconds'])} | {when} | "
+                     f"{s['summary'].replace('|', chr(92) + '|')} |")
     bench = next((s for s in report["stages"] if s["name"] == "bench" and s["result"].get("rows")), None)
     if bench:
-        rows = bench["result"]["rows"]
+        # only rows with a measurement (issue 36.4); modes named as bench.json names them
+        rows = [r for r in bench["result"]["rows"] if r.get("samples_per_s")]
         batches = sorted({r["batch"] for r in rows})
-        lines += ["", f"Bench, samples/s on {bench['result']['device']} (median over repeats; - = not measured):", "",
-                  "| backend | dtype | " + " | ".join(f"batch {b}" for b in batches) + " |",
-                  "| --- | --- |" + " ---: |" * len(batches)]
-        for key in dict.fromkeys((r["backend"], r["precision"]) for r in rows):
-            cells = {r["batch"]: r["samples_per_s"] for r in rows if (r["backend"], r["precision"]) == key}
-            lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(
+        key = lambda r: (r["backend"], r["precision"], r.get("mode") or "latency")  # noqa: E731
+        lines += ["", f"Bench, samples/s on {bench['result']['device']} (median over repeats; rows with a measurement; "
+                  "- = that batch not measured; every row in bench.json):", "",
+                  "| backend | dtype | mode | " + " | ".join(f"batch {b}" for b in batches) + " |",
+                  "| --- | --- | --- |" + " ---: |" * len(batches)]
+        for k in dict.fromkeys(key(r) for r in rows):
+            cells = {r["batch"]: r["samples_per_s"] for r in rows if key(r) == k}
+            lines.append(f"| {k[0]} | {k[1]} | {k[2]} | " + " | ".join(
                 f"{cells[b]:,.0f}" if cells.get(b) else "-" for b in batches) + " |")
     serve = next((s for s in report["stages"] if s["name"] == "serve" and s["result"].get("rows")), None)
     if serve:
@@ -66,6 +75,19 @@ def to_markdown(report: dict[str, Any]) -> str:
     if have:
         lines += ["", "Images: " + ", ".join(have)]
     return "\n".join(lines) + "\n"
+
+
+def previous_stages(out: Path, schema: str, names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """The stages an earlier REPORT.json in `out` ran (ok, reused or failed), by name: a demo that runs only
+    some stages keeps the others' rows as they were, their times included (issue 36.7)."""
+    try:
+        old = json.loads((out / "REPORT.json").read_text())
+        if old.get("schema") != schema:
+            return {}
+        return {s["name"]: s for s in old["stages"]
+                if isinstance(s, dict) and s.get("status") in ("ok", "reused", "failed") and s.get("name") in names}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 def write_report(out: Path, report: dict[str, Any]) -> None:

@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from gantool.errors import ArtifactError, CheckpointError, OutputError
+from gantool.errors import ArtifactError, CheckpointError, ConfigError, GantoolError, OutputError
 
 CHECKPOINT_NAME = "checkpoint.pt"
 MANIFEST_NAME = "manifest.json"
@@ -37,10 +37,49 @@ def check_writable(path: str | Path, what: str, directory: bool = False) -> Path
     return p
 
 
+def require_file(path: str | Path, flag: str, error: type[GantoolError] = ConfigError) -> Path:
+    """`path` is an existing file: a folder is named as one ("is a folder; expected a file"), a missing
+    path as missing. The one wording for every option that takes a file (issue 36.3)."""
+    p = Path(path)
+    if p.is_dir():
+        raise error(f"{flag} {p} is a folder; expected a file")
+    if not p.exists():
+        raise error(f"{flag} {p}: not found")
+    if not p.is_file():
+        raise error(f"{flag} {p} is not a regular file; expected a file")
+    return p
+
+
+def check_generator_paths(target: str, weights: str | Path | None) -> None:
+    """--generator path/to/file.py:CALLABLE and --weights FILE name files that exist (MODULE:CALLABLE is
+    found on import, later). gantool.source.UserSource calls this; the CLI calls it before torch."""
+    from gantool.errors import GeneratorError
+
+    module, sep, _ = target.rpartition(":")
+    if sep and module and (module.endswith(".py") or "/" in module or "\\" in module):
+        if Path(module).is_dir():
+            raise GeneratorError(f"--generator {module} is a folder; expected a file (path/to/file.py:CALLABLE)")
+        if not Path(module).is_file():
+            raise GeneratorError(f"generator file not found: {module}")
+    if weights is not None:
+        require_file(weights, "--weights", GeneratorError)
+
+
+def require_path(path: str | Path, flag: str, error: type[GantoolError] = ArtifactError) -> Path:
+    """`path` exists (an option that takes a file or a folder, e.g. --from)."""
+    p = Path(path)
+    if not p.exists():
+        raise error(f"{flag} {p}: not found")
+    return p
+
+
 def resolve_checkpoint_path(path: str | Path) -> Path:
     """A run directory means its checkpoint.pt; a file means itself."""
     p = Path(path)
     if p.is_dir():
+        if not (p / CHECKPOINT_NAME).exists():
+            raise CheckpointError(f"{p} is a folder without {CHECKPOINT_NAME}; expected a run directory or a "
+                                  "checkpoint file")
         p = p / CHECKPOINT_NAME
     if not p.exists():
         raise CheckpointError(f"checkpoint not found: {p}")

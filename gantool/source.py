@@ -27,6 +27,7 @@ from torch import nn
 
 from gantool.config import VALUE_RANGE
 from gantool.errors import ArtifactError, GeneratorError, first_line
+from gantool.paths import check_generator_paths
 from gantool.signature import DEFAULT_INPUT, Signature
 
 CHECK_BATCH = 4  # the seeded forward check: rows 0..3 of latent(seed 0)
@@ -113,16 +114,9 @@ class UserSource(GeneratorSource):
             raise GeneratorError(f"--generator {target!r}: give MODULE:CALLABLE or path/to/file.py:CALLABLE")
         self.target, self.module_name, self.attr = target, module, attr
         self.is_file = module.endswith(".py") or "/" in module or "\\" in module
-        if self.is_file:
-            p = Path(module)
-            if not p.is_file():
-                raise GeneratorError(f"generator file not found: {module}")
-            self.file: Path | None = p.resolve()
-        else:
-            self.file = None  # found on import
+        check_generator_paths(target, weights)  # a folder is named as one; a missing file as missing
+        self.file: Path | None = Path(module).resolve() if self.is_file else None  # else: found on import
         self.weights = Path(weights).resolve() if weights is not None else None
-        if weights is not None and not Path(weights).is_file():
-            raise GeneratorError(f"--weights file not found: {weights}")
         self.declared = {"latent_dim": latent_dim, "img_shape": tuple(img_shape) if img_shape else None,
                          "value_range": tuple(value_range) if value_range else None,
                          "latent_shape": tuple(latent_shape) if latent_shape else None, "n_classes": n_classes}

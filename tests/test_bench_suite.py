@@ -318,3 +318,50 @@ def test_report_orders_by_samples_per_second_and_plots(checkpoint_path, tmp_path
     assert max(map(len, text)) <= 100
     assert "matplotlib is not installed" in rep.plot(report, tmp_path / "q.png")
     assert not (tmp_path / "q.png").exists()
+
+
+def _bench_plot_colours(report):
+    """{backend: {colours}} of every line and legend entry in every panel of the bench plot's Figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    fig = rep.figure(report, plt)
+    seen: dict[str, set[str]] = {}
+    try:
+        for ax in fig.axes:
+            for line in ax.get_lines():
+                if not line.get_label().startswith("_"):
+                    seen.setdefault(line.get_label().split()[0], set()).add(to_hex(line.get_color()))
+            legend = ax.get_legend()
+            for handle, text in zip(legend.legend_handles, legend.get_texts()):
+                colour = handle.get_color() if hasattr(handle, "get_color") else handle.lines[0].get_color()
+                seen.setdefault(text.get_text().split()[0], set()).add(to_hex(colour))
+        return seen, len(fig.axes)
+    finally:
+        plt.close(fig)
+
+
+def test_bench_plot_gives_each_backend_one_colour_in_every_panel():
+    """Issue 36.4: bench.png showed a backend in one colour in the samples/s panel and another in the
+    paired-ratio panel (each panel cycled colours over its own lines). One colour per backend, the same in
+    every panel and every plot; precision and mode are told by line style and marker."""
+    def row(backend, precision, batch, sps, ratio=True, mode="latency"):
+        return dict(backend=backend, precision=precision, device="cpu", batch=batch, status="ok", reason="",
+                    ranked=True, samples_per_s=sps, mode=mode,
+                    ratio={"median": sps / 100, "ci_low": sps / 110, "ci_high": sps / 90} if ratio else None)
+    rows = [row("eager", "fp32", b, 100.0 * b, ratio=False) for b in (1, 64)]
+    rows += [row(be, pr, b, 90.0 * b) for be in ("ort", "torchscript", "openvino") for pr in ("fp32", "bf16")
+             for b in (1, 64)]
+    rows += [row("ort", "fp32", 64, 5000.0, ratio=False, mode="throughput")]
+    report = {"environment": {"device": "cpu", "device_name": "X"}, "results": rows}
+    seen, panels = _bench_plot_colours(report)
+    assert panels == 2
+    assert set(seen) == {"eager", "ort", "torchscript", "openvino"}
+    assert all(len(c) == 1 for c in seen.values()), seen  # one colour a backend, across both panels
+    assert len({next(iter(c)) for c in seen.values()}) == 4  # and four backends, four colours
+    # a second plot with other backends keeps each backend's colour
+    other, _ = _bench_plot_colours({**report, "results": [r for r in rows if r["backend"] in ("eager", "openvino")]})
+    assert other == {k: seen[k] for k in other}

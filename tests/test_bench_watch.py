@@ -70,3 +70,85 @@ def test_read_bench_puts_the_warning_beside_the_numbers(tmp_path):
     res, text = read_bench(tmp_path, time.time() - 60)
     assert "batch 64 ort fp32 1,000/s (bench: warning: the machine's speed moved" in text
     assert res["conditions"]["warnings"]
+
+
+class FakeServer:
+    """A ServerCpu stand-in: the served load test's server took `per_s` CPU seconds a second."""
+
+    def __init__(self, machine, per_s):
+        self.machine, self.per_s, self.url, self.pids = machine, per_s, "127.0.0.1:8001", {4242}
+
+    def seconds(self):
+        return self.per_s * self.machine.t
+
+    def describe(self):
+        return "the server being measured (1 process(es): the one listening on port 8001 and its tree)"
+
+
+def test_the_server_being_measured_is_not_other_work():
+    """Issue 36.9: in a served load test the server's CPU time counted as "other processes", so bench blamed
+    a busy machine for the very server it measured. Its processes' time is left out, and the line says so."""
+    busy = FakeMachine([68.0, 67.0, 68.0, 67.5], other_per_s=1.6)  # 80 % of 2 cores besides bench itself
+    assert "other processes used 80%" in warning_line(run(busy))
+    served = FakeMachine([68.0, 67.0, 68.0, 67.5], other_per_s=1.6)
+    w = MachineWatch("cpu", probe=served.probe, ticks=served.ticks, loadavg=lambda: (2.0, 2.0, 2.0),
+                     clock=lambda: served.t, cores=2, server=FakeServer(served, 1.5))
+    for n in ("start", "after triton", "end"):
+        w.sample(n)
+    c = w.conditions()
+    assert c["warnings"] == [] and c["other_cpu_share"] == 0.05, c
+    assert c["server_excluded"]["pids"] == [4242] and c["server_excluded"]["cpu_share"] == 0.75
+    # and when the rest of the machine is busy too, the line says the server was left out
+    loaded = FakeMachine([68.0, 67.0, 68.0, 67.5], other_per_s=3.0)
+    w = MachineWatch("cpu", probe=loaded.probe, ticks=loaded.ticks, loadavg=lambda: (2.0, 2.0, 2.0),
+                     clock=lambda: loaded.t, cores=2, server=FakeServer(loaded, 1.5))
+    for n in ("start", "end"):
+        w.sample(n)
+    line = warning_line(w.conditions())
+    assert "other processes used 75%" in line and "not counting the server being measured" in line
+
+
+SERVER = """
+import socket, subprocess, sys, time
+if sys.argv[1] == "parent":  # like gantool serve: starts the process that listens
+    child = subprocess.Popen([sys.executable, "-c", sys.argv[2], "child", sys.argv[2]])
+    child.wait()
+else:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+    print(s.getsockname()[1], flush=True)
+    end = time.time() + 30
+    while time.time() < end:
+        pass  # busy: the server's work
+"""
+
+
+def test_server_pids_finds_the_listener_its_gantool_parent_and_their_cpu(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from gantool.bench.watch import ServerCpu, server_pids
+
+    # argv names gantool, as `python -m gantool serve` does; the listener is its child
+    parent = subprocess.Popen([sys.executable, "-c", SERVER, "parent", SERVER, "gantool-serve-stand-in"],
+                              stdout=subprocess.PIPE, text=True)
+    pids: set[int] = set()
+    try:
+        port = int(parent.stdout.readline())
+        pids = server_pids(port)
+        assert parent.pid in pids and len(pids) == 2, pids
+        assert os.getpid() not in pids
+        cpu = ServerCpu(f"127.0.0.1:{port}")
+        time.sleep(0.5)
+        assert cpu.seconds() > 0.1 and cpu.pids == pids
+        assert ServerCpu(f"example.com:{port}").seconds() == 0.0  # a remote server's CPU is not this machine's
+    finally:
+        for p in pids - {parent.pid}:  # the listener (this test started it)
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass
+        parent.kill()
+        parent.wait()

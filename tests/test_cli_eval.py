@@ -183,3 +183,22 @@ def test_first_eval_shows_classifier_training_progress(checkpoint_path, quality_
     assert err[-1].startswith("classifier: mlp trained in") and "held-out accuracy" in err[-1], err
     assert all(ln.startswith("classifier: mlp") or "training the mlp" in ln for ln in err)  # the CNN came from the cache
     assert (cache / quality_reference.spaces["mlp"].classifier.path.name).is_file()
+
+
+def test_kid_is_printed_as_mean_plus_minus_std_with_columns_apart():
+    """Issue 36.4: a user generator's KID cells ran together (`0.3057+-0.000578-4.128e-06+-2.35e-05`): each
+    KID is `mean ± std`, and every cell of the table stands apart from its neighbours."""
+    import re
+
+    from gantool.cli.eval_cmd import _metric_table
+
+    def space(kid, kid_std, real_kid, real_std):
+        m = dict(fid=12.5, precision=0.5, recall=0.25, density=0.75, coverage=0.5)
+        return dict(m, features=128, fid_floor=1.5, kid=kid, kid_std=kid_std,
+                    real_vs_real=dict(m, kid=real_kid, kid_std=real_std))
+    lines = _metric_table({"random-conv": space(0.3057, 0.000578, -4.128e-06, 2.35e-05)}, untrained=True)
+    kid = next(line for line in lines if line.strip().startswith("KID"))
+    cells = [c for c in re.split(r"\s{2,}", kid.strip())[1:]]
+    assert cells == ["0.306 ± 0.00058", "-4.13e-06 ± 2.3e-05"], kid
+    for line in lines[2:]:  # every row: label, then one cell a column, two spaces apart at least
+        assert len(re.split(r"\s{2,}", line.strip())) == 3, line

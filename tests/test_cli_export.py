@@ -183,3 +183,26 @@ def test_export_of_another_checkpoint_into_the_same_folder_needs_force(checkpoin
     assert "deleted generator.fp32.ts" in r.stdout and not (out / "generator.fp32.ts").exists()
     doc = json.loads((out / "manifest.json").read_text())
     assert [e["file"] for e in doc["artifacts"]] == ["generator.fp32.onnx"]
+
+
+def test_re_export_of_the_same_generator_says_what_it_replaced_and_never_overwrites_other_files(checkpoint_path,
+                                                                                                 tmp_path):
+    """The one overwrite rule (README, "Writing over earlier output"; issue 36.2): adding a format to an export
+    of the same generator is normal and needs no --force, and the one line says which file was rewritten; a
+    file gantool did not write (not in the manifest) is refused, --force or not."""
+    out = tmp_path / "exp"
+    assert run("export", "--checkpoint", checkpoint_path, "--format", "torchscript", "--out", out, "--no-verify").exit_code == 0
+    r = run("export", "--checkpoint", checkpoint_path, "--format", "torchscript,onnx", "--out", out, "--no-verify")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    said = [line for line in r.stdout.splitlines() if line.startswith("replaced ")]
+    assert len(said) == 1 and "generator.fp32.ts" in said[0] and "onnx" not in said[0], r.stdout
+    doc = json.loads((out / "manifest.json").read_text())
+    assert sorted(e["file"] for e in doc["artifacts"]) == ["generator.fp32.onnx", "generator.fp32.ts"]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "generator.fp32.onnx").write_text("my own file")
+    for force in ([], ["--force"]):
+        r = run("export", "--checkpoint", checkpoint_path, "--format", "onnx", "--out", mine, "--no-verify", *force)
+        assert_one_line_error(r, "generator.fp32.onnx", "never replaces")
+    assert (mine / "generator.fp32.onnx").read_text() == "my own file"
+    assert sorted(p.name for p in mine.iterdir()) == ["generator.fp32.onnx"]

@@ -120,3 +120,14 @@ def test_rewriting_a_file_keeps_its_mode_like_open(checkpoint_path, tmp_path):
     r = run("sample", "--from", checkpoint_path, "--n", "4", "--out", out)
     assert r.exit_code == 0, r.stderr
     assert _mode(out) == 0o600 and out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_replaced_output_file_is_said_in_the_line_that_names_it(checkpoint_path, tmp_path):
+    """The one overwrite rule (README, "Writing over earlier output"; issue 36.2): a file given to --out /
+    --json / --plot / --image is replaced, and the line that names it says so."""
+    png = tmp_path / "grid.png"
+    first = gantool_cli("sample", "--from", checkpoint_path, "--n", "4", "--out", png, "--device", "cpu")
+    assert first.exit_code == 0 and "(replaced the earlier file)" not in first.stdout, first.stdout + first.stderr
+    again = gantool_cli("sample", "--from", checkpoint_path, "--n", "4", "--out", png, "--device", "cpu")
+    assert again.exit_code == 0, again.stderr
+    assert again.stdout.strip().endswith(f"to {png} (replaced the earlier file)"), again.stdout

@@ -125,13 +125,30 @@ def test_bad_triton_options(args, needle, checkpoint_path, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_non_empty_repository_needs_force(checkpoint_path, tmp_path):
+def test_a_repository_keeps_other_files_and_refuses_a_model_folder_gantool_did_not_write(checkpoint_path, tmp_path):
+    """The one overwrite rule (README, "Writing over earlier output"; issue 36.2): other models and files
+    stay; a generator_onnx/ that gantool did not write is refused, --force or not, and nothing is written."""
     out = tmp_path / "r"
-    out.mkdir()
+    (out / "generator_onnx").mkdir(parents=True)
+    (out / "generator_onnx" / "config.pbtxt").write_text("mine")
+    for force in ([], ["--force"]):
+        res = invoke("--checkpoint", str(checkpoint_path), "--format", "triton", "--out", str(out), *force)
+        assert_one_line_error(res, "generator_onnx", "gantool did not write", "never replaces")
+    assert [p.name for p in out.iterdir()] == ["generator_onnx"]
+    assert (out / "generator_onnx" / "config.pbtxt").read_text() == "mine"
+
+
+def test_a_repository_gantool_wrote_is_updated_without_force_and_says_what_it_replaced(repo, checkpoint_path, tmp_path):
+    import shutil
+
+    out = tmp_path / "repo"
+    shutil.copytree(repo, out)
     (out / "notes.txt").write_text("mine")
-    res = invoke("--checkpoint", str(checkpoint_path), "--format", "triton", "--out", str(out))
-    assert_one_line_error(res, "is not empty; pass --force")
-    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    res = invoke("--checkpoint", str(checkpoint_path), "--format", "triton", "--out", str(out), "--no-verify")
+    assert res.exit_code == 0, res.output + res.stderr
+    said = [line for line in res.stdout.splitlines() if line.startswith("replaced gantool's earlier")]
+    assert len(said) == 1 and "generator_onnx" in said[0] and "generator_torchscript" in said[0], res.stdout
+    assert (out / "notes.txt").read_text() == "mine"
 
 
 def test_triton_options_need_format_triton(checkpoint_path, tmp_path):

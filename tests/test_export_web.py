@@ -33,11 +33,12 @@ def fake_runtime(folder: Path) -> Path:
 
 # ---- the site (no browser needed) ------------------------------------------------------------
 
-def test_export_web_takes_the_exported_onnx_and_writes_model_json(exported_dir, tmp_path):
+def test_export_web_takes_the_exported_onnx_and_writes_model_json(exported_dir, tmp_path, monkeypatch):
     from gantool.checkpoint import sha256_file
     from gantool.export.web import cdn_base, ort_web_version
     from gantool.noise import latent
 
+    monkeypatch.setenv("GANTOOL_WEB_CACHE", str(tmp_path / "no-web-deps"))  # no local runtime: the CDN
     site = tmp_path / "site"
     r = run("export", "--format", "web", "--exported", exported_dir, "--out", site, "--seed", "3")
     assert r.exit_code == 0, r.stdout + r.stderr
@@ -54,6 +55,27 @@ def test_export_web_takes_the_exported_onnx_and_writes_model_json(exported_dir, 
     assert (site / "z.bin").read_bytes() == latent(64, 3).numpy().astype("<f4").tobytes()
     assert meta["ort_web"]["source"] == "cdn" and meta["ort_web"]["base"] == cdn_base()
     assert ort_web_version() in meta["ort_web"]["base"] and "cdn" in r.stdout
+    assert "the page needs the network" in r.stdout and "scripts/web_deps.sh or --ort-web DIR" in r.stdout
+
+
+def test_export_web_bundles_the_locally_installed_runtime_by_default(exported_dir, tmp_path, monkeypatch):
+    """Issue 36.8: with onnxruntime-web installed where scripts/web_deps.sh puts it, the default site carries it
+    (works offline) and says so; `--ort-web cdn` still asks for the CDN."""
+    cache = tmp_path / "web-cache"
+    dist = fake_runtime(cache / "node_modules" / "onnxruntime-web" / "dist")
+    (dist.parent / "package.json").write_text('{"name": "onnxruntime-web", "version": "9.9.9"}')
+    monkeypatch.setenv("GANTOOL_WEB_CACHE", str(cache))
+    r = run("export", "--format", "web", "--exported", exported_dir, "--out", tmp_path / "site")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    meta = json.loads((tmp_path / "site" / "model.json").read_text())
+    assert meta["ort_web"]["source"] == "local" and meta["ort_web"]["version"] == "9.9.9"
+    assert (tmp_path / "site" / "ort" / "ort.wasm.min.js").is_file()
+    said = [line for line in r.stdout.splitlines() if line.startswith("runtime:")]
+    assert len(said) == 1 and "works offline" in said[0] and str(dist) in said[0] and "installed locally" in said[0]
+    r = run("export", "--format", "web", "--exported", exported_dir, "--out", tmp_path / "cdn-site", "--ort-web", "cdn")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert json.loads((tmp_path / "cdn-site" / "model.json").read_text())["ort_web"]["source"] == "cdn"
+    assert not (tmp_path / "cdn-site" / "ort").exists() and "--ort-web cdn" in r.stdout
 
 
 def test_export_web_from_a_checkpoint_with_a_bundled_runtime(checkpoint_path, tmp_path):
@@ -70,22 +92,23 @@ def test_export_web_from_a_checkpoint_with_a_bundled_runtime(checkpoint_path, tm
     assert "pass" in r.stdout  # the ONNX it exported was checked against the checkpoint
 
 
-def test_export_web_force_replaces_a_site_only(exported_dir, tmp_path):
+def test_export_web_replaces_its_own_site_and_says_so_but_never_other_files(exported_dir, tmp_path):
+    """The one overwrite rule (README, "Writing over earlier output"; issue 36.2): an earlier site is
+    replaced without --force, in one line; a folder of other files is refused, --force or not."""
     site = tmp_path / "site"
-    assert run("export", "--format", "web", "--exported", exported_dir, "--out", site).exit_code == 0
-    before = (site / "model.json").read_text()
     r = run("export", "--format", "web", "--exported", exported_dir, "--out", site)
-    assert_one_line_error(r, "not empty", "--force")
-    assert (site / "model.json").read_text() == before
-    r = run("export", "--format", "web", "--exported", exported_dir, "--out", site, "--force", "--seed", "1")
+    assert r.exit_code == 0 and "replaced" not in r.stdout, r.stdout + r.stderr
+    r = run("export", "--format", "web", "--exported", exported_dir, "--out", site, "--seed", "1")
     assert r.exit_code == 0, r.stderr
+    assert len([line for line in r.stdout.splitlines() if line.startswith("replaced the earlier gantool site")]) == 1
     assert json.loads((site / "model.json").read_text())["seed"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["site"]  # no temporary folders left behind
     other = tmp_path / "notes"
     other.mkdir()
     (other / "keep.txt").write_text("mine")
-    assert_one_line_error(run("export", "--format", "web", "--exported", exported_dir, "--out", other, "--force"),
-                          "not a gantool web site")
+    for force in ([], ["--force"]):
+        assert_one_line_error(run("export", "--format", "web", "--exported", exported_dir, "--out", other, *force),
+                              "not a gantool web site", "never replaces")
     assert (other / "keep.txt").read_text() == "mine"
 
 

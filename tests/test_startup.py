@@ -27,6 +27,27 @@ CASES = [
     ["train", "--arch", "bogus"],
     ["train", "--recipe", "bogus"],
     ["train", "--resume", "{missing}"],
+    # issue 36.5: simple mistakes that need no model, answered before torch too
+    ["sample", "--from", "{run}", "--n", "-5"],
+    ["bench", "--exported", "{tmp}", "--batch-sizes", "0"],
+    ["bench", "--exported", "{tmp}", "--compare", "{tmp}"],
+    ["bench", "--exported", "{tmp}", "--backends", "eager,onnxruntime"],
+    ["export", "--checkpoint", "{run}", "--device", "bogus"],
+    # issue 36.3: a folder where a file is expected
+    ["eval", "--generator", "{gen}:make", "--weights", "{tmp}"],
+    ["export", "--generator", "{gen}:make", "--weights", "{tmp}"],
+    ["bench", "--generator", "{gen}:make", "--weights", "{tmp}"],
+    ["eval", "--checkpoint", "{run}", "--real", "{tmp}"],
+    ["eval", "--artifact", "{tmp}"],
+    ["eval", "--generator", "{tmp}/pkg.py:make"],
+]
+# --device cuda on a machine without an NVIDIA driver (told from /dev and /proc, not by torch)
+CUDA_CASES = [
+    ["train", "--device", "cuda", "--out", "{tmp}/new-run"],
+    ["export", "--checkpoint", "{run}", "--device", "cuda"],
+    ["sample", "--from", "{run}", "--device", "cuda"],
+    ["eval", "--checkpoint", "{run}", "--device", "cuda"],
+    ["bench", "--exported", "{tmp}", "--device", "cuda"],
 ]
 
 PROBE = """
@@ -47,13 +68,21 @@ print(json.dumps({{"case": None}}))
 
 
 def test_help_parse_errors_and_wrong_paths_import_no_heavy_module(tmp_path):
-    subs = {"missing": str(tmp_path / "missing"), "tmp": str(tmp_path), "file": str(tmp_path / "a-file")}
+    from gantool.cli.common import no_cuda_driver
+
+    subs = {"missing": str(tmp_path / "missing"), "tmp": str(tmp_path), "file": str(tmp_path / "a-file"),
+            "run": str(tmp_path / "run"), "gen": str(tmp_path / "gen.py")}
     (tmp_path / "a-file").write_text("x")
-    cases = [[a.format(**subs) for a in c] for c in CASES]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.pt").write_text("never read: each case fails before")
+    (tmp_path / "gen.py").write_text("raise SystemExit('never imported: each case fails before')\n")
+    (tmp_path / "pkg.py").mkdir()  # a folder named like a file
+    all_cases = CASES + (CUDA_CASES if no_cuda_driver() else [])
+    cases = [[a.format(**subs) for a in c] for c in all_cases]
     r = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY), json.dumps(cases)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     verdict = json.loads(r.stdout.strip().splitlines()[-1])
     assert verdict["case"] is None, f"`gantool {' '.join(verdict['case'])}` imported {verdict['loaded']}"
     # every case was answered (help: 0, bad input: a usage or user error)
-    assert r.stderr.count("error: ") == len([c for c in CASES if "-h" not in c and c[0] not in ("--help", "--version")])
+    assert r.stderr.count("error: ") == len([c for c in all_cases if "-h" not in c and c[0] not in ("--help", "--version")])

@@ -5,8 +5,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from gantool.backends import Backend, get
 from gantool.errors import ArtifactError, ConfigError
 
@@ -67,6 +65,8 @@ def export_hint(fmt: str, dtype: str, exported: Path | None, device: str = "cpu"
 
 def missing_reason(fmt: str, dtype: str, exported: Path | None, device: str) -> str:
     """Why a (format, dtype) row has no artifact: the format cannot hold it, or it was not exported."""
+    import torch
+
     from gantool.export import get_format, unsupported
 
     why = unsupported(get_format(fmt), dtype, torch.device(device))
@@ -89,6 +89,8 @@ def find_artifact(entries: list[dict[str, Any]], exported: Path, fmt: str, dtype
                   device: str) -> Path | None:
     """The artifact for (format, dtype) usable on `device` (AOTInductor code is per device type;
     ONNX and TorchScript entries say device "any")."""
+    import torch
+
     want = torch.device(device).type
     pick = [e for e in entries if e["format"] == fmt and e["dtype"] == dtype and e["device"] in ("any", want)]
     return Path(exported) / pick[0]["file"] if pick else None
@@ -116,6 +118,8 @@ def precision_reason(precision: str, device: str) -> tuple[str, str] | None:
     if device != "cuda":
         return ("skipped", f"tf32 is an NVIDIA tensor-core math mode; {device} matmuls have no TF32 path "
                            "(its fp32 rows are IEEE fp32 already)")
+    import torch
+
     if not torch.cuda.is_available():
         return ("unavailable", f"no CUDA device for torch {torch.__version__}")
     if torch.cuda.get_device_capability() < (8, 0):
@@ -136,6 +140,8 @@ def guard(backend: str, want_device: str, runner: Any) -> tuple[str, str] | None
     spec = get(backend)
     if spec.remote:
         return None
+    import torch
+
     got = torch.device(runner.info.device).type
     want = torch.device(want_device).type
     if want == "cuda" and not torch.cuda.is_available():

@@ -25,7 +25,11 @@ def parse_band(text: str) -> float:
 
 def read_baseline(path: Path) -> dict[str, Any]:
     """A gantool bench --json report; a missing, unreadable or non-report file is a one-line error."""
+    from gantool.paths import require_file
+
     p = Path(path)
+    if p.is_dir():
+        require_file(p, "--compare")  # "is a folder; expected a file"
     if not p.is_file():
         raise ConfigError(f"--compare {p}: no such file (write one with `gantool bench --json {p}`)")
     try:

@@ -15,9 +15,9 @@ WIDE_COLUMNS = ["#", "backend", "dtype", "mode", "device", "batch", "samples/s",
                 "p90", "p99", "first call", "capture", "GFLOP/s", "% peak", "mem MB", "parity", "status"]
 RIGHT = {"#", "batch", "samples/s", "median", "±95%", "n", "vs eager", "IQR", "p90", "p99", "first call", "capture",
          "GFLOP/s", "% peak", "mem MB"}
-# What one timed sample is, in words that fit every batch size (a 4096-row "latency" call is a throughput
-# figure too): one call of `batch` z waited for, or a block of calls issued back to back.
-MODE_SHORT = {"latency": "call", "throughput": "pipe"}
+# The mode column says what the JSON says (issue 36.4: the table said call/pipe, the JSON and REPORT.md
+# latency/throughput); the legend says what one timed sample is in each.
+MODE_SHORT = {"latency": "latency", "throughput": "throughput"}
 
 
 def ordered(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -141,7 +141,7 @@ def print_table(report: dict[str, Any], file: TextIO | None = None, wide: bool =
             note = str(notes.index(r["reason"]) + 1)
         table.append(row_cells(r, note, wide))
     widths = {c: max([len(c)] + [len(t[c]) for t in table]) for c in columns}
-    legend = ["  call: a timing is one call of `batch` z, waited for; pipe: calls back to back; ±95%: median's CI"]
+    legend = ["  latency: one call of `batch` z, waited for; throughput: calls back to back; ±95%: median's CI"]
     if any(r.get("mode") == "load" for r in rows):
         legend.append("  cN: N requests in flight to a server; median/p90/p99: the client's request latency")
     for line in textwrap.wrap(title(report), WIDTH) + legend:
@@ -211,8 +211,27 @@ def write_json(report: dict[str, Any], path: str | Path) -> Path:
     return atomic_write_text(path, to_json(report))
 
 
+# One colour per backend in every panel of every bench plot (issue 36.4): the colour follows the backend,
+# the line style the precision, the marker the mode. Fixed, so a backend keeps its colour between runs.
+BACKEND_COLOURS = {
+    "eager": "#1f77b4", "compile": "#ff7f0e", "compile-reduce-overhead": "#bcbd22", "torchscript": "#2ca02c",
+    "aoti": "#d62728", "ort": "#9467bd", "openvino": "#8c564b", "ort-cuda": "#e377c2", "ort-cuda-graph": "#7f7f7f",
+    "ort-trt": "#17becf", "web": "#393b79", "triton": "#637939",
+}
+_SPARE = ("#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1")
+PRECISION_STYLES = {"fp32": "-", "tf32": (0, (1, 1)), "bf16": "--", "fp16": "-.", "int8": ":"}
+MODE_MARKERS = {"latency": "o", "throughput": "s", "load": "^"}
+
+
+def backend_colour(backend: str) -> str:
+    """The colour `backend` has in every bench plot."""
+    if backend in BACKEND_COLOURS:
+        return BACKEND_COLOURS[backend]
+    return _SPARE[sum(map(ord, backend)) % len(_SPARE)]  # stable across runs (unlike hash())
+
+
 def plot(report: dict[str, Any], path: str | Path) -> str | None:
-    """samples/s against batch size, one line per (backend, dtype), log-log. Returns a note
+    """samples/s against batch size, one line per (backend, dtype, mode), log-log. Returns a note
     instead of writing when matplotlib is missing or nothing was measured."""
     try:
         import matplotlib
@@ -221,28 +240,48 @@ def plot(report: dict[str, Any], path: str | Path) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return f"matplotlib is not installed: no plot written to {path}"
-    series: dict[str, list[tuple[int, float]]] = {}
+    fig = figure(report, plt)
+    if fig is None:
+        return f"no ranked rows: no plot written to {path}"
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+    return None
+
+
+def figure(report: dict[str, Any], plt: Any):
+    """The bench plot's matplotlib Figure (None when no row is ranked); `plot` writes it."""
+    series: dict[tuple[str, str, str], list[tuple[int, float]]] = {}
     for r in report["results"]:
         if r["ranked"]:
-            mode = {"latency": "", "load": f" (served, {r.get('concurrency')} in flight)"}.get(
-                r.get("mode", "latency"), " (throughput)")
-            series.setdefault(f"{r['backend']} {r['precision']}{mode}", []).append((r["batch"], r["samples_per_s"]))
+            series.setdefault((r["backend"], r["precision"], r.get("mode", "latency") if r.get("mode") != "load"
+                               else f"load c{r.get('concurrency')}"), []).append((r["batch"], r["samples_per_s"]))
     if not series:
-        return f"no ranked rows: no plot written to {path}"
+        return None
+
+    def style(backend: str, precision: str, mode: str = "latency") -> dict[str, Any]:
+        return {"color": backend_colour(backend), "linestyle": PRECISION_STYLES.get(precision, "-"),
+                "marker": MODE_MARKERS.get(mode.split(" ")[0], "o")}
+
+    def mode_label(mode: str) -> str:
+        if mode.startswith("load"):
+            return f" (served, {mode.split('c')[-1]} in flight)"
+        return "" if mode == "latency" else f" ({mode})"
+
     # paired ratios over eager fp32 (interleaved rounds) get a panel of their own, with their 95 % CI
-    paired: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    paired: dict[tuple[str, str], list[tuple[int, dict[str, Any]]]] = {}
     for r in report["results"]:
         if r["ranked"] and r.get("ratio") and r["ratio"].get("ci_low") is not None:
-            paired.setdefault(f"{r['backend']} {r['precision']}", []).append((r["batch"], r["ratio"]))
+            paired.setdefault((r["backend"], r["precision"]), []).append((r["batch"], r["ratio"]))
     fig, axes = plt.subplots(1, 2 if paired else 1, figsize=(14 if paired else 8, 5), squeeze=False)
     ax = axes[0][0]
     if paired:
         rx = axes[0][1]
-        for label, pts in sorted(paired.items()):
+        for (backend, precision), pts in sorted(paired.items()):
             pts.sort(key=lambda t: t[0])
             med = [q["median"] for _, q in pts]
             err = [[m - q["ci_low"] for m, (_, q) in zip(med, pts)], [q["ci_high"] - m for m, (_, q) in zip(med, pts)]]
-            rx.errorbar([b for b, _ in pts], med, yerr=err, marker="o", capsize=3, label=label)
+            rx.errorbar([b for b, _ in pts], med, yerr=err, capsize=3, label=f"{backend} {precision}",
+                        **style(backend, precision))
         rx.axhline(1.0, color="grey", lw=0.8)
         rx.set_xscale("log", base=2)
         rx.set_xlabel("batch size")
@@ -250,9 +289,10 @@ def plot(report: dict[str, Any], path: str | Path) -> str | None:
         rx.set_title("paired ratios, interleaved rounds", fontsize=10)
         rx.grid(True, which="both", alpha=0.3)
         rx.legend(fontsize=8)
-    for label, pts in sorted(series.items()):
+    for (backend, precision, mode), pts in sorted(series.items()):
         pts.sort()
-        ax.plot([b for b, _ in pts], [s for _, s in pts], marker="o", label=label)
+        ax.plot([b for b, _ in pts], [s for _, s in pts], label=f"{backend} {precision}{mode_label(mode)}",
+                **style(backend, precision, mode))
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("batch size")
@@ -262,6 +302,4 @@ def plot(report: dict[str, Any], path: str | Path) -> str | None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
-    return None
+    return fig

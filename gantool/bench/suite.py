@@ -272,7 +272,12 @@ class Bench(RowTiming):
             results: list[BenchResult] = []
             # The machine's peak before, between and after the backends (gantool.bench.watch): a machine
             # that slowed down or filled with other work is said, not hidden behind tight intervals.
-            watch = MachineWatch(self.where) if self.cfg.peak_probe else None
+            server = None
+            if self.cfg.url and "triton" in self.backends:  # its own CPU time is the load test, not other work
+                from gantool.bench.watch import ServerCpu
+
+                server = ServerCpu(self.cfg.url)
+            watch = MachineWatch(self.where, server=server) if self.cfg.peak_probe else None
             if watch:
                 watch.sample("start")
             pairs = [(b, p) for b in self.backends

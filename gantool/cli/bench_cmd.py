@@ -12,7 +12,8 @@ import typer
 from gantool import backends as backend_table
 from gantool.cli.app import app
 from gantool.cli.common import (ClassesOpt, GeneratorOpt, ImgShapeOpt, LatentDimOpt, LatentShapeOpt, ValueRangeOpt,
-                                WeightsOpt, check_writable, parse_choice_list, parse_int_list, source_from_options, user_errors)
+                                WeightsOpt, check_writable, parse_choice_list, parse_int_list, precheck_device,
+                                replaced_note, source_from_options, user_errors)
 from gantool.errors import GantoolError, clip
 
 
@@ -115,7 +116,7 @@ def bench(
     backends: Annotated[Optional[str], typer.Option(help=backend_table.help_text())] = None,
     precisions: Annotated[Optional[str], typer.Option(help="Comma list of fp32 (IEEE everywhere), tf32 (CUDA TF32 tensor cores), bf16, fp16, int8 (ort/openvino on an int8 ONNX file). Default: what the device runs natively (fp32; bf16 where the CPU has avx512_bf16/AMX; tf32, fp16 and bf16 on CUDA sm_80+), plus int8 where an int8 file is exported.")] = None,
     batch_sizes: Annotated[str, typer.Option(help="Comma list of batch sizes (> 0).")] = "1,64,1024,4096",
-    modes: Annotated[str, typer.Option(help="Comma list: latency (shown as call: each timing one call of batch z, waited for, on an idle device), throughput (shown as pipe: back-to-back calls; several streams on CUDA).")] = "latency",
+    modes: Annotated[str, typer.Option(help="Comma list: latency (each timing one call of batch z, waited for, on an idle device), throughput (back-to-back calls; several streams on CUDA).")] = "latency",
     device: Annotated[BenchDevice, typer.Option(help="auto picks CUDA when present. ORT CUDA/TensorRT backends always run on CUDA.")] = BenchDevice.auto,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed calls per row after the first call (CUDA graphs are captured before these, whatever this says).")] = 5,
     min_time: Annotated[float, typer.Option(min=0.0, help="Seconds of timed samples per row, at least.")] = 0.5,
@@ -161,14 +162,13 @@ def bench(
     if exported is not None and not exported.exists():
         raise GantoolError(f"--exported {exported} does not exist (run `gantool export --checkpoint RUN --out {exported}`)")
     check_writable((json_path, "--json"), (plot, "--plot"))  # before the timing, not after it
+    precheck_device(device)  # these before the heavy imports below (issue 36.5)
+    batch_list = parse_int_list(batch_sizes, "--batch-sizes")
+    concurrency_list = parse_int_list(concurrency, "--concurrency") if concurrency else []
+    percentile_list = _percentiles(percentiles)
 
-    from gantool.bench import gate as gate_mod
-    from gantool.bench import report as rep
-    from gantool.bench.suite import BenchConfig, failures, run_bench
-    from gantool.bench.timing import MODES
-    from gantool.device import PRECISIONS
-    from gantool.distributed import Dist
-    from gantool.runners.ort_options import parse_ort_options
+    backend_list = parse_choice_list(backends, backend_table.names(), "backend") if backends else []  # torch-free
+    from gantool.bench import gate as gate_mod  # torch-free
 
     baseline = band = None
     if compare is not None:  # bad gate input fails before anything is timed
@@ -176,18 +176,26 @@ def bench(
         baseline = gate_mod.read_baseline(compare)
     source = source_from_options(checkpoint, generator, weights, latent_dim, img_shape, value_range,
                                  latent_shape, classes)
+
+    from gantool.bench import report as rep
+    from gantool.bench.suite import BenchConfig, failures, run_bench
+    from gantool.bench.timing import MODES
+    from gantool.device import PRECISIONS
+    from gantool.distributed import Dist
+    from gantool.runners.ort_options import parse_ort_options
+
     cfg = BenchConfig(
         checkpoint=source, exported=exported,
-        backends=parse_choice_list(backends, backend_table.names(), "backend") if backends else [],
+        backends=backend_list,
         precisions=parse_choice_list(precisions, list(PRECISIONS), "precision") if precisions else [],
-        batch_sizes=parse_int_list(batch_sizes, "--batch-sizes"), modes=parse_choice_list(modes, list(MODES), "mode"),
+        batch_sizes=batch_list, modes=parse_choice_list(modes, list(MODES), "mode"),
         device=device.value, warmup=warmup, min_time=min_time, max_time=max_time, min_repeats=min_repeats,
-        repeats=repeats, ci_target=ci_target / 100, percentiles=_percentiles(percentiles), raw_times=raw_times,
+        repeats=repeats, ci_target=ci_target / 100, percentiles=percentile_list, raw_times=raw_times,
         streams=streams, seed=seed, threads=threads, inter_op_threads=inter_op_threads,
         graph_opt_level=graph_opt_level.value if graph_opt_level else None, ort_options=parse_ort_options(ort_option),
         cache_dir=cache_dir, profile_dir=profile, profile_rows=list(profile_row or []),
         url=url, triton_model=triton_model,
-        concurrency=parse_int_list(concurrency, "--concurrency") if concurrency else [], duration=duration,
+        concurrency=concurrency_list, duration=duration,
         interleave=interleave, slice_s=slice_s,
     )
     if url and not cfg.backends:
@@ -268,8 +276,10 @@ def _print_report(report, json_path: Optional[Path], plot: Optional[Path], wide:
 
         typer.echo(format_report(report["train"]))
     if json_path:
+        again = replaced_note(json_path)
         rep.write_json(report, json_path)
-        typer.echo(f"wrote {json_path}")
+        typer.echo(f"wrote {json_path}{again}")
     if plot:
+        again = replaced_note(plot)
         note = rep.plot(report, plot)
-        typer.echo(f"note: {note}" if note else f"wrote {plot}")
+        typer.echo(f"note: {note}" if note else f"wrote {plot}{again}")

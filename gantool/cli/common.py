@@ -4,7 +4,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import sys
 from pathlib import Path
 from typing import Annotated, Callable, Optional, TypeVar
 
@@ -42,6 +41,12 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def replaced_note(path: Path | None) -> str:
+    """" (replaced the earlier file)" when `path` exists now, before a command writes it: the one line that
+    names a written file also says it replaced one (README, "Writing over earlier output")."""
+    return " (replaced the earlier file)" if path is not None and Path(path).is_file() else ""
+
+
 def check_writable(*paths: tuple[Path | None, str], directory: bool = False) -> None:
     """Each (path, flag) given must be writable (gantool.checkpoint.check_writable); call before any work."""
     from gantool.paths import check_writable as check
@@ -49,6 +54,41 @@ def check_writable(*paths: tuple[Path | None, str], directory: bool = False) -> 
     for path, flag in paths:
         if path is not None:
             check(path, flag, directory=directory)
+
+
+# Where an NVIDIA driver shows itself without torch: the device nodes and the kernel module's /proc entry.
+NVIDIA_SIGNS = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/dxg")  # /dev/dxg: WSL's GPU
+
+
+def no_cuda_driver() -> bool:
+    """True when this machine plainly has no NVIDIA driver (none of NVIDIA_SIGNS), told without importing
+    torch; False says only "maybe": torch's own check still runs later."""
+    import glob
+    import os
+
+    return not any(os.path.exists(p) for p in NVIDIA_SIGNS) and not glob.glob("/dev/nvidia*")
+
+
+def precheck_device(name: str | None, flag: str = "--device") -> None:
+    """Answer a wrong --device before the heavy imports (issue 36.5): an unknown name, or cuda on a
+    machine with no NVIDIA driver at all. What passes here is checked again by gantool.device."""
+    if name is None:
+        return
+    low = str(getattr(name, "value", name)).lower()
+    base, _, index = low.partition(":")
+    if base not in ("auto", "cpu", "cuda", "mps") or (index and (base != "cuda" or not index.isdigit())):
+        raise GantoolError(f"unknown device {name!r}; choose auto, cpu, cuda or mps")
+    if base == "cuda" and no_cuda_driver():
+        from gantool.errors import DeviceError
+
+        raise DeviceError(f"{flag} {low}: CUDA is not available on this machine (no NVIDIA driver: "
+                          "no /dev/nvidia* or /proc/driver/nvidia)")
+
+
+def check_positive(value: int | None, flag: str) -> None:
+    """A count that must be > 0, said before any heavy import."""
+    if value is not None and value <= 0:
+        raise GantoolError(f"{flag} {value}: must be > 0")
 
 
 def parse_int_list(text: str, what: str) -> list[int]:
@@ -137,6 +177,9 @@ def source_from_options(checkpoint: Optional[Path], generator: Optional[str], we
         return checkpoint
     if checkpoint is not None:
         raise ConfigError("give --checkpoint RUN or --generator MODULE:CALLABLE, not both")
+    from gantool.paths import check_generator_paths
+
+    check_generator_paths(generator, weights)  # before torch is imported (gantool.source imports it)
     from gantool.source import UserSource
 
     if latent_dim is not None and latent_dim <= 0:

@@ -9,29 +9,40 @@ import typer
 
 from gantool.cli.app import app
 from gantool.cli.common import (ClassesOpt, GeneratorOpt, ImgShapeOpt, LatentDimOpt, LatentShapeOpt, ValueRangeOpt,
-                                WeightsOpt, check_writable, source_from_options, user_errors)
+                                WeightsOpt, check_writable, precheck_device, replaced_note, source_from_options,
+                                user_errors)
 from gantool.errors import ArtifactError, ConfigError
+from gantool.paths import require_file, resolve_checkpoint_path
 
 
 ROWS = (("FID", "fid", "{:.2f}"), ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"),
         ("density", "density", "{:.3f}"), ("coverage", "coverage", "{:.3f}"), ("KID", "kid", "{:.4g}"))
 
 
+def kid_cell(mean: float, std: float) -> str:
+    """KID as `mean ± std` (over subsets, in the space's own units: unnormalised features)."""
+    return f"{mean:.3g} ± {std:.2g}"
+
+
 def _metric_table(spaces: dict, untrained: bool = False) -> list[str]:
-    """One row a metric, a (sample, real-vs-real) column pair a feature space."""
+    """One row a metric, a (sample, real-vs-real) column pair a feature space; columns as wide as their
+    widest cell plus two spaces, so no two values run together (issue 36.4: KID's mean+-std did)."""
     titles = [f"{n} features ({s['features']}-d, untrained)" if untrained else
               "{} features ({}-d, acc {:.1%})".format(n, s["features"], s["classifier_accuracy"]) for n, s in spaces.items()]
-    lines = ["  " + " " * 18 + "".join(f"{t:>32}" for t in titles),
-             "  " + " " * 18 + f"{'sample':>16}{'real':>16}" * len(spaces)]
+    rows = []
     for label, key, fmt in ROWS:
         cells = []
         for s in spaces.values():
             real = s["real_vs_real"]
-            if key == "kid":  # mean +- std over subsets, in the space's own units (unnormalised features)
-                cells += [f"{s['kid']:.4g}+-{s['kid_std']:.3g}", f"{real['kid']:.4g}+-{real['kid_std']:.3g}"]
+            if key == "kid":
+                cells += [kid_cell(s["kid"], s["kid_std"]), kid_cell(real["kid"], real["kid_std"])]
             else:
                 cells += [fmt.format(s[key]), fmt.format(s["fid_floor"] if key == "fid" else real[key])]
-        lines.append(f"  {label:<18}" + "".join(f"{c:>16}" for c in cells))
+        rows.append((label, cells))
+    width = max([16] + [len(c) + 2 for _, cells in rows for c in cells] + [(len(t) + 3) // 2 for t in titles])
+    lines = ["  " + " " * 18 + "".join(f"{t:>{2 * width}}" for t in titles),
+             "  " + " " * 18 + f"{'sample':>{width}}{'real':>{width}}" * len(spaces)]
+    lines += [f"  {label:<18}" + "".join(f"{c:>{width}}" for c in cells) for label, cells in rows]
     return lines
 
 
@@ -87,7 +98,7 @@ def format_scores(s: dict) -> str:
         f"  recall / real    {s['recall'] / s['real_vs_real']['recall'] if s['real_vs_real']['recall'] else 0:.2f}x",
         *_bar_lines(s),
         f"  (real = real training digits vs the held-out ones, same protocol; precision/recall/density/coverage "
-        f"on {first['prdc_n']} samples a side, k={first['prdc_k']}; KID over 100 subsets of {first['kid_subset']})",
+        f"on {first['prdc_n']} samples a side, k={first['prdc_k']}; KID: mean ± std over 100 subsets of {first['kid_subset']})",
     ]
     if s.get("spaces_disagree"):
         lines.append(f"feature spaces disagree: FID/floor is {ratios} ({s['fid_ratio_spread']:.1f}x apart, "
@@ -128,11 +139,16 @@ def eval_(
         raise ConfigError("give exactly one of --checkpoint RUN, --generator MODULE:CALLABLE or --artifact FILE")
     if n <= 0:
         raise ConfigError(f"--n must be > 0, got {n}")
+    precheck_device(device)
     if real is not None and dataset is not None:
         raise ConfigError("give --dataset (MNIST-shaped, scored by its classifiers) or --real FILE, not both")
-    for path in (checkpoint if generator is None else None, artifact, real):  # before torch is imported
-        if path is not None and not Path(path).exists():
-            raise ArtifactError(f"not found: {path}")
+    # before torch is imported: a wrong path is answered at once, a folder named as one
+    if checkpoint is not None and generator is None:
+        resolve_checkpoint_path(checkpoint)
+    if artifact is not None:
+        require_file(artifact, "--artifact", ArtifactError)
+    if real is not None:
+        require_file(real, "--real")
 
     from gantool.checkpoint import atomic_write_text
     from gantool.quality.metrics import NOT_APPLICABLE, dataset_of, evaluate_images, evaluate_runner
@@ -167,7 +183,8 @@ def eval_(
     isa = ",".join(k for k, v in env["cpu_isa"].items() if v) or "none of avx2/avx512/amx"
     typer.echo(f"  machine          {env['device_name']} ({isa}), {env['threads']} threads, torch {env['versions']['torch']}")
     if json_path:
+        again = replaced_note(json_path)
         atomic_write_text(json_path, json.dumps(scores, indent=2) + "\n")
-        typer.echo(f"wrote {json_path}")
+        typer.echo(f"wrote {json_path}{again}")
     typer.echo(json.dumps({k: v for k, v in scores.items() if k not in ("targets", "bars", "environment", "feature_spaces")},
                           separators=(",", ":")))

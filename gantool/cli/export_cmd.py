@@ -10,9 +10,10 @@ import typer
 from gantool import formats as format_table
 from gantool.cli.app import app
 from gantool.cli.common import (ClassesOpt, GeneratorOpt, ImgShapeOpt, LatentDimOpt, LatentShapeOpt, ValueRangeOpt,
-                                WeightsOpt, check_writable, parse_choice_list, source_from_options, user_errors)
-from gantool.errors import ArtifactError, ConfigError
-from gantool.paths import require_exported, resolve_checkpoint_path
+                                WeightsOpt, check_positive, check_writable, parse_choice_list, precheck_device,
+                                replaced_note, source_from_options, user_errors)
+from gantool.errors import ConfigError
+from gantool.paths import require_exported, require_path, resolve_checkpoint_path
 
 
 @app.command()
@@ -26,13 +27,13 @@ def export(
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when present) | cpu | cuda: the device AOTInductor compiles for.")] = "auto",
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check parity against eager fp32 after exporting.")] = True,
     exported: Annotated[Optional[Path], typer.Option("--exported", help="web: the export folder to take generator.fp32.onnx (and fp16) from; default: exported.")] = None,
-    ort_web: Annotated[Optional[Path], typer.Option("--ort-web", help="web: copy ONNX Runtime Web from this `npm install onnxruntime-web` folder (or its dist/) into the site, so it works offline; default: the page loads it from the CDN.")] = None,
+    ort_web: Annotated[Optional[Path], typer.Option("--ort-web", help="web: copy ONNX Runtime Web into the site from this `npm install onnxruntime-web` folder (the package folder or its dist/), so the page works offline; `cdn`: the page loads it from jsDelivr (needs the network). Default: the copy scripts/web_deps.sh installed in .cache/web when there is one, else the CDN; the export says which.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="web: seed of the page's fixed noise (gantool.noise.latent).")] = 0,
     max_batch_size: Annotated[Optional[int], typer.Option("--max-batch-size", help="triton: the largest batch Triton forms (max_batch_size). Default: 1024.")] = None,
     instances: Annotated[Optional[int], typer.Option("--instances", help="triton: model instances per device (instance_group count). Default: 1.")] = None,
     kind: Annotated[Optional[str], typer.Option("--kind", help="triton: where instances run: auto (GPU when the server has one), gpu or cpu; add python (e.g. python, cpu,python) for a Python-backend model running the ONNX with onnxruntime, which a plain tritonserver loads. Default: auto.")] = None,
     optimize: Annotated[bool, typer.Option("--optimize", help="triton: TensorRT and CUDA-graph settings for the ONNX model's GPU instances.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace what --out already holds: artifacts another checkpoint exported (they are deleted), an earlier site (web), gantool's models in a repository (triton; other models are kept).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Delete what gantool wrote into --out and this export does not rewrite: artifacts another generator exported. Without it, an earlier export of the same generator, an earlier site (web) or gantool's models (triton) are replaced and named in one line; files gantool did not write are never replaced.")] = False,
     quantization: Annotated[Optional[str], typer.Option("--quantization", help="int8 only: static (QDQ, activation ranges calibrated on seeded z; the default) or dynamic (ranges measured at run time).")] = None,
     calibration_samples: Annotated[Optional[int], typer.Option("--calibration-samples", metavar="<int>", help="int8 static only: calibration z to set activation ranges (default 1024).")] = None,
     generator: GeneratorOpt = None,
@@ -49,6 +50,7 @@ def export(
     (generator_onnx and generator_torchscript, each with config.pbtxt and 1/model.*).
     """
     check_writable((out, "--out"), directory=True)
+    precheck_device(device)
     source = source_from_options(checkpoint, generator, weights, latent_dim, img_shape, value_range,
                                  latent_shape, classes)
     formats = parse_choice_list(format, [*format_table.names(), "all", "web", "triton"], "format")
@@ -159,17 +161,18 @@ def verify(
     from gantool.checkpoint import atomic_write_text
     from gantool.verify.artifacts import verify_exported
 
+    again = {p: replaced_note(p) for p in (json_path, image)}
     report = verify_exported(exported, source)
     for line in report.lines():
         typer.echo(line)
     if json_path is not None:
         atomic_write_text(json_path, json.dumps(report.to_dict(), indent=2) + "\n")
-        typer.echo(f"report: {json_path}")
+        typer.echo(f"report: {json_path}{again[json_path]}")
     if image is not None:
         from gantool.sample import exported_comparison
 
         exported_comparison(exported, report.source, image)
-        typer.echo(f"image: {image}")
+        typer.echo(f"image: {image}{again[image]}")
     # Further checks (e.g. distribution parity through gantool.quality.metrics) go here, before the verdict.
     if distribution > 0:
         from gantool.verify.artifacts import format_distribution, verify_distribution
@@ -218,6 +221,8 @@ def sample(
         if not wanted or min(wanted) < 0:
             raise ConfigError(f"--class {class_}: give a class number (0, 1, ...) or a comma list of them")
     check_writable((out, "--out"))
+    check_positive(n, "--n")  # these three before torch is imported (issue 36.5)
+    precheck_device(device)
     # refuses a stray --weights
     user = source_from_options(None, generator, weights, latent_dim, img_shape, value_range, latent_shape, classes)
     if user is not None and source is not None:
@@ -225,10 +230,11 @@ def sample(
     src = user or source
     if src is None:
         raise ConfigError("give --from PATH (checkpoint, run directory or exported artifact) or --generator MODULE:CALLABLE")
-    if user is None and not Path(src).exists():
-        raise ArtifactError(f"not found: {src}")  # before torch is imported
+    if user is None:
+        require_path(src, "--from")  # before torch is imported
 
     from gantool.sample import sample_grid
 
+    again = replaced_note(out)
     path, count = sample_grid(src, out, n=n, seed=seed, backend=backend, device=device, classes=wanted)
-    typer.echo(f"wrote {count} samples from {generator or source} to {path}")
+    typer.echo(f"wrote {count} samples from {generator or source} to {path}{again}")

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from gantool.cli.app import app
-from gantool.cli.common import check_writable, user_errors
+from gantool.cli.common import check_writable, precheck_device, user_errors
 from gantool.config import DATASETS, DIGITS_AFTER_STEPS, G_ARCH_NAMES, RECIPES, Recipe, TrainConfig
 from gantool.errors import ConfigError
 from gantool.paths import CHECKPOINT_NAME, resolve_checkpoint_path
@@ -83,6 +83,7 @@ def train(
         raise ConfigError(f"unknown recipe {recipe!r}; choose one of: {', '.join(RECIPES)}")
     if resume is not None:
         resolve_checkpoint_path(resume)
+    precheck_device(device)
     check_writable((out, "--out"), directory=True)
 
     from gantool.distributed import Dist, launch

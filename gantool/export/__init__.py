@@ -165,9 +165,17 @@ def export_artifacts(
                 f"{', '.join(stale)}; exporting {ckpt or source.label} here would "
                 f"delete them; use --force to replace them, or another --out")
         doc.doc["artifacts"] = []
+    listed = {e["file"] for e in doc.entries} | set(stale)
+    names = [artifact_name(fmt, dtype, dev.type if fmt.device_specific else "any") for fmt, dtype in jobs]
+    foreign = [n for n in names if (out / n).exists() and n not in listed]
+    if foreign:  # README, "Writing over earlier output": files gantool did not write are never replaced
+        raise OutputError(f"{out} holds {', '.join(foreign)}, which its {mf.MANIFEST_NAME} does not list (gantool did "
+                          "not write them) and gantool never replaces those, --force or not: move them or choose "
+                          "another --out")
+    rewritten = [n for n in names if n in listed and n not in stale]
     doc.doc.update(source_checkpoint=str(ckpt) if ckpt else None, source_sha256=spec.source_sha256, source=record,
-               latent_dim=sig.latent_dim, img_shape=list(sig.img_shape), value_range=list(sig.value_range),
-               signature=sig.to_dict(), flops_per_sample=flops_per_sample(g, sig))
+                   latent_dim=sig.latent_dim, img_shape=list(sig.img_shape), value_range=list(sig.value_range),
+                   signature=sig.to_dict(), flops_per_sample=flops_per_sample(g, sig))
 
     written: list[dict[str, Any]] = []
     for fmt, dtype in jobs:
@@ -200,6 +208,9 @@ def export_artifacts(
     replaced = [f for f in stale if f not in {e["file"] for e in written}]
     for f in replaced:
         (out / f).unlink(missing_ok=True)
+    if rewritten:
+        say(f"replaced {', '.join(rewritten)} in {out}/ (an earlier export of the same generator; the manifest's "
+            "other artifacts are kept)")
     if stale:
         say(f"--force: replaced {len(stale)} artifact(s) exported from another generator"
             + (f" (deleted {', '.join(replaced)})" if replaced else ""))

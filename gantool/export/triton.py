@@ -153,13 +153,19 @@ def _ort_gpu_accelerators(name: str, spec: TritonSpec, input_name: str, latent_d
             "} }"]
 
 
-def check_repository(out: Path, force: bool) -> None:
-    """Refuse to write into a non-empty folder unless --force (then only gantool's models are replaced)."""
+def check_repository(out: Path, force: bool, models: tuple[str, ...] | list[str] = tuple(ALL_MODELS)) -> list[str]:
+    """The gantool models of `models` already in `out` (they are replaced, and named); other models and
+    files in a repository are kept. A model folder of that name that gantool did not write (no
+    gantool.json) is refused, --force or not (README, "Writing over earlier output")."""
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise OutputError(f"--out {out} is not empty; pass --force to replace its {', '.join(ALL_MODELS)} models "
-                          "(other models in it are kept)")
+    present = [name for name in models if (out / name).exists()]
+    foreign = [name for name in present if not (out / name / "gantool.json").is_file()]
+    if foreign:
+        raise OutputError(f"--out {out} has model folder(s) {', '.join(foreign)} that gantool did not write (no "
+                          "gantool.json) and gantool never replaces those, --force or not: move them or choose "
+                          "another --out")
+    return present
 
 
 def export_triton(checkpoint: str | Path, out: str | Path, spec: TritonSpec, *, force: bool = False,
@@ -177,7 +183,7 @@ def export_triton(checkpoint: str | Path, out: str | Path, spec: TritonSpec, *, 
     say = log or (lambda msg: None)
     spec.validate()
     out = Path(out)
-    check_repository(out, force)
+    replaced = check_repository(out, force, spec.models)
     try:
         out.mkdir(parents=True, exist_ok=True)
         # Beside `out`, not inside: Triton would try to load any folder of the repository as a model.
@@ -211,6 +217,8 @@ def export_triton(checkpoint: str | Path, out: str | Path, spec: TritonSpec, *, 
         for name, _ in written:
             _swap_in(stage / name, out / name, stage / f"{name}.old")
             say(f"wrote {out / name}/ (config.pbtxt, {VERSION}/{ALL_MODELS[name][3]})")
+        if replaced:
+            say(f"replaced gantool's earlier {', '.join(replaced)} in {out}/ (other models and files there are kept)")
         return [dict(e, folder=str(out / name)) for name, e in written]
     finally:
         shutil.rmtree(stage, ignore_errors=True)

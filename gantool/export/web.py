@@ -3,6 +3,9 @@
     build_site("site", exported="exported")                       # take generator.fp32.onnx (+ fp16) from an export
     build_site("site", checkpoint="runs/demo", ort_web="node_modules/onnxruntime-web")  # export, bundle the runtime
 
+The runtime: `ort_web` (an npm install folder), else the one scripts/web_deps.sh installed (local_runtime),
+else the pinned version from the CDN; `ort_web="cdn"` asks for the CDN.
+
 The site is index.html + app.js + style.css (gantool/export/web_assets), generator.onnx (fp32) and
 generator.fp16.onnx where the export has one, z.bin (the fixed noise, gantool.noise.latent) and
 model.json (the facts the page reads). It is built in a temporary folder beside --out and renamed
@@ -55,8 +58,40 @@ def find_runtime(folder: str | Path) -> tuple[Path, str | None]:
                       "give the folder of `npm install onnxruntime-web`, the package folder or its dist/")
 
 
-def _check_out(out: Path, force: bool, protect: list[Path]) -> None:
-    """--out may be new or empty; a non-empty one only with --force, and only a site gantool wrote."""
+CDN = "cdn"  # --ort-web cdn: load the runtime from the CDN even when a local install exists
+
+
+def local_runtime() -> tuple[Path, str | None] | None:
+    """The onnxruntime-web that scripts/web_deps.sh installed ($GANTOOL_WEB_CACHE or .cache/web in the source
+    tree; gantool.runners.browser.web_cache), as find_runtime gives it; None when there is none."""
+    from gantool.runners.browser import web_cache
+
+    package = web_cache() / "node_modules" / "onnxruntime-web"
+    try:
+        return find_runtime(package) if package.is_dir() else None
+    except ConfigError:
+        return None
+
+
+def pick_runtime(ort_web: str | Path | None) -> tuple[tuple[Path, str | None] | None, str]:
+    """(runtime to copy in, or None for the CDN; why): --ort-web DIR, else a local install, else the CDN
+    (issue 36.8: the page needed the network by default even where the runtime was installed)."""
+    if ort_web is not None and str(ort_web) == CDN:
+        return None, "--ort-web cdn"
+    if ort_web is not None:
+        return find_runtime(ort_web), "--ort-web"
+    found = local_runtime()
+    if found is not None:
+        return found, "found installed locally (scripts/web_deps.sh); --ort-web cdn loads it from the CDN instead"
+    from gantool.runners.browser import web_cache
+
+    return None, (f"no local install in {web_cache()}; scripts/web_deps.sh or --ort-web DIR bundles it "
+                  "so the page works offline")
+
+
+def _check_out(out: Path, force: bool, protect: list[Path]) -> dict[str, Any] | None:
+    """--out may be new, empty or an earlier gantool site (returned: its model.json, to say what is replaced);
+    files gantool did not write are never replaced, --force or not (README, "Writing over earlier output")."""
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} exists and is not a directory")
     resolved = out.resolve()
@@ -65,16 +100,16 @@ def _check_out(out: Path, force: bool, protect: list[Path]) -> None:
         if resolved == p or resolved in p.parents:
             raise OutputError(f"--out {out} would replace {p}, which the site is built from: choose another --out")
     if not out.exists() or not any(out.iterdir()):
-        return
-    if not force:
-        raise OutputError(f"--out {out} is not empty: pass --force to replace it, or choose a new folder")
+        return None
     try:
-        is_site = json.loads((out / "model.json").read_text()).get("format") == SITE_FORMAT
+        old = json.loads((out / "model.json").read_text())
+        is_site = old.get("format") == SITE_FORMAT
     except (OSError, ValueError, AttributeError):
         is_site = False
     if not is_site:
-        raise OutputError(f"--out {out} holds files that are not a gantool web site; --force only replaces "
-                          "a site gantool wrote: choose an empty or new folder")
+        raise OutputError(f"--out {out} holds files gantool did not write (it is not a gantool web site) and "
+                          "gantool never replaces those, --force or not: choose an empty or new folder")
+    return old
 
 
 def _source_onnx(exported: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -117,11 +152,11 @@ def build_site(out: str | Path, exported: str | Path | None = None, checkpoint: 
     out = Path(out)
     exported = Path(exported) if exported is not None else Path("exported")
     protect = [exported] + ([Path(checkpoint)] if checkpoint is not None else [])
-    _check_out(out, force, protect)
+    previous = _check_out(out, force, protect)
     bad = [d for d in dtypes if d not in ("fp32", "fp16")]
     if bad:
         raise ConfigError(f"--format web takes fp32 and fp16 ONNX, not {', '.join(bad)}")
-    runtime = find_runtime(ort_web) if ort_web is not None else None
+    runtime, why = pick_runtime(ort_web)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".gantool-onnx-") as tmp_export:
         if checkpoint is not None:
@@ -137,11 +172,14 @@ def build_site(out: str | Path, exported: str | Path | None = None, checkpoint: 
         doc, entries = _source_onnx(source)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
         try:
-            meta = _write_site(tmp, source, doc, entries, runtime, seed, say)
+            meta = _write_site(tmp, source, doc, entries, runtime, seed, say, why)
             _replace(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+    if previous is not None:
+        say(f"replaced the earlier gantool site in {out}/ (built {previous.get('created') or 'at an unknown time'}"
+            f"{'' if previous.get('source_sha256') == meta.get('source_sha256') else ' from another generator'})")
     return meta
 
 
@@ -160,7 +198,8 @@ def site_from_onnx(onnx_path: str | Path, out: str | Path, ort_web: str | Path, 
 
 
 def _write_site(site: Path, source: Path, doc: dict[str, Any], entries: list[dict[str, Any]],
-                runtime: tuple[Path, str | None] | None, seed: int, say: Callable[[str], None]) -> dict[str, Any]:
+                runtime: tuple[Path, str | None] | None, seed: int, say: Callable[[str], None],
+                why: str = "") -> dict[str, Any]:
     import gantool
     from gantool.checkpoint import sha256_file
     from gantool.export import read_artifact
@@ -186,7 +225,8 @@ def _write_site(site: Path, source: Path, doc: dict[str, Any], entries: list[dic
         version = ort_web_version()
         ort = {"version": version, "source": "cdn", "base": cdn_base(version),
                "wasm_script": WASM_FILES[0], "webgpu_script": WEBGPU_FILES[0]}
-        say(f"runtime: onnxruntime-web {version} from {ort['base']} (the page needs the network; --ort-web DIR bundles it)")
+        say(f"runtime: onnxruntime-web {version} loaded by the page from the CDN {ort['base']}: the page needs the "
+            f"network ({why})")
     else:
         dist, version = runtime
         (site / "ort").mkdir(mode=0o755)
@@ -196,8 +236,9 @@ def _write_site(site: Path, source: Path, doc: dict[str, Any], entries: list[dic
         ort = {"version": version, "source": "local", "base": "ort/", "wasm_script": WASM_FILES[0],
                "webgpu_script": WEBGPU_FILES[0] if webgpu else None}
         pinned = ort_web_version()
-        say(f"runtime: onnxruntime-web {version or '(version unknown)'} copied from {dist}"
-            + ("" if webgpu else " (no WebGPU build there: the page runs on wasm only)")
+        say(f"runtime: onnxruntime-web {version or '(version unknown)'} copied into the site from {dist}: the page "
+            "works offline" + (f" ({why})" if why != "--ort-web" else "")
+            + ("" if webgpu else "; no WebGPU build there: the page runs on wasm only")
             + (f"; gantool pins {pinned}" if version != pinned else ""))
     meta = {
         "format": SITE_FORMAT, "version": SITE_VERSION,

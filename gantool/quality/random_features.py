@@ -72,9 +72,9 @@ def load_real_images(path: str | Path, img_shape: tuple[int, ...], value_range: 
 
     uint8 arrays are pixels 0..255 mapped onto the value range; float arrays must already be in it.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"--real {p}: file not found")
+    from gantool.paths import require_file
+
+    p = require_file(path, "--real")
     try:
         if p.suffix == ".pt":
             x = torch.load(p, map_location="cpu", weights_only=True)

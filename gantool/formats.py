@@ -13,7 +13,8 @@ from typing import Any
 from gantool.errors import ConfigError
 
 DTYPES = ("fp32", "fp16", "bf16", "int8")  # what an artifact can hold; int8: ONNX only, quantized by ONNX Runtime
-# name -> the module whose FORMAT describes it, or the Format itself once loaded / registered
+# name -> the module whose FORMAT describes it (read at each get(), so the module stays the one place), or a
+# registered Format
 _TABLE: dict[str, Any] = {name: f"gantool.export.{name}" for name in ("onnx", "torchscript", "aoti")}
 
 
@@ -34,6 +35,5 @@ def names() -> list[str]:
 def get(name: str) -> Any:
     if name not in _TABLE:
         raise ConfigError(f"unknown export format {name!r}; choose one of: {', '.join(_TABLE)}, all")
-    if isinstance(_TABLE[name], str):
-        _TABLE[name] = importlib.import_module(_TABLE[name]).FORMAT
-    return _TABLE[name]
+    entry = _TABLE[name]
+    return importlib.import_module(entry).FORMAT if isinstance(entry, str) else entry

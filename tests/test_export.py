@@ -82,9 +82,7 @@ def test_failed_export_keeps_previous_artifact_and_manifest(checkpoint_path, tmp
         Path(path).write_bytes(b"partial")
         raise RuntimeError("exporter crashed\nsecond line")
 
-    from gantool import formats
-
-    monkeypatch.setitem(formats._TABLE, "torchscript", dataclasses.replace(fmt, export=half_written))
+    monkeypatch.setattr("gantool.export.torchscript.FORMAT", dataclasses.replace(fmt, export=half_written))
     with pytest.raises(ExportError, match="^torchscript fp32 export failed: RuntimeError: exporter crashed$"):
         export_artifacts(checkpoint_path, ["torchscript"], out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temp files, nothing changed

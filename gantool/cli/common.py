@@ -139,7 +139,7 @@ _PANEL = "Your own generator (instead of --checkpoint)"
 GeneratorOpt = Annotated[Optional[str], typer.Option(
     "--generator", rich_help_panel=_PANEL,
     help="Your generator: MODULE:CALLABLE (importable) or path/to/file.py:CALLABLE; CALLABLE() returns an "
-         "nn.Module mapping z (N, latent_dim) to images (N, C, H, W).")]
+         "nn.Module mapping z (N, *latent_shape), and for a conditional G int64 labels (N,), to images (N, C, H, W).")]
 WeightsOpt = Annotated[Optional[Path], typer.Option(
     "--weights", rich_help_panel=_PANEL,
     help="Weights for --generator: a state_dict file, or a checkpoint holding one under 'state_dict' or 'generator'.")]

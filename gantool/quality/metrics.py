@@ -154,8 +154,8 @@ def generate(runner, n: int, seed: int, digits: bool = True) -> torch.Tensor:
     shape = tuple(runner.info.img_shape)
     resize = digits and shape != DIGIT_SHAPE and shape[0] == 1 and shape[1] == shape[2]  # e.g. 1x32x32 digits
     if digits and shape != DIGIT_SHAPE and not resize:
-        raise ArtifactError(f"{runner.info.source or runner.name} is not a digit generator the classifiers can read "
-                            f"(its image shape is {shape}; they take 1-channel square images, read at 28x28)")
+        raise ArtifactError(f"{runner.info.source or runner.name} is not a 28x28 digit generator (its image shape is "
+                            f"{shape}; the classifiers read 1-channel square images at 28x28)")
     z = latent(n, seed, runner.info.latent_dim)
     try:
         # a conditional G: its default labels, row i of each batch class i mod n_classes (`batch_labels`)

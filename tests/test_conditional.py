@@ -290,3 +290,54 @@ def test_conditional_accuracy_reads_the_class_asked_for_and_fails_a_permuted_one
 
     text = format_scores(shifted)
     assert "conditional acc" in text and "per class" in text
+
+
+def _doctor(path, edit) -> None:
+    """Rewrite the ONNX file at `path` with `edit(graph)` and record its new sha256, as a broken exporter would."""
+    import onnx
+
+    from gantool.checkpoint import sha256_file
+
+    model = onnx.load(str(path))
+    edit(model.graph)
+    onnx.save_model(model, str(path))
+    doc = json.loads((path.parent / "manifest.json").read_text())
+    for e in doc["artifacts"]:
+        if e["file"] == path.name:
+            e["sha256"] = sha256_file(path)
+    (path.parent / "manifest.json").write_text(json.dumps(doc))
+
+
+def _scale_embedding(graph) -> None:
+    from onnx import numpy_helper
+
+    emb = next(t for t in graph.initializer if tuple(t.dims) == (10, 10))
+    emb.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(emb) * 1.5, emb.name))
+
+
+def _permute_labels(graph) -> None:
+    """labels -> (labels + 1) % 10 inside the graph, before anything reads them."""
+    from onnx import helper, numpy_helper
+
+    graph.initializer.extend([numpy_helper.from_array(np.array(1, np.int64), "one_"),
+                              numpy_helper.from_array(np.array(10, np.int64), "ten_")])
+    for node in graph.node:
+        node.input[:] = ["labels_shifted_" if i == "labels" else i for i in node.input]
+    graph.node.insert(0, helper.make_node("Mod", ["labels_plus_", "ten_"], ["labels_shifted_"]))
+    graph.node.insert(0, helper.make_node("Add", ["labels", "one_"], ["labels_plus_"]))
+
+
+@pytest.mark.parametrize("edit", [_scale_embedding, _permute_labels], ids=["scaled-embedding", "permuted-labels"])
+def test_verify_fails_a_broken_conditional_artifact(cgan_file, tmp_path, edit):
+    """Parity reads every class: an artifact whose embedding is scaled, or whose graph draws another class than the
+    label asks for, fails verify on its values (the untouched file passes)."""
+    from gantool.verify.artifacts import verify_exported
+
+    out = tmp_path / "exp"
+    assert run("export", "--generator", f"{cgan_file}:make", "--format", "onnx", "--out", out).exit_code == 0
+    assert verify_exported(out).passed
+    _doctor(out / "generator.fp32.onnx", edit)
+    report = verify_exported(out)
+    assert not report.passed
+    assert {f.kind for r in report.results for f in r.failures} == {"tolerance"}, [str(f) for r in report.results
+                                                                                    for f in r.failures]

@@ -151,11 +151,13 @@ def dcgan_file(tmp_path):
 
 def test_a_4d_latent_is_found_by_the_probe_and_goes_through_every_stage(dcgan_file, tmp_path):
     """--latent-dim 100 alone: the probe tries (N, 100), the ConvTranspose2d refuses it, (N, 100, 1, 1) works and
-    is recorded; export (every format, fp16 and int8), verify, bench, sample, the Triton repository and the web site."""
+    is recorded; export (ONNX and TorchScript, fp16 and int8), verify, bench, sample, the Triton repository and the
+    web site."""
     import onnx
 
     out = tmp_path / "exp"
-    r = run("export", "--generator", f"{dcgan_file}:make", "--latent-dim", "100", "--format", "all",
+    # every format but aoti (its 4-D dynamic batch is the same torch.export call the noise test above compiles)
+    r = run("export", "--generator", f"{dcgan_file}:make", "--latent-dim", "100", "--format", "onnx,torchscript",
             "--dtype", "fp32,fp16,int8", "--out", out)
     assert r.exit_code == 0, r.stderr
     doc = json.loads((out / "manifest.json").read_text())

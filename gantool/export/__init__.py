@@ -193,7 +193,7 @@ def export_artifacts(
             "format": fmt.name, "file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size,
             "dtype": dtype, "device": entry_device, "backend": fmt.backend, "opset": extra.pop("opset", None),
             "inputs": sig.io(io_dtype)[0], "outputs": sig.io(io_dtype)[1],
-            "latent_dim": spec.latent_dim, "value_range": list(spec.value_range),
+            "latent_dim": sig.latent_dim, "value_range": list(sig.value_range),
             "source_checkpoint": str(ckpt) if ckpt else None, "source_sha256": spec.source_sha256,
             "export_seconds": round(seconds, 3),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

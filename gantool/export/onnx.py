@@ -31,7 +31,7 @@ def export_onnx(module: torch.nn.Module, spec: ExportSpec, path: Path, *, dtype:
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             module, x, dynamo=True, opset_version=opset, verbose=False,
-            input_names=[i.name for i in spec.signature.inputs], output_names=[spec.output_name],
+            input_names=[i.name for i in spec.signature.inputs], output_names=[spec.signature.output_name],
             dynamic_shapes=spec.dynamic_shapes(),
         )
     model = program.model_proto

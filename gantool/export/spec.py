@@ -22,21 +22,13 @@ class ExportSpec:
     source_sha256: str
     provenance: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)  # gantool.source record
 
-    # the signature's facts, read through here by the exporters
-    latent_dim = property(lambda self: self.signature.latent_dim)
-    img_shape = property(lambda self: self.signature.img_shape)
-    value_range = property(lambda self: self.signature.value_range)
-    input_name = property(lambda self: self.signature.input_name)
-    output_name = property(lambda self: self.signature.output_name)
-    batch_dim = property(lambda self: self.signature.batch_dim)
-
     def example_inputs(self, dtype: torch.dtype, device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
         """forward()'s inputs for the tracer: seeded z in `dtype` (and int64 labels for a conditional G)."""
         return self.signature.example(EXAMPLE_BATCH, 0, device, dtype)
 
     def dynamic_shapes(self) -> tuple[dict[int, Any], ...]:
         """Positional (whatever forward() names its inputs): N is dynamic in every input."""
-        batch = torch.export.Dim(self.batch_dim, min=1)
+        batch = torch.export.Dim(self.signature.batch_dim, min=1)
         return tuple({0: batch} for _ in self.signature.inputs)
 
     def metadata(self, dtype: str, fmt: str) -> dict[str, str]:

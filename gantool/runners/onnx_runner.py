@@ -77,8 +77,8 @@ def _session(path: str | Path, providers: list[Any], settings: SessionSettings):
         raise ArtifactError(f"{path} is not a loadable ONNX model: {first_line(e)[:200]}") from None
 
 
-def _describe(session, path: str | Path) -> tuple[str, str, str, Signature]:
-    """(input name, output name, dtype, signature) from the session and gantool metadata."""
+def _describe(session, path: str | Path) -> tuple[str, str, str, Signature, dict[str, str]]:
+    """(input name, output name, dtype, signature, gantool metadata) from the session."""
     inp, out = session.get_inputs(), session.get_outputs()
     meta = dict(session.get_modelmeta().custom_metadata_map)
     sig = Signature.from_metadata(meta, path)
@@ -87,7 +87,7 @@ def _describe(session, path: str | Path) -> tuple[str, str, str, Signature]:
                             f"its signature says {[i.name for i in sig.inputs]} -> {sig.output_name}")
     if inp[0].type not in _ELEM:
         raise ArtifactError(f"{path}: input element type {inp[0].type} is not fp32 or fp16")
-    return inp[0].name, out[0].name, artifact_dtype(meta, _ELEM[inp[0].type][0], path), sig
+    return inp[0].name, out[0].name, artifact_dtype(meta, _ELEM[inp[0].type][0], path), sig, meta
 
 
 def numpy_feed(sig: Signature, inputs: tuple[torch.Tensor, ...], float_type: Any) -> dict[str, np.ndarray]:
@@ -142,10 +142,9 @@ class OrtRunner(_OrtBase):
             settings.threads = threads
         self._args, self._kwargs = (path, device, dtype), {"settings": settings}
         self.session = _session(path, ["CPUExecutionProvider"], settings)
-        self.in_name, self.out_name, art, sig = _describe(self.session, path)
+        self.in_name, self.out_name, art, sig, meta = _describe(self.session, path)
         name = resolve_dtype(dtype, art, path)
         self.np_dtype, _ = io_types(name)
-        meta = dict(self.session.get_modelmeta().custom_metadata_map)
         self.info = RunnerInfo("ort", "cpu", name, sig, str(path),
                                {"providers": self.session.get_providers(), "threads": settings.threads or 0,
                                 "options": {**settings.record(), **split(settings.options or {})[0]},

@@ -116,7 +116,7 @@ class OrtCudaRunner(_OrtBase):
         got = self.session.get_providers()
         if provider not in got:
             raise DeviceError(f"{backend} unavailable: session providers are {got}; {_why(provider)}")
-        self.in_name, self.out_name, art, sig = _describe(self.session, path)
+        self.in_name, self.out_name, art, sig, _ = _describe(self.session, path)
         if sig.label is not None:  # io binding below binds one input; a second (labels) is not bound yet
             raise ConfigError(f"{backend} binds one input; {path} also takes class labels "
                               f"({sig.label.name}): run it with ort or openvino")
